@@ -1,0 +1,17 @@
+"""fastnorm: fast, numerically stable CPU normalization layers for NumPy.
+
+OpenMP-parallel C kernels (src_c/) with run-time SIMD dispatch, wrapped with
+Cython, under a NumPy-compatible API.
+"""
+__version__ = "0.1.0"
+
+from . import _ext
+from ._config import _apply_forced_isa, get_num_threads, set_num_threads, show_config
+from .normalization import batch_norm, layer_norm, moments, rms_norm
+
+_apply_forced_isa()
+
+__all__ = [
+    "moments", "batch_norm", "layer_norm", "rms_norm",
+    "set_num_threads", "get_num_threads", "show_config",
+]

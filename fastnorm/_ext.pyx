@@ -1,0 +1,187 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
+"""Thin wrappers around the C kernels of src_c/.
+
+Callers (fastnorm.normalization) have already validated every argument and laid
+the arrays out in one of the engine's canonical shapes (see src_c/fastnorm.h);
+these functions only take the data pointers, release the GIL, run the kernel and
+turn its status into an exception.
+"""
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "fastnorm.h" nogil:
+    ctypedef struct fn_seg_shape:
+        Py_ssize_t A, R1, K, R2
+        Py_ssize_t xa, xr1, xk
+        Py_ssize_t ya, yr1, yk
+        Py_ssize_t wk, wr1, wr2
+    ctypedef struct fn_col_shape:
+        Py_ssize_t A, R, K
+        Py_ssize_t xa, xr
+        Py_ssize_t ya, yr
+        int w_along_r
+    ctypedef struct fn_norm_args:
+        int mode
+        int stats_given
+        double eps
+        const void *w
+        const void *b
+        double *mean
+        double *var
+        int nthreads
+    int FN_OK, FN_ENOMEM
+    int FN_ISA_COUNT
+    int fn_seg_norm_f32(const fn_seg_shape *s, const float *x, float *y, const fn_norm_args *p)
+    int fn_seg_norm_f64(const fn_seg_shape *s, const double *x, double *y, const fn_norm_args *p)
+    int fn_col_norm_f32(const fn_col_shape *s, const float *x, float *y, const fn_norm_args *p)
+    int fn_col_norm_f64(const fn_col_shape *s, const double *x, double *y, const fn_norm_args *p)
+    void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
+    int fn_isa_supported(int isa)
+    int fn_isa_compiled(int isa)
+    int fn_isa_active()
+    int fn_isa_select(int isa)
+    const char *fn_isa_name(int isa)
+    int fn_openmp_enabled()
+    int fn_omp_max_threads()
+    void fn_omp_set_num_threads(int n)
+    int fn_usable_cores()
+    int fn_forked_child()
+
+MODE_MEANVAR = 0
+MODE_RMS = 1
+
+
+cdef inline void *_ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline void _check(int status) except *:
+    if status == FN_ENOMEM:
+        raise MemoryError("fastnorm: kernel scratch allocation failed")
+    if status != FN_OK:
+        raise RuntimeError(f"fastnorm: kernel failed with status {status}")
+
+
+cdef inline fn_norm_args _args(object w, object b, double eps, int mode, bint stats_given,
+                               object mean, object var, int nthreads):
+    cdef fn_norm_args p
+    p.mode = mode
+    p.stats_given = stats_given
+    p.eps = eps
+    p.w = _ptr(w)
+    p.b = _ptr(b)
+    p.mean = <double *>_ptr(mean)
+    p.var = <double *>_ptr(var)
+    p.nthreads = nthreads
+    return p
+
+
+def seg_norm(cnp.ndarray x, object y, tuple shape, object w, object b, double eps, int mode,
+             bint stats_given, cnp.ndarray mean, cnp.ndarray var, int nthreads):
+    """Run the SEG kernel. shape = (A, R1, K, R2, xa, xr1, xk, ya, yr1, yk, wk, wr1, wr2),
+    strides in elements relative to the data pointers of x and y."""
+    cdef fn_seg_shape s
+    (s.A, s.R1, s.K, s.R2, s.xa, s.xr1, s.xk, s.ya, s.yr1, s.yk, s.wk, s.wr1, s.wr2) = shape
+    cdef fn_norm_args p = _args(w, b, eps, mode, stats_given, mean, var, nthreads)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = _ptr(y)
+    cdef int status
+    cdef bint is32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+    with nogil:
+        if is32:
+            status = fn_seg_norm_f32(&s, <const float *>xp, <float *>yp, &p)
+        else:
+            status = fn_seg_norm_f64(&s, <const double *>xp, <double *>yp, &p)
+    _check(status)
+
+
+def col_norm(cnp.ndarray x, object y, tuple shape, bint w_along_r, object w, object b, double eps,
+             int mode, bint stats_given, cnp.ndarray mean, cnp.ndarray var, int nthreads):
+    """Run the COL kernel. shape = (A, R, K, xa, xr, ya, yr), strides in elements."""
+    cdef fn_col_shape s
+    (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape
+    s.w_along_r = w_along_r
+    cdef fn_norm_args p = _args(w, b, eps, mode, stats_given, mean, var, nthreads)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = _ptr(y)
+    cdef int status
+    cdef bint is32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+    with nogil:
+        if is32:
+            status = fn_col_norm_f32(&s, <const float *>xp, <float *>yp, &p)
+        else:
+            status = fn_col_norm_f64(&s, <const double *>xp, <double *>yp, &p)
+    _check(status)
+
+
+def omp_copy(cnp.ndarray src, cnp.ndarray dst, int num_threads=0):
+    """Copy src into the preallocated dst with an OpenMP team of num_threads.
+
+    The benchmarks' bandwidth reference: one read and one write of the same bytes.
+    Both arrays must be C-contiguous with the same number of bytes.
+    """
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("omp_copy: src and dst must be C-contiguous")
+    if src.nbytes != dst.nbytes:
+        raise ValueError("omp_copy: src and dst differ in size")
+    if not dst.flags.writeable:
+        raise ValueError("omp_copy: dst is read-only")
+    cdef size_t nbytes = src.nbytes
+    cdef const void *sp = cnp.PyArray_DATA(src)
+    cdef void *dp = cnp.PyArray_DATA(dst)
+    cdef int nt = num_threads if num_threads > 0 else fn_omp_max_threads()
+    with nogil:
+        fn_copy(sp, dp, nbytes, nt)
+
+
+_ISA_IDS = {fn_isa_name(i).decode(): i for i in range(FN_ISA_COUNT)}
+
+
+def isa_name():
+    """Name of the active SIMD path: 'generic', 'avx2' or 'avx512'."""
+    return fn_isa_name(fn_isa_active()).decode()
+
+
+def compiled_isas():
+    """SIMD paths compiled into this build."""
+    return [n for n, i in _ISA_IDS.items() if fn_isa_compiled(i)]
+
+
+def supported_isas():
+    """SIMD paths compiled in and supported by this CPU and OS."""
+    return [n for n, i in _ISA_IDS.items() if fn_isa_supported(i)]
+
+
+def select_isa(str name):
+    """Make `name` the active SIMD path; ValueError if it is unknown or unsupported."""
+    if name not in _ISA_IDS:
+        raise ValueError(f"unknown SIMD path {name!r}; expected one of {sorted(_ISA_IDS)}")
+    if fn_isa_select(_ISA_IDS[name]) != 0:
+        raise ValueError(f"SIMD path {name!r} is not supported here (supported: {supported_isas()})")
+
+
+def openmp_enabled():
+    """True when the extension was built with OpenMP."""
+    return bool(fn_openmp_enabled())
+
+
+def omp_max_threads():
+    """omp_get_max_threads() of the calling thread (1 without OpenMP)."""
+    return fn_omp_max_threads()
+
+
+def omp_set_num_threads(int n):
+    """omp_set_num_threads(n) for the calling thread (no-op without OpenMP)."""
+    fn_omp_set_num_threads(n)
+
+
+def usable_cores():
+    """Processors OpenMP may use (the affinity mask)."""
+    return fn_usable_cores()
+
+
+def forked_child():
+    """True in a child created by fork() after fastnorm was imported (kernels then run serially)."""
+    return bool(fn_forked_child())

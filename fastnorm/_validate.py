@@ -1,0 +1,116 @@
+"""Argument checks shared by the public functions.
+
+Every check runs before any kernel or any write, so a call that raises leaves
+`out` and running statistics untouched. Messages name the offending argument.
+"""
+import operator
+
+import numpy as np
+
+NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_input(x, func):
+    """`x` as an ndarray of a computable float dtype, else TypeError."""
+    x = np.asarray(x)
+    if x.dtype in NATIVE_DTYPES:
+        return x
+    if x.dtype == np.float16:
+        # float16 is computed in float32 (accumulation is float64 in any case).
+        return x
+    raise TypeError(f"{func}: x must be a float32 or float64 array, got dtype {x.dtype}")
+
+
+def compute_dtype(x):
+    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+
+
+def normalize_axes(axis, ndim, func, name="axis"):
+    """Sorted tuple of non-negative axes; ValueError for out-of-range or duplicates."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in items:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            raise TypeError(f"{func}: {name} must be an int or a tuple of ints, got {axis!r}") from None
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{func}: {name}={axis!r} is out of range for an array of {ndim} dimensions")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{func}: {name}={axis!r} repeats an axis")
+    return tuple(sorted(out))
+
+
+def check_eps(eps, func):
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{func}: eps must be a real number, got {eps!r}") from None
+    if not eps >= 0:  # also rejects NaN
+        raise ValueError(f"{func}: eps must be >= 0, got {eps!r}")
+    return eps
+
+
+def check_out(out, x, func):
+    """Validate `out` (exact shape and dtype, writable, no partial overlap with x)."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{func}: out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"{func}: out has shape {out.shape}, expected x's shape {x.shape}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"{func}: out has dtype {out.dtype}, expected x's dtype {x.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{func}: out is read-only")
+    if out is not x and np.may_share_memory(out, x) and not same_memory(out, x):
+        raise ValueError(f"{func}: out overlaps x without being x itself (in place needs out=x)")
+    return out
+
+
+def same_memory(a, b):
+    """True when a and b view exactly the same elements in the same order."""
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def check_param(p, shape, dtype, func, name):
+    """An affine parameter: float array of exactly `shape`, returned contiguous in `dtype`."""
+    if p is None:
+        return None
+    p = np.asarray(p)
+    if p.dtype.kind != "f":
+        raise TypeError(f"{func}: {name} must be a float array, got dtype {p.dtype}")
+    if p.shape != tuple(shape):
+        raise ValueError(f"{func}: {name} has shape {p.shape}, expected {tuple(shape)}")
+    return np.ascontiguousarray(p, dtype=dtype)
+
+
+def check_running(r, C, func, name, writable):
+    """A running statistic: 1-D float ndarray of length C; writable and contiguous when updated."""
+    if writable and not isinstance(r, np.ndarray):
+        raise TypeError(f"{func}: {name} must be a numpy.ndarray to be updated in place, got {type(r).__name__}")
+    r = np.asarray(r) if not isinstance(r, np.ndarray) else r
+    if r.dtype.kind != "f":
+        raise TypeError(f"{func}: {name} must be a float array, got dtype {r.dtype}")
+    if r.shape != (C,):
+        raise ValueError(f"{func}: {name} has shape {r.shape}, expected ({C},)")
+    if writable:
+        if not r.flags.writeable:
+            raise ValueError(f"{func}: {name} is read-only but training updates it")
+        if not r.flags.c_contiguous:
+            raise ValueError(f"{func}: {name} must be contiguous to be updated in place")
+    return r
+
+
+def check_momentum(momentum, func):
+    try:
+        m = float(momentum)
+    except (TypeError, ValueError):
+        raise TypeError(f"{func}: momentum must be a real number, got {momentum!r}") from None
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"{func}: momentum must be in [0, 1], got {momentum!r}")
+    return m

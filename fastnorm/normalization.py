@@ -1,0 +1,359 @@
+"""The public forward functions: moments, batch_norm, layer_norm, rms_norm.
+
+Each validates its arguments completely (nothing is written when one is bad),
+describes the op to the engine (fastnorm._engine) and shapes the results.
+"""
+import numpy as np
+
+from . import _engine
+from ._config import resolve_threads
+from ._validate import (as_input, check_eps, check_momentum, check_out, check_param,
+                        check_running, compute_dtype, normalize_axes)
+
+__all__ = ["moments", "batch_norm", "layer_norm", "rms_norm"]
+
+
+def _upcast(x, out):
+    """float16 runs in float32; returns (x_compute, out_compute)."""
+    if x.dtype != np.float16:
+        return x, out
+    return x.astype(np.float32), None
+
+
+def _finish(y, out, x):
+    if x.dtype == np.float16:
+        if out is not None:
+            out[...] = y
+            return out
+        return y.astype(np.float16)
+    return y
+
+
+def moments(x, axis=None, *, ddof=0, keepdims=False, num_threads=None):
+    """Mean and variance of `x` over `axis`, in one parallel pass.
+
+    The same values as ``np.mean(x, axis)`` and ``np.var(x, axis, ddof=ddof)``,
+    computed with float64 accumulation from shifted block sums merged by Chan's
+    formula, so they stay accurate when ``|mean| >> std``.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 data (float16 is computed in float32).
+    axis : int, tuple of ints or None, optional
+        Axes reduced; None (default) reduces all of them.
+    ddof : int, optional
+        Delta degrees of freedom of the variance (divisor ``n - ddof``).
+    keepdims : bool, optional
+        Keep the reduced axes with size one.
+    num_threads : int, optional
+        Threads for this call; default :func:`fastnorm.get_num_threads`.
+
+    Returns
+    -------
+    mean, var : ndarray
+        In x's dtype; 0-d arrays when every axis is reduced and ``keepdims`` is False.
+
+    Raises
+    ------
+    TypeError
+        If x is not a float array.
+    ValueError
+        If an axis is out of range or repeated, or ``num_threads`` < 1.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> m, v = fastnorm.moments(np.array([[1.0, 2.0], [3.0, 5.0]]), axis=0)
+    >>> m.tolist(), v.tolist()
+    ([2.0, 3.5], [1.0, 2.25])
+    """
+    func = "moments"
+    x = as_input(x, func)
+    axes = normalize_axes(axis, x.ndim, func)
+    nthreads = resolve_threads(num_threads, func)
+    ddof = int(ddof)
+    xc, _ = _upcast(x, None)
+    reduced = tuple(i in axes for i in range(x.ndim))
+    n = 1
+    for i in axes:
+        n *= x.shape[i]
+    if x.size == 0:
+        kept_shape = [x.shape[i] for i in range(x.ndim) if i not in axes]
+        mean = np.full(kept_shape, np.nan)
+        var = np.full(kept_shape, np.nan)
+    else:
+        _, mean, var = _engine.run(xc, None, _engine.Op(reduced, _engine.MODE_MEANVAR, nthreads=nthreads),
+                                   want_y=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = var * (n / np.float64(max(n - ddof, 0))) if ddof else var
+    if keepdims:
+        shape = tuple(1 if i in axes else x.shape[i] for i in range(x.ndim))
+        mean, var = mean.reshape(shape), var.reshape(shape)
+    return mean.astype(x.dtype)[()], var.astype(x.dtype)[()]
+
+
+def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None, training=None,
+               momentum=0.1, eps=1e-5, channel_axis=1, out=None, return_stats=False,
+               num_threads=None):
+    """Batch normalization: statistics per channel over every other axis.
+
+    ``y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]`` with the batch
+    statistics (training) or the running statistics (inference), as
+    ``torch.nn.functional.batch_norm``. ONNX BatchNormalization maps to
+    ``training=False`` with ``running_mean=input_mean, running_var=input_var``
+    (``epsilon`` is eps); its training-mode ``momentum`` weights the *old* running
+    value, i.e. ONNX momentum m is fastnorm momentum ``1 - m``.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 data, ``x.ndim >= 2``; any memory layout.
+    weight, bias : array_like of shape (C,), optional
+        Per-channel scale and shift (either may be given alone).
+    running_mean, running_var : ndarray of shape (C,), optional
+        Running statistics. Training updates them in place as PyTorch does:
+        ``r = (1 - momentum) * r + momentum * batch`` with the unbiased batch
+        variance; they must then be writable and contiguous. Inference reads them.
+    training : bool, optional
+        Use batch statistics. Default: ``running_mean is None``.
+    momentum : float, optional
+        Weight of the new batch statistics, in [0, 1].
+    eps : float, optional
+        Added to the variance, >= 0.
+    channel_axis : int, optional
+        Axis of the channels: 1 for NCHW (default), -1 for channels-last / (N, C).
+    out : ndarray, optional
+        Output of x's shape and dtype; may be x itself.
+    return_stats : bool, optional
+        Also return the mean and invstd = 1 / sqrt(var + eps) that were used.
+    num_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    y : ndarray
+        The normalized array (``out`` when given).
+    mean, invstd : ndarray of shape (C,)
+        Only with ``return_stats=True``, in x's dtype.
+
+    Raises
+    ------
+    TypeError
+        Non-float x, weight, bias or running statistics; out of another dtype.
+    ValueError
+        Bad channel_axis, parameter shapes, eps < 0, momentum outside [0, 1],
+        training with one value per channel, inference without running statistics,
+        read-only or non-contiguous running statistics that training would update.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+    >>> fastnorm.batch_norm(x, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    """
+    func = "batch_norm"
+    x = as_input(x, func)
+    if x.ndim < 2:
+        raise ValueError(f"{func}: x must have at least 2 dimensions, got shape {x.shape}")
+    (cax,) = normalize_axes(channel_axis, x.ndim, func, "channel_axis")
+    C = x.shape[cax]
+    dt = compute_dtype(x)
+    eps = check_eps(eps, func)
+    momentum = check_momentum(momentum, func)
+    nthreads = resolve_threads(num_threads, func)
+    if training is None:
+        training = running_mean is None
+    training = bool(training)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{func}: running_mean and running_var must be given together")
+    has_running = running_mean is not None
+    if not training and not has_running:
+        raise ValueError(f"{func}: inference (training=False) needs running_mean and running_var")
+    if has_running:
+        running_mean = check_running(running_mean, C, func, "running_mean", writable=training)
+        running_var = check_running(running_var, C, func, "running_var", writable=training)
+    weight = check_param(weight, (C,), dt, func, "weight")
+    bias = check_param(bias, (C,), dt, func, "bias")
+    if weight is not None and bias is None:
+        bias = np.zeros(C, dtype=dt)
+    elif bias is not None and weight is None:
+        weight = np.ones(C, dtype=dt)
+    out = check_out(out, x, func)
+    n = x.size // C if C else 0
+    if training and n == 1:
+        raise ValueError(f"{func}: expected more than 1 value per channel when training, got x of shape {x.shape}")
+    reduced = tuple(i != cax for i in range(x.ndim))
+
+    if training:
+        stats_given = None
+    else:
+        stats_given = (np.ascontiguousarray(running_mean, dtype=np.float64),
+                       np.ascontiguousarray(running_var, dtype=np.float64))
+    if x.size == 0:
+        y = out if out is not None else np.empty_like(x)
+        if training:
+            mean = np.full(C, np.nan)
+            var = np.full(C, np.nan)
+        else:
+            mean, var = stats_given
+    else:
+        xc, oc = _upcast(x, out)
+        op = _engine.Op(reduced, _engine.MODE_MEANVAR, eps, weight, bias, w_on_kept=True,
+                        stats_given=stats_given, nthreads=nthreads)
+        y, mean, var = _engine.run(xc, oc, op)
+        y = _finish(y, out, x)
+        if training and has_running:
+            m = momentum
+            unbiased = var * (n / (n - 1.0))
+            running_mean[...] = (1.0 - m) * running_mean + m * mean
+            running_var[...] = (1.0 - m) * running_var + m * unbiased
+    if return_stats:
+        invstd = 1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
+        return y, np.asarray(mean).astype(x.dtype), invstd.astype(x.dtype)
+    return y
+
+
+def _layer_params(x, weight, bias, axes, dt, func, need_bias=True):
+    shape = tuple(x.shape[i] for i in axes)
+    weight = check_param(weight, shape, dt, func, "weight")
+    bias = check_param(bias, shape, dt, func, "bias") if need_bias else None
+    if weight is None and bias is not None:
+        weight = np.ones(shape, dtype=dt)
+    if weight is not None and bias is None:
+        bias = np.zeros(shape, dtype=dt)
+    return weight, bias
+
+
+def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return_stats=False,
+               num_threads=None):
+    """Layer normalization: statistics per sample over the axes in `axis`.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` where mean and the biased
+    var are taken over `axis`. Any axes may be normalized, not only trailing ones:
+    ``axis=1`` on NCHW is the channels-first LayerNorm of ConvNeXt, computed
+    natively without transposes. ``torch.nn.functional.layer_norm(x, shape)``
+    is ``axis=tuple(range(-len(shape), 0))``; ONNX LayerNormalization with
+    ``axis=k`` is ``axis=tuple(range(k, x.ndim))`` (``epsilon`` is eps).
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 data, any layout; 1-D allowed.
+    weight, bias : array_like, optional
+        Shape of x at the normalized axes (in increasing axis order).
+    axis : int or tuple of ints, optional
+        Normalized axes (default -1).
+    eps : float, optional
+        Added to the variance, >= 0.
+    out : ndarray, optional
+        Output of x's shape and dtype; may be x itself.
+    return_stats : bool, optional
+        Also return mean and rstd = 1 / sqrt(var + eps), shaped like x without the
+        normalized axes, in x's dtype.
+    num_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    y : ndarray
+    mean, rstd : ndarray
+        Only with ``return_stats=True``.
+
+    Raises
+    ------
+    TypeError
+        Non-float x or parameters; out of another dtype.
+    ValueError
+        Out-of-range or repeated axes, parameter shapes, eps < 0, bad out.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> fastnorm.layer_norm(np.array([[1.0, 3.0], [2.0, 2.0]]), eps=0.0)
+    array([[-1.,  1.],
+           [ 0.,  0.]])
+    """
+    return _rowwise(x, weight, bias, axis, eps, out, return_stats, num_threads,
+                    "layer_norm", _engine.MODE_MEANVAR)
+
+
+def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False, num_threads=None):
+    """Root-mean-square normalization over the axes in `axis`.
+
+    ``y = x / sqrt(mean(x**2) + eps) * weight``, as ``torch.nn.functional.rms_norm``
+    (ONNX RMSNormalization with ``axis=k`` is ``axis=tuple(range(k, x.ndim))``).
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 data, any layout.
+    weight : array_like, optional
+        Shape of x at the normalized axes.
+    axis : int or tuple of ints, optional
+        Normalized axes (default -1).
+    eps : float, optional
+        Added to the mean square, >= 0; None (default) is ``np.finfo(x.dtype).eps``
+        as in PyTorch.
+    out : ndarray, optional
+        Output of x's shape and dtype; may be x itself.
+    return_stats : bool, optional
+        Also return rstd = 1 / sqrt(mean(x**2) + eps).
+    num_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    y : ndarray
+    rstd : ndarray
+        Only with ``return_stats=True``.
+
+    Raises
+    ------
+    TypeError
+        Non-float x or weight; out of another dtype.
+    ValueError
+        Bad axes, weight shape, eps < 0, bad out.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> fastnorm.rms_norm(np.array([[3.0, 4.0]]) * np.sqrt(2) / 5, eps=0.0).round(6)
+    array([[0.848528, 1.131371]])
+    """
+    x = as_input(x, "rms_norm")
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps)
+    return _rowwise(x, weight, None, axis, eps, out, return_stats, num_threads,
+                    "rms_norm", _engine.MODE_RMS)
+
+
+def _rowwise(x, weight, bias, axis, eps, out, return_stats, num_threads, func, mode):
+    x = as_input(x, func)
+    axes = normalize_axes(axis, x.ndim, func)
+    dt = compute_dtype(x)
+    eps = check_eps(eps, func)
+    nthreads = resolve_threads(num_threads, func)
+    weight, bias = _layer_params(x, weight, bias, axes, dt, func, need_bias=(mode == _engine.MODE_MEANVAR))
+    if mode == _engine.MODE_RMS and weight is not None:
+        bias = np.zeros(weight.shape, dtype=dt)
+    out = check_out(out, x, func)
+    reduced = tuple(i in axes for i in range(x.ndim))
+    kept_shape = tuple(x.shape[i] for i in range(x.ndim) if i not in axes)
+    if x.size == 0:
+        y = out if out is not None else np.empty_like(x)
+        mean = np.full(kept_shape, np.nan)
+        var = np.full(kept_shape, np.nan)
+    else:
+        xc, oc = _upcast(x, out)
+        op = _engine.Op(reduced, mode, eps, weight, bias, nthreads=nthreads)
+        y, mean, var = _engine.run(xc, oc, op)
+        y = _finish(y, out, x)
+    if not return_stats:
+        return y
+    rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    if mode == _engine.MODE_RMS:
+        return y, rstd
+    return y, mean.astype(x.dtype), rstd

@@ -1,0 +1,74 @@
+/* fastnorm.h - the C interface of fastnorm's kernels.
+ *
+ * Every normalization is "statistics over a reduced set of axes, then an affine
+ * transform". The Python layer maps an op and an array layout onto one of two
+ * canonical shapes, each with strides in elements (ptrdiff_t, so arrays above
+ * 2^31 elements work):
+ *
+ *   SEG: x[a, r1, k, r2], statistics per unit (a, k) over (r1, r2), where r2 is
+ *        contiguous. Rows (LayerNorm over trailing axes: A rows, R1 = K = 1),
+ *        NCHW planes (BatchNorm: A = 1, R1 = N, K = C, R2 = H*W), groups.
+ *   COL: x[a, r, k], statistics per unit (a, k) over r, where k is contiguous.
+ *        Columns of an (N, C) table, channels-last BatchNorm (A = 1),
+ *        channels-first LayerNorm (A = N, R = C, K = H*W).
+ *
+ * Units are numbered u = a*K + k. The kernels never allocate per element, never
+ * touch Python objects and return an FN_* status.
+ */
+#ifndef FASTNORM_H
+#define FASTNORM_H
+
+#include <stddef.h>
+
+enum { FN_OK = 0, FN_ENOMEM = 1, FN_EINVAL = 2 };
+
+/* Statistics: mean and variance (LayerNorm, BatchNorm), or the mean of squares (RMSNorm). */
+enum { FN_MODE_MEANVAR = 0, FN_MODE_RMS = 1 };
+
+typedef struct {
+    ptrdiff_t A, R1, K, R2;
+    ptrdiff_t xa, xr1, xk;   /* strides of x; r2 has stride 1 */
+    ptrdiff_t ya, yr1, yk;   /* strides of y; r2 has stride 1 */
+    ptrdiff_t wk, wr1, wr2;  /* affine parameter of element (r1, k, r2): w[k*wk + r1*wr1 + r2*wr2], wr2 in {0, 1} */
+} fn_seg_shape;
+
+typedef struct {
+    ptrdiff_t A, R, K;
+    ptrdiff_t xa, xr;        /* strides of x; k has stride 1 */
+    ptrdiff_t ya, yr;        /* strides of y; k has stride 1 */
+    int w_along_r;           /* 0: affine parameter indexed by k (BatchNorm); 1: by r (LayerNorm) */
+} fn_col_shape;
+
+typedef struct {
+    int mode;                /* FN_MODE_* */
+    int stats_given;         /* 1: mean/var are inputs and no reduction runs (inference BatchNorm) */
+    double eps;
+    const void *w, *b;       /* both NULL (no affine) or both set; x's dtype, contiguous */
+    double *mean, *var;      /* length A*K, always set: outputs, or inputs when stats_given.
+                                var is the biased variance (mean of squares in FN_MODE_RMS) */
+    int nthreads;            /* upper bound on the OpenMP team; the kernel may use fewer */
+} fn_norm_args;
+
+/* y == NULL computes statistics only. y may equal x (in place). */
+int fn_seg_norm_f32(const fn_seg_shape *s, const float *x, float *y, const fn_norm_args *p);
+int fn_seg_norm_f64(const fn_seg_shape *s, const double *x, double *y, const fn_norm_args *p);
+int fn_col_norm_f32(const fn_col_shape *s, const float *x, float *y, const fn_norm_args *p);
+int fn_col_norm_f64(const fn_col_shape *s, const double *x, double *y, const fn_norm_args *p);
+
+/* An OpenMP copy of nbytes, the bandwidth reference of the benchmarks. */
+void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads);
+
+/* Runtime: SIMD path, OpenMP, threads. */
+enum { FN_ISA_GENERIC = 0, FN_ISA_AVX2 = 1, FN_ISA_AVX512 = 2, FN_ISA_COUNT = 3 };
+int fn_isa_supported(int isa);   /* compiled in, and the CPU and OS support it */
+int fn_isa_compiled(int isa);
+int fn_isa_active(void);
+int fn_isa_select(int isa);      /* 0 on success, -1 when not supported */
+const char *fn_isa_name(int isa);
+int fn_openmp_enabled(void);
+int fn_omp_max_threads(void);    /* omp_get_max_threads(), 1 without OpenMP */
+void fn_omp_set_num_threads(int n);
+int fn_usable_cores(void);
+int fn_forked_child(void);       /* 1 in a child process created by fork() after import */
+
+#endif

@@ -1,0 +1,90 @@
+/* fn_internal.h - helpers shared by every compilation unit of the engine.
+ *
+ * Everything here is static inline: this header is also compiled with AVX2 and
+ * AVX-512 flags, and a non-static function could become the copy that the
+ * baseline code links to.
+ */
+#ifndef FN_INTERNAL_H
+#define FN_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include "fastnorm.h"
+
+#define FN_CAT_(a, b) a##b
+#define FN_CAT(a, b) FN_CAT_(a, b)
+#define FN_STR_(a) #a
+#define FN_STR(a) FN_STR_(a)
+
+/* Elements per statistics block. Each block is summed in double with its first
+ * element as shift, so cancellation in s2 - s1^2/n is bounded by the block
+ * length (|x0 - mean|^2 <= n * var), then blocks are merged by Chan's formula. */
+#define FN_BLOCK 1024
+/* Rows per block and blocks per superblock of the column kernel. */
+#define FN_COL_BLOCK 256
+#define FN_COL_SUPER 16
+/* Below this many elements a call runs serially: a parallel region costs more. */
+#define FN_SERIAL_ELEMS 65536
+/* Work (elements) a dynamic chunk of the parallel loops should hold. */
+#define FN_CHUNK_ELEMS 16384
+
+typedef struct { double n, mean, m2; } fn_acc;
+
+/* Chan et al.: merge a block of nb values with mean mb and sum of squared
+ * deviations m2b into acc. The first merge copies, so folding the same blocks in
+ * the same order gives the same bits whichever thread computed them. */
+static inline void fn_acc_merge(fn_acc *acc, double nb, double mb, double m2b)
+{
+    if (acc->n == 0) {
+        acc->n = nb; acc->mean = mb; acc->m2 = m2b;
+        return;
+    }
+    double n = acc->n + nb;
+    double d = mb - acc->mean;
+    acc->mean += d * (nb / n);
+    acc->m2 += m2b + d * d * (acc->n * nb / n);
+    acc->n = n;
+}
+
+/* The same merge for K columns that share their counts. */
+static inline void fn_merge_cols(double na, double *ma, double *m2a, double nb,
+                                 const double *mb, const double *m2b, ptrdiff_t K)
+{
+    if (na == 0) {
+        for (ptrdiff_t k = 0; k < K; k++) { ma[k] = mb[k]; m2a[k] = m2b[k]; }
+        return;
+    }
+    double n = na + nb, fa = nb / n, fc = na * nb / n;
+#pragma omp simd
+    for (ptrdiff_t k = 0; k < K; k++) {
+        double d = mb[k] - ma[k];
+        ma[k] += d * fa;
+        m2a[k] += m2b[k] + d * d * fc;
+    }
+}
+
+/* Sum of squared deviations from a block of shifted sums; rounding can leave a
+ * tiny negative, NaN stays NaN. */
+static inline double fn_m2_from_sums(double s1, double s2, double n)
+{
+    double m2 = s2 - s1 * (s1 / n);
+    return m2 < 0 ? 0 : m2;
+}
+
+/* Thread budget shared by concurrent callers (see fn_runtime.c). */
+int fn_threads_acquire(int want);
+void fn_threads_release(int n);
+
+static inline ptrdiff_t fn_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+static inline ptrdiff_t fn_max(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
+
+typedef struct {
+    const char *name;
+    int (*seg_f32)(const fn_seg_shape *, const float *, float *, const fn_norm_args *);
+    int (*seg_f64)(const fn_seg_shape *, const double *, double *, const fn_norm_args *);
+    int (*col_f32)(const fn_col_shape *, const float *, float *, const fn_norm_args *);
+    int (*col_f64)(const fn_col_shape *, const double *, double *, const fn_norm_args *);
+} fn_isa_table;
+
+#endif

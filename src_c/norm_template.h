@@ -1,0 +1,452 @@
+/* norm_template.h - the normalization engine, written once over the element type T.
+ *
+ * Included by norm_isa.h once per dtype with T (float or double) and TS (f32 or
+ * f64) defined; norm_isa.h in turn is compiled once per SIMD path with
+ * FN_VBYTES set (16 generic, 32 AVX2, 64 AVX-512), so the same source gives every
+ * dtype x ISA kernel. Statistics and the affine transform are computed in double
+ * whatever T is: float32 inputs then normalize as a float64 computation rounded
+ * once, and values near FLT_MAX cannot overflow the sums of squares.
+ *
+ * Determinism: statistics are folds of fixed-size block partials in a fixed
+ * order. The serial path, the per-unit parallel path and the split path all
+ * compute the same partials and fold them identically, so the result does not
+ * depend on the thread count.
+ */
+#define TF(name) FN_CAT(FN_CAT(name, _), TS)
+#define VD TF(vd)
+#define VL TF(vl)
+#define LANES (FN_VBYTES / 8)
+
+typedef double VD __attribute__((vector_size(FN_VBYTES)));
+typedef T VL __attribute__((vector_size(LANES * sizeof(T))));
+
+static inline VD TF(load)(const T *p)
+{
+    VL v;
+    __builtin_memcpy(&v, p, sizeof v);   /* an unaligned load */
+    return __builtin_convertvector(v, VD);
+}
+
+static inline double TF(hsum)(VD v)
+{
+    double s = 0;
+    for (int l = 0; l < LANES; l++) s += v[l];
+    return s;
+}
+
+/* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values; four independent
+ * vector accumulators hide the add latency. */
+static inline void TF(dev_sums)(const T *x, ptrdiff_t n, double c, double *s1o, double *s2o)
+{
+    const VD zero = {0};
+    const VD cv = zero + c;
+    VD a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    VD q0 = zero, q1 = zero, q2 = zero, q3 = zero;
+    ptrdiff_t i = 0;
+    for (; i + 4 * LANES <= n; i += 4 * LANES) {
+        VD d0 = TF(load)(x + i) - cv;
+        VD d1 = TF(load)(x + i + LANES) - cv;
+        VD d2 = TF(load)(x + i + 2 * LANES) - cv;
+        VD d3 = TF(load)(x + i + 3 * LANES) - cv;
+        a0 += d0; q0 += d0 * d0;
+        a1 += d1; q1 += d1 * d1;
+        a2 += d2; q2 += d2 * d2;
+        a3 += d3; q3 += d3 * d3;
+    }
+    for (; i + LANES <= n; i += LANES) {
+        VD d = TF(load)(x + i) - cv;
+        a0 += d; q0 += d * d;
+    }
+    double s1 = TF(hsum)((a0 + a1) + (a2 + a3));
+    double s2 = TF(hsum)((q0 + q1) + (q2 + q3));
+    for (; i < n; i++) {
+        double d = (double)x[i] - c;
+        s1 += d; s2 += d * d;
+    }
+    *s1o = s1; *s2o = s2;
+}
+
+static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
+{
+    const VD zero = {0};
+    VD q0 = zero, q1 = zero, q2 = zero, q3 = zero;
+    ptrdiff_t i = 0;
+    for (; i + 4 * LANES <= n; i += 4 * LANES) {
+        VD v0 = TF(load)(x + i), v1 = TF(load)(x + i + LANES);
+        VD v2 = TF(load)(x + i + 2 * LANES), v3 = TF(load)(x + i + 3 * LANES);
+        q0 += v0 * v0; q1 += v1 * v1; q2 += v2 * v2; q3 += v3 * v3;
+    }
+    for (; i + LANES <= n; i += LANES) {
+        VD v = TF(load)(x + i);
+        q0 += v * v;
+    }
+    double s2 = TF(hsum)((q0 + q1) + (q2 + q3));
+    for (; i < n; i++) s2 += (double)x[i] * (double)x[i];
+    return s2;
+}
+
+/* Partial statistics of one block (n <= FN_BLOCK): mean and m2, or in RMS mode the
+ * sum of squares in m2. */
+static inline void TF(block_stats)(const T *x, ptrdiff_t n, int rms, double *mean, double *m2)
+{
+    if (rms) {
+        *mean = 0;
+        *m2 = TF(sq_sum)(x, n);
+        return;
+    }
+    double c = (double)x[0], s1, s2;
+    TF(dev_sums)(x, n, c, &s1, &s2);
+    *mean = c + s1 / (double)n;
+    *m2 = fn_m2_from_sums(s1, s2, (double)n);
+}
+
+static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, int rms)
+{
+    if (rms) { acc->n += n; acc->m2 += m2; }
+    else fn_acc_merge(acc, n, mean, m2);
+}
+
+/* y = ((x - mean) * rstd) * w + b over n contiguous values; w, b are a vector
+ * (wvec), one scalar, or absent. */
+static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
+                                  const T *w, const T *b, int wvec)
+{
+    if (!w) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = (T)(((double)x[i] - mean) * rstd);
+    } else if (!wvec) {
+        double sc = rstd * (double)w[0], sh = (double)b[0];
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = (T)(((double)x[i] - mean) * sc + sh);
+    } else {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = (T)(((double)x[i] - mean) * rstd * (double)w[i] + (double)b[i]);
+    }
+}
+
+static inline void TF(finish_stats)(const fn_acc *acc, int rms, double *mean, double *var)
+{
+    if (acc->n == 0) { *mean = NAN; *var = NAN; return; }
+    *mean = rms ? 0.0 : acc->mean;
+    *var = acc->m2 / acc->n;
+}
+
+/* ---------------------------------------------------------------- SEG ---- */
+
+static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *x, const fn_norm_args *p, ptrdiff_t u)
+{
+    const T *xu = x + (u / s->K) * s->xa + (u % s->K) * s->xk;
+    int rms = p->mode == FN_MODE_RMS;
+    fn_acc acc = {0, 0, 0};
+    for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
+        const T *seg = xu + r1 * s->xr1;
+        for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
+            ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
+            double bm, bm2;
+            TF(block_stats)(seg + i0, m, rms, &bm, &bm2);
+            TF(acc_block)(&acc, (double)m, bm, bm2, rms);
+        }
+    }
+    TF(finish_stats)(&acc, rms, &p->mean[u], &p->var[u]);
+}
+
+/* Normalize elements [i0, i1) of segment r1 of unit u. */
+static void TF(seg_unit_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                              ptrdiff_t u, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1)
+{
+    ptrdiff_t a = u / s->K, k = u % s->K;
+    double rstd = 1.0 / sqrt(p->var[u] + p->eps);
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    ptrdiff_t widx = k * s->wk + r1 * s->wr1 + i0 * s->wr2;
+    TF(norm_range)(x + a * s->xa + k * s->xk + r1 * s->xr1 + i0,
+                   y + a * s->ya + k * s->yk + r1 * s->yr1 + i0,
+                   i1 - i0, p->mean[u], rstd,
+                   w ? w + widx : NULL, b ? b + widx : NULL, s->wr2 != 0);
+}
+
+static void TF(seg_unit)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t u)
+{
+    if (!p->stats_given) TF(seg_unit_stats)(s, x, p, u);
+    if (y)
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) TF(seg_unit_norm)(s, x, y, p, u, r1, 0, s->R2);
+}
+
+/* Few large units: every (unit, segment, block) is an item of its own, partials go
+ * to a scratch array and are folded per unit in the serial path's order. */
+static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p, int nt)
+{
+    ptrdiff_t U = s->A * s->K, nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK;
+    ptrdiff_t per_unit = s->R1 * nb, n_items = U * per_unit;
+    int rms = p->mode == FN_MODE_RMS;
+    ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / FN_BLOCK);
+    if (!p->stats_given) {
+        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)n_items);
+        if (!part) return FN_ENOMEM;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
+        for (ptrdiff_t it = 0; it < n_items; it++) {
+            ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+            const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
+            TF(block_stats)(seg + i0, fn_min(FN_BLOCK, s->R2 - i0), rms, &part[2 * it], &part[2 * it + 1]);
+        }
+        for (ptrdiff_t u = 0; u < U; u++) {
+            fn_acc acc = {0, 0, 0};
+            for (ptrdiff_t j = 0; j < per_unit; j++) {
+                ptrdiff_t it = u * per_unit + j, i0 = (j % nb) * FN_BLOCK;
+                TF(acc_block)(&acc, (double)fn_min(FN_BLOCK, s->R2 - i0), part[2 * it], part[2 * it + 1], rms);
+            }
+            TF(finish_stats)(&acc, rms, &p->mean[u], &p->var[u]);
+        }
+        free(part);
+    }
+    if (y) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
+        for (ptrdiff_t it = 0; it < n_items; it++) {
+            ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+            TF(seg_unit_norm)(s, x, y, p, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2));
+        }
+    }
+    return FN_OK;
+}
+
+static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p)
+{
+    ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
+    if (U == 0) return FN_OK;
+    double work = (double)U * (double)unit_len;
+    int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
+    if (nt > 1) nt = fn_threads_acquire(nt);
+    int status = FN_OK;
+    if (nt <= 1) {
+        for (ptrdiff_t u = 0; u < U; u++) TF(seg_unit)(s, x, y, p, u);
+    } else if (U >= 4 * (ptrdiff_t)nt) {
+        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
+        for (ptrdiff_t u = 0; u < U; u++) TF(seg_unit)(s, x, y, p, u);
+    } else {
+        status = TF(seg_split)(s, x, y, p, nt);
+    }
+    if (nt > 1) fn_threads_release(nt);
+    return status;
+}
+
+/* ---------------------------------------------------------------- COL ---- */
+/* Rows of a slab are grouped in blocks of FN_COL_BLOCK rows (shifted sums per
+ * column) and superblocks of FN_COL_SUPER blocks; a unit's statistics are the
+ * fold of its superblocks, each the fold of its blocks. */
+
+/* Partial statistics (mean[K], m2[K]) of rows [r0, r1) of slab a; s1, s2 are
+ * scratch of K doubles each. */
+static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1,
+                                int rms, double *s1, double *s2, double *mean, double *m2)
+{
+    ptrdiff_t K = s->K;
+    const T *x0 = xs + r0 * s->xr;
+    for (ptrdiff_t k = 0; k < K; k++) { s1[k] = 0; s2[k] = 0; }
+    if (rms) {
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const T *row = xs + r * s->xr;
+#pragma omp simd
+            for (ptrdiff_t k = 0; k < K; k++) s2[k] += (double)row[k] * (double)row[k];
+        }
+        for (ptrdiff_t k = 0; k < K; k++) { mean[k] = 0; m2[k] = s2[k]; }
+        return;
+    }
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const T *row = xs + r * s->xr;
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double d = (double)row[k] - (double)x0[k];
+            s1[k] += d; s2[k] += d * d;
+        }
+    }
+    double n = (double)(r1 - r0);
+    for (ptrdiff_t k = 0; k < K; k++) {
+        mean[k] = (double)x0[k] + s1[k] / n;
+        m2[k] = fn_m2_from_sums(s1[k], s2[k], n);
+    }
+}
+
+static void TF(col_fold)(double na, double *ma, double *m2a, double nb, const double *mb,
+                         const double *m2b, ptrdiff_t K, int rms)
+{
+    if (rms) {
+        for (ptrdiff_t k = 0; k < K; k++) m2a[k] = (na == 0 ? 0 : m2a[k]) + m2b[k];
+        if (na == 0) for (ptrdiff_t k = 0; k < K; k++) ma[k] = 0;
+    } else {
+        fn_merge_cols(na, ma, m2a, nb, mb, m2b, K);
+    }
+}
+
+/* Superblock sb of slab a: its partial in (mean, m2); scratch holds 4K doubles. */
+static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, ptrdiff_t sb,
+                                int rms, double *scratch, double *mean, double *m2)
+{
+    ptrdiff_t K = s->K, rows = FN_COL_BLOCK * FN_COL_SUPER;
+    ptrdiff_t r_begin = sb * rows, r_end = fn_min(r_begin + rows, s->R);
+    const T *xs = x + a * s->xa;
+    double n = 0;
+    for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += FN_COL_BLOCK) {
+        ptrdiff_t r1 = fn_min(r0 + FN_COL_BLOCK, r_end);
+        TF(col_block_stats)(s, xs, r0, r1, rms, scratch, scratch + K, scratch + 2 * K, scratch + 3 * K);
+        TF(col_fold)(n, mean, m2, (double)(r1 - r0), scratch + 2 * K, scratch + 3 * K, K, rms);
+        n += (double)(r1 - r0);
+    }
+}
+
+static ptrdiff_t TF(col_super_rows)(const fn_col_shape *s, ptrdiff_t sb)
+{
+    ptrdiff_t rows = FN_COL_BLOCK * FN_COL_SUPER;
+    return fn_min(rows, s->R - sb * rows);
+}
+
+/* Per-column scale and shift of slab a: y = (x - mean) * sc + sh, optionally times
+ * a per-row weight afterwards (w_along_r). */
+static void TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, double *sc, double *sh)
+{
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    ptrdiff_t K = s->K;
+    for (ptrdiff_t k = 0; k < K; k++) {
+        double rstd = 1.0 / sqrt(p->var[a * K + k] + p->eps);
+        int per_k = w && !s->w_along_r;
+        sc[k] = per_k ? rstd * (double)w[k] : rstd;
+        sh[k] = per_k ? (double)b[k] : 0.0;
+    }
+}
+
+/* Normalize rows [r0, r1) of slab a given its coefficients. */
+static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
+                              ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const double *sc, const double *sh)
+{
+    ptrdiff_t K = s->K;
+    const double *mean = p->mean + a * K;
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const T *xr = x + a * s->xa + r * s->xr;
+        T *yr = y + a * s->ya + r * s->yr;
+        if (w && s->w_along_r) {
+            double wr = (double)w[r], br = (double)b[r];
+#pragma omp simd
+            for (ptrdiff_t k = 0; k < K; k++) yr[k] = (T)(((double)xr[k] - mean[k]) * sc[k] * wr + br);
+        } else {
+#pragma omp simd
+            for (ptrdiff_t k = 0; k < K; k++) yr[k] = (T)(((double)xr[k] - mean[k]) * sc[k] + sh[k]);
+        }
+    }
+}
+
+static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_args *p, ptrdiff_t a, double *scratch)
+{
+    ptrdiff_t K = s->K, nsb = (s->R + FN_COL_BLOCK * FN_COL_SUPER - 1) / (FN_COL_BLOCK * FN_COL_SUPER);
+    int rms = p->mode == FN_MODE_RMS;
+    double *mean = p->mean + a * K, *m2 = p->var + a * K, *pm = scratch + 4 * K, *pm2 = scratch + 5 * K;
+    double n = 0;
+    for (ptrdiff_t sb = 0; sb < nsb; sb++) {
+        TF(col_super_stats)(s, x, a, sb, rms, scratch, pm, pm2);
+        double nb = (double)TF(col_super_rows)(s, sb);
+        TF(col_fold)(n, mean, m2, nb, pm, pm2, K, rms);
+        n += nb;
+    }
+    for (ptrdiff_t k = 0; k < K; k++) {
+        if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
+        else m2[k] /= n;
+    }
+}
+
+/* scratch: 6K doubles */
+static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t a, double *scratch)
+{
+    if (!p->stats_given) TF(col_slab_stats)(s, x, p, a, scratch);
+    if (y) {
+        TF(col_coeffs)(s, p, a, scratch, scratch + s->K);
+        TF(col_norm_rows)(s, x, y, p, a, 0, s->R, scratch, scratch + s->K);
+    }
+}
+
+static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, int nt)
+{
+    ptrdiff_t K = s->K, A = s->A, rows = FN_COL_BLOCK * FN_COL_SUPER;
+    ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
+    int rms = p->mode == FN_MODE_RMS;
+    int status = FN_OK;
+    if (!p->stats_given) {
+        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)K * (size_t)n_items);
+        if (!part) return FN_ENOMEM;
+#pragma omp parallel num_threads(nt)
+        {
+            double *scratch = (double *)malloc(sizeof(double) * 4 * (size_t)K);
+            if (!scratch) {
+#pragma omp atomic write
+                status = FN_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (ptrdiff_t it = 0; it < n_items; it++)
+                if (scratch)
+                    TF(col_super_stats)(s, x, it / nsb, it % nsb, rms, scratch,
+                                        part + 2 * K * it, part + 2 * K * it + K);
+            free(scratch);
+        }
+        if (status != FN_OK) { free(part); return status; }
+        for (ptrdiff_t a = 0; a < A; a++) {
+            double *mean = p->mean + a * K, *m2 = p->var + a * K, n = 0;
+            for (ptrdiff_t sb = 0; sb < nsb; sb++) {
+                ptrdiff_t it = a * nsb + sb;
+                double nb = (double)TF(col_super_rows)(s, sb);
+                TF(col_fold)(n, mean, m2, nb, part + 2 * K * it, part + 2 * K * it + K, K, rms);
+                n += nb;
+            }
+            for (ptrdiff_t k = 0; k < K; k++) {
+                if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
+                else m2[k] /= n;
+            }
+        }
+        free(part);
+    }
+    if (y) {
+        double *coef = (double *)malloc(sizeof(double) * 2 * (size_t)K * (size_t)A);
+        if (!coef) return FN_ENOMEM;
+        for (ptrdiff_t a = 0; a < A; a++) TF(col_coeffs)(s, p, a, coef + 2 * K * a, coef + 2 * K * a + K);
+        ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_norm = A * nrb;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (ptrdiff_t it = 0; it < n_norm; it++) {
+            ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK;
+            TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + FN_COL_BLOCK, s->R),
+                              coef + 2 * K * a, coef + 2 * K * a + K);
+        }
+        free(coef);
+    }
+    return FN_OK;
+}
+
+static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p)
+{
+    ptrdiff_t A = s->A, K = s->K;
+    if (A * K == 0) return FN_OK;
+    double work = (double)A * (double)s->R * (double)K;
+    int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
+    if (nt > 1) nt = fn_threads_acquire(nt);
+    int status = FN_OK;
+    if (nt <= 1 || A >= 4 * (ptrdiff_t)nt) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            double *scratch = (double *)malloc(sizeof(double) * 6 * (size_t)K);
+            if (!scratch) {
+#pragma omp atomic write
+                status = FN_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (ptrdiff_t a = 0; a < A; a++)
+                if (scratch) TF(col_slab)(s, x, y, p, a, scratch);
+            free(scratch);
+        }
+    } else {
+        status = TF(col_split)(s, x, y, p, nt);
+    }
+    if (nt > 1) fn_threads_release(nt);
+    return status;
+}
+
+#undef TF
+#undef VD
+#undef VL
+#undef LANES
