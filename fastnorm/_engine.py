@@ -112,3 +112,80 @@ def run(x, out, op, want_y=True):
         mean = _units_to_kept(mean, plan, x.shape, kept)
         var = _units_to_kept(var, plan, x.shape, kept)
     return y, mean, var
+
+
+def _kept_to_units(arr, plan, x_shape, kept):
+    """Inverse of _units_to_kept: kept-axes-shaped statistics in unit order."""
+    arr = np.asarray(arr, dtype=np.float64).reshape([x_shape[i] for i in kept])
+    nontrivial = [i for i in kept if x_shape[i] != 1]
+    arr = arr.reshape([x_shape[i] for i in nontrivial])
+    pos = {ax: j for j, ax in enumerate(nontrivial)}
+    return np.ascontiguousarray(arr.transpose([pos[i] for i in plan.unit_axes])).ravel()
+
+
+def _param_from_order(flat, x_shape, red_axes, reduced):
+    """Inverse of _param_order: kernel-ordered parameter values in reduced-axes shape."""
+    red_sorted = [i for i in range(len(x_shape)) if reduced[i]]
+    t = flat.reshape([x_shape[i] for i in red_axes])
+    t = t.transpose(sorted(range(len(red_axes)), key=lambda j: red_axes[j]))
+    return t.reshape([x_shape[i] for i in red_sorted])
+
+
+def run_backward(x, dy, out, op, mean, rstd, training, want_params):
+    """Backward of the normalization `op` described at x with statistics mean/rstd
+    (kept-axes shape; mean ignored in RMS mode).
+
+    Returns (dx, dw, db): dw/db float64 in the parameter's shape (reduced-axes shape,
+    or (C,) when op.w_on_kept), None unless want_params.
+    """
+    kept = [i for i in range(x.ndim) if not op.reduced[i]]
+    dx = out if out is not None else np.empty_like(x)
+    plan = _layout.plan(x, dx, op.reduced)
+    if plan is None and out is not None:
+        tmp, dw, db = run_backward(x, dy, None, op, mean, rstd, training, want_params)
+        out[...] = tmp
+        return out, dw, db
+    if plan is None:
+        red = [i for i in range(x.ndim) if op.reduced[i]]
+        perm = kept + red
+        xc = np.ascontiguousarray(x.transpose(perm))
+        dyc = np.ascontiguousarray(dy.transpose(perm))
+        opc = Op(tuple(op.reduced[i] for i in perm), op.mode, op.eps, op.w, op.b,
+                 op.w_on_kept, None, op.nthreads)
+        dxc, dw, db = run_backward(xc, dyc, None, opc, mean, rstd, training, want_params)
+        dx[...] = dxc.transpose(np.argsort(perm))
+        return dx, dw, db
+    if dy.strides != x.strides:
+        # The kernels read dy with x's strides.
+        if x.flags.c_contiguous or x.flags.f_contiguous:
+            dy = np.array(dy, order="C" if x.flags.c_contiguous else "F")
+        else:
+            return run_backward(np.ascontiguousarray(x), np.ascontiguousarray(dy), out, op,
+                                mean, rstd, training, want_params)
+    mean_u = _kept_to_units(mean, plan, x.shape, kept) if mean is not None else np.zeros(plan.A * plan.K)
+    rstd_u = _kept_to_units(rstd, plan, x.shape, kept)
+    w = None
+    nparam = 0
+    if op.w is not None:
+        w = op.w if op.w_on_kept else _param_order(op.w, x.shape, plan.red_axes, op.reduced)
+        nparam = w.size
+    dw = np.empty(nparam) if (want_params and w is not None) else None
+    db = np.empty(nparam) if (dw is not None and op.mode == MODE_MEANVAR) else None
+    if plan.kind == _layout.SEG:
+        if w is None:
+            wk = wr1 = wr2 = 0
+        elif op.w_on_kept:
+            wk, wr1, wr2 = 1, 0, 0
+        else:
+            wk, wr1, wr2 = 0, plan.shape[3], 1
+        _ext.seg_bwd(x, dy, dx, plan.shape + (wk, wr1, wr2), w, op.mode, training,
+                     mean_u, rstd_u, dw, db, op.nthreads)
+    else:
+        _ext.col_bwd(x, dy, dx, plan.shape, not op.w_on_kept, w, op.mode, training,
+                     mean_u, rstd_u, dw, db, op.nthreads)
+    if dw is not None and not op.w_on_kept:
+        dw = _param_from_order(dw, x.shape, plan.red_axes, op.reduced)
+        if db is not None:
+            db = _param_from_order(db, x.shape, plan.red_axes, op.reduced)
+    return dx, dw, db
+

@@ -31,12 +31,28 @@ cdef extern from "fastnorm.h" nogil:
         double *mean
         double *var
         int nthreads
+    ctypedef struct fn_bwd_args:
+        int mode
+        int training
+        const void *w
+        const double *mean
+        const double *rstd
+        double *dw
+        double *db
+        Py_ssize_t nparam
+        double *s1
+        double *s2
+        int nthreads
     int FN_OK, FN_ENOMEM
     int FN_ISA_COUNT
     int fn_seg_norm_f32(const fn_seg_shape *s, const float *x, float *y, const fn_norm_args *p)
     int fn_seg_norm_f64(const fn_seg_shape *s, const double *x, double *y, const fn_norm_args *p)
     int fn_col_norm_f32(const fn_col_shape *s, const float *x, float *y, const fn_norm_args *p)
     int fn_col_norm_f64(const fn_col_shape *s, const double *x, double *y, const fn_norm_args *p)
+    int fn_seg_bwd_f32(const fn_seg_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p)
+    int fn_seg_bwd_f64(const fn_seg_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p)
+    int fn_col_bwd_f32(const fn_col_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p)
+    int fn_col_bwd_f64(const fn_col_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p)
     void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
     int fn_isa_supported(int isa)
     int fn_isa_compiled(int isa)
@@ -113,6 +129,67 @@ def col_norm(cnp.ndarray x, object y, tuple shape, bint w_along_r, object w, obj
             status = fn_col_norm_f32(&s, <const float *>xp, <float *>yp, &p)
         else:
             status = fn_col_norm_f64(&s, <const double *>xp, <double *>yp, &p)
+    _check(status)
+
+
+cdef inline fn_bwd_args _bwd_args(object w, int mode, bint training, cnp.ndarray mean, cnp.ndarray rstd,
+                                 object dw, object db, cnp.ndarray s1, cnp.ndarray s2, int nthreads):
+    cdef fn_bwd_args p
+    p.mode = mode
+    p.training = training
+    p.w = _ptr(w)
+    p.mean = <const double *>_ptr(mean)
+    p.rstd = <const double *>_ptr(rstd)
+    p.dw = <double *>_ptr(dw)
+    p.db = <double *>_ptr(db)
+    p.nparam = 0 if dw is None else (<cnp.ndarray>dw).shape[0]
+    p.s1 = <double *>_ptr(s1)
+    p.s2 = <double *>_ptr(s2)
+    p.nthreads = nthreads
+    return p
+
+
+def seg_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, object w, int mode, bint training,
+            cnp.ndarray mean, cnp.ndarray rstd, object dw, object db, int nthreads):
+    """Backward through the SEG kernel; dy has x's strides, dx the shape's y strides.
+    dw, db (float64, one per affine parameter) receive the parameter gradients."""
+    cdef fn_seg_shape s
+    (s.A, s.R1, s.K, s.R2, s.xa, s.xr1, s.xk, s.ya, s.yr1, s.yk, s.wk, s.wr1, s.wr2) = shape
+    cdef cnp.ndarray s1 = np.empty(s.A * s.K, dtype=np.float64)
+    cdef cnp.ndarray s2 = np.empty(s.A * s.K, dtype=np.float64)
+    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, nthreads)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *dyp = cnp.PyArray_DATA(dy)
+    cdef void *dxp = cnp.PyArray_DATA(dx)
+    cdef int status
+    cdef bint is32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+    with nogil:
+        if is32:
+            status = fn_seg_bwd_f32(&s, <const float *>xp, <const float *>dyp, <float *>dxp, &p)
+        else:
+            status = fn_seg_bwd_f64(&s, <const double *>xp, <const double *>dyp, <double *>dxp, &p)
+    _check(status)
+
+
+def col_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, bint w_along_r, object w, int mode,
+            bint training, cnp.ndarray mean, cnp.ndarray rstd, object dw, object db, int nthreads):
+    """Backward through the COL kernel; dy has x's strides, dx the shape's y strides."""
+    cdef fn_col_shape s
+    (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape
+    s.w_along_r = w_along_r
+    cdef cnp.ndarray s1 = np.empty(s.A * s.K, dtype=np.float64)
+    cdef cnp.ndarray s2 = np.empty(s.A * s.K, dtype=np.float64)
+    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, nthreads)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *dyp = cnp.PyArray_DATA(dy)
+    cdef void *dxp = cnp.PyArray_DATA(dx)
+    cdef int status
+    cdef bint is32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+    with nogil:
+        if is32:
+            status = fn_col_bwd_f32(&s, <const float *>xp, <const float *>dyp, <float *>dxp, &p)
+        else:
+            status = fn_col_bwd_f64(&s, <const double *>xp, <const double *>dyp, <double *>dxp, &p)
     _check(status)
 
 

@@ -55,6 +55,29 @@ int fn_seg_norm_f64(const fn_seg_shape *s, const double *x, double *y, const fn_
 int fn_col_norm_f32(const fn_col_shape *s, const float *x, float *y, const fn_norm_args *p);
 int fn_col_norm_f64(const fn_col_shape *s, const double *x, double *y, const fn_norm_args *p);
 
+/* Backward. With G = dy * (affine parameter along the reduced axes, else 1) and
+ * xhat = (x - mean) * rstd, per unit S1 = sum(G), S2 = sum(G * xhat); then
+ *   dx = wu * rstd * (G - S1/n - xhat * S2/n)      (training; S1 term dropped in RMS)
+ *   dx = wu * rstd * G                              (training == 0: constant statistics)
+ * where wu is the per-unit parameter (BatchNorm) or 1. Parameter gradients are
+ * sum(dy * xhat) and sum(dy) over everything but the parameter's own index. dy
+ * has x's strides, dx the shape's y strides. */
+typedef struct {
+    int mode;                /* FN_MODE_MEANVAR or FN_MODE_RMS */
+    int training;
+    const void *w;           /* NULL or the weight (x's dtype), indexed as in forward */
+    const double *mean, *rstd;   /* per unit; mean is ignored in RMS mode */
+    double *dw, *db;         /* NULL or outputs, one per affine parameter (db NULL for RMS) */
+    ptrdiff_t nparam;
+    double *s1, *s2;         /* scratch of one double per unit */
+    int nthreads;
+} fn_bwd_args;
+
+int fn_seg_bwd_f32(const fn_seg_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p);
+int fn_seg_bwd_f64(const fn_seg_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p);
+int fn_col_bwd_f32(const fn_col_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p);
+int fn_col_bwd_f64(const fn_col_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p);
+
 /* An OpenMP copy of nbytes, the bandwidth reference of the benchmarks. */
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads);
 

@@ -85,6 +85,10 @@ typedef struct {
     int (*seg_f64)(const fn_seg_shape *, const double *, double *, const fn_norm_args *);
     int (*col_f32)(const fn_col_shape *, const float *, float *, const fn_norm_args *);
     int (*col_f64)(const fn_col_shape *, const double *, double *, const fn_norm_args *);
+    int (*seg_bwd_f32)(const fn_seg_shape *, const float *, const float *, float *, const fn_bwd_args *);
+    int (*seg_bwd_f64)(const fn_seg_shape *, const double *, const double *, double *, const fn_bwd_args *);
+    int (*col_bwd_f32)(const fn_col_shape *, const float *, const float *, float *, const fn_bwd_args *);
+    int (*col_bwd_f64)(const fn_col_shape *, const double *, const double *, double *, const fn_bwd_args *);
 } fn_isa_table;
 
 #endif

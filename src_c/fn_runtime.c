@@ -206,6 +206,15 @@ int fn_col_norm_f32(const fn_col_shape *s, const float *x, float *y, const fn_no
 int fn_col_norm_f64(const fn_col_shape *s, const double *x, double *y, const fn_norm_args *p)
 { return fn_table()->col_f64(s, x, y, p); }
 
+int fn_seg_bwd_f32(const fn_seg_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p)
+{ return fn_table()->seg_bwd_f32(s, x, dy, dx, p); }
+int fn_seg_bwd_f64(const fn_seg_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p)
+{ return fn_table()->seg_bwd_f64(s, x, dy, dx, p); }
+int fn_col_bwd_f32(const fn_col_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p)
+{ return fn_table()->col_bwd_f32(s, x, dy, dx, p); }
+int fn_col_bwd_f64(const fn_col_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p)
+{ return fn_table()->col_bwd_f64(s, x, dy, dx, p); }
+
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
 {
     const size_t chunk = (size_t)1 << 16;

@@ -8,15 +8,18 @@
 #define T float
 #define TS f32
 #include "norm_template.h"
+#include "bwd_template.h"
 #undef T
 #undef TS
 
 #define T double
 #define TS f64
 #include "norm_template.h"
+#include "bwd_template.h"
 #undef T
 #undef TS
 
 const fn_isa_table FN_CAT(fn_table_, FN_ISA) = {
     FN_STR(FN_ISA), seg_norm_f32, seg_norm_f64, col_norm_f32, col_norm_f64,
+    seg_bwd_f32, seg_bwd_f64, col_bwd_f32, col_bwd_f64,
 };

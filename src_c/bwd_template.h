@@ -1,0 +1,289 @@
+/* bwd_template.h - backward of the engine's normalizations, written once over T.
+ *
+ * Included after norm_template.h by norm_isa.h, per dtype and per SIMD path.
+ * See fn_bwd_args in fastnorm.h for the formulas. Per-unit sums are folds of
+ * fixed-size block sums in a fixed order and parameter gradients are summed over
+ * units in unit order, so the results do not depend on the thread count.
+ */
+#define TF(name) FN_CAT(FN_CAT(name, _), TS)
+
+/* Block sums over n values of one segment: s1 = sum(G), s2 = sum(G * xhat) with
+ * G = dy * w[i] (w set: parameters along the segment) or dy. */
+static inline void TF(bwd_sums)(const T *x, const T *dy, ptrdiff_t n, double mean, double rstd,
+                                const T *w, double *s1, double *s2)
+{
+    double a = 0, b = 0;
+    if (w) {
+#pragma omp simd reduction(+ : a, b)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            double g = (double)dy[i] * (double)w[i], xh = ((double)x[i] - mean) * rstd;
+            a += g; b += g * xh;
+        }
+    } else {
+#pragma omp simd reduction(+ : a, b)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            double g = (double)dy[i], xh = ((double)x[i] - mean) * rstd;
+            a += g; b += g * xh;
+        }
+    }
+    *s1 = a; *s2 = b;
+}
+
+/* dx = scale * (G - c1 - xhat * c2) over n values. */
+static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
+                              const T *w, double scale, double c1, double c2)
+{
+    if (w) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            double g = (double)dy[i] * (double)w[i], xh = ((double)x[i] - mean) * rstd;
+            dx[i] = (T)(scale * (g - c1 - xh * c2));
+        }
+    } else {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            double g = (double)dy[i], xh = ((double)x[i] - mean) * rstd;
+            dx[i] = (T)(scale * (g - c1 - xh * c2));
+        }
+    }
+}
+
+/* Per-unit dx coefficients from the unit sums. */
+static inline void TF(bwd_coeffs)(const fn_bwd_args *p, double wu, double n, double s1, double s2,
+                                  double rstd, double *scale, double *c1, double *c2)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    *scale = wu * rstd;
+    *c1 = (p->training && !rms) ? s1 / n : 0.0;
+    *c2 = p->training ? s2 / n : 0.0;
+}
+
+/* ---------------------------------------------------------------- SEG ---- */
+
+typedef struct {
+    const T *x, *dy;
+    T *dx;
+    const T *wred;       /* parameters along the reduced axes (LayerNorm), else NULL */
+    const T *wunit;      /* one parameter per unit (BatchNorm), else NULL */
+} TF(seg_bwd_ptrs);
+
+static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                              ptrdiff_t u, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1, int want_dx,
+                              double *s1, double *s2)
+{
+    ptrdiff_t a = u / s->K, k = u % s->K;
+    ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1 + i0;
+    double mean = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u], rstd = p->rstd[u];
+    const T *w = q->wred ? q->wred + r1 * s->wr1 + i0 : NULL;
+    if (!want_dx) {
+        TF(bwd_sums)(q->x + xo, q->dy + xo, i1 - i0, mean, rstd, w, s1, s2);
+        return;
+    }
+    double n = (double)(s->R1 * s->R2), scale, c1, c2;
+    double wu = q->wunit ? (double)q->wunit[k * s->wk] : 1.0;
+    TF(bwd_coeffs)(p, wu, n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
+    ptrdiff_t yo = a * s->ya + k * s->yk + r1 * s->yr1 + i0;
+    TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, i1 - i0, mean, rstd, w, scale, c1, c2);
+}
+
+static void TF(seg_bwd_unit)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, ptrdiff_t u)
+{
+    double S1 = 0, S2 = 0;
+    for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+        for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
+            double b1, b2;
+            TF(seg_bwd_block)(s, p, q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, &b1, &b2);
+            S1 += b1; S2 += b2;
+        }
+    p->s1[u] = S1; p->s2[u] = S2;
+    if (q->dx)
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+            TF(seg_bwd_block)(s, p, q, u, r1, 0, s->R2, 1, NULL, NULL);
+}
+
+/* Gradients of parameters along the reduced axes: for each (r1, block of r2),
+ * sum over the units in order. Each parameter is owned by one item. */
+static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
+{
+    ptrdiff_t U = s->A * s->K, nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, n_items = s->R1 * nb;
+    int rms = p->mode == FN_MODE_RMS;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (ptrdiff_t it = 0; it < n_items; it++) {
+        ptrdiff_t r1 = it / nb, i0 = (it % nb) * FN_BLOCK, m = fn_min(FN_BLOCK, s->R2 - i0);
+        double *dw = p->dw + r1 * s->wr1 + i0, *db = p->db ? p->db + r1 * s->wr1 + i0 : NULL;
+        for (ptrdiff_t i = 0; i < m; i++) { dw[i] = 0; if (db) db[i] = 0; }
+        for (ptrdiff_t u = 0; u < U; u++) {
+            ptrdiff_t xo = (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1 + i0;
+            const T *x = q->x + xo, *dy = q->dy + xo;
+            double mean = rms ? 0.0 : p->mean[u], rstd = p->rstd[u];
+            if (db) {
+#pragma omp simd
+                for (ptrdiff_t i = 0; i < m; i++) {
+                    double g = (double)dy[i];
+                    dw[i] += g * (((double)x[i] - mean) * rstd);
+                    db[i] += g;
+                }
+            } else {
+#pragma omp simd
+                for (ptrdiff_t i = 0; i < m; i++) dw[i] += (double)dy[i] * (((double)x[i] - mean) * rstd);
+            }
+        }
+    }
+}
+
+static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
+{
+    ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
+    if (U == 0) return FN_OK;
+    const T *w = (const T *)p->w;
+    TF(seg_bwd_ptrs) q = {x, dy, dx, (w && s->wk == 0) ? w : NULL, (w && s->wk != 0) ? w : NULL};
+    double work = (double)U * (double)unit_len;
+    int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
+    if (nt > 1) nt = fn_threads_acquire(nt);
+    if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
+        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
+        for (ptrdiff_t u = 0; u < U; u++) TF(seg_bwd_unit)(s, p, &q, u);
+    } else {
+        ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = s->R1 * nb, n_items = U * per_unit;
+        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)n_items);
+        if (!part) { fn_threads_release(nt); return FN_ENOMEM; }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
+        for (ptrdiff_t it = 0; it < n_items; it++) {
+            ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+            TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, &part[2 * it], &part[2 * it + 1]);
+        }
+        for (ptrdiff_t u = 0; u < U; u++) {
+            double S1 = 0, S2 = 0;
+            for (ptrdiff_t j = 0; j < per_unit; j++) { S1 += part[2 * (u * per_unit + j)]; S2 += part[2 * (u * per_unit + j) + 1]; }
+            p->s1[u] = S1; p->s2[u] = S2;
+        }
+        free(part);
+        if (dx) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
+            for (ptrdiff_t it = 0; it < n_items; it++) {
+                ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+                TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 1, NULL, NULL);
+            }
+        }
+    }
+    if (p->dw) {
+        if (q.wred) {
+            TF(seg_bwd_params)(s, p, &q, nt);
+        } else {
+            for (ptrdiff_t k = 0; k < s->K; k++) {
+                double dwk = 0, dbk = 0;
+                for (ptrdiff_t a = 0; a < s->A; a++) { dwk += p->s2[a * s->K + k]; dbk += p->s1[a * s->K + k]; }
+                p->dw[k * s->wk] = dwk;
+                if (p->db) p->db[k * s->wk] = dbk;
+            }
+        }
+    }
+    if (nt > 1) fn_threads_release(nt);
+    return FN_OK;
+}
+
+/* ---------------------------------------------------------------- COL ---- */
+
+/* Sums of superblock sb of slab a into s1[K], s2[K]. */
+static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
+                              const T *wred, ptrdiff_t a, ptrdiff_t sb, double *s1, double *s2)
+{
+    ptrdiff_t K = s->K, rows = FN_COL_BLOCK * FN_COL_SUPER;
+    ptrdiff_t r0 = sb * rows, r1 = fn_min(r0 + rows, s->R);
+    const double *mean = p->mean + a * K, *rstd = p->rstd + a * K;
+    int rms = p->mode == FN_MODE_RMS;
+    for (ptrdiff_t k = 0; k < K; k++) { s1[k] = 0; s2[k] = 0; }
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+        double wr = wred ? (double)wred[r] : 1.0;
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double g = (double)dyr[k] * wr, xh = ((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k];
+            s1[k] += g; s2[k] += g * xh;
+        }
+    }
+}
+
+static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
+{
+    ptrdiff_t A = s->A, K = s->K, U = A * K, rows = FN_COL_BLOCK * FN_COL_SUPER;
+    if (U == 0) return FN_OK;
+    const T *w = (const T *)p->w;
+    const T *wred = (w && s->w_along_r) ? w : NULL, *wunit = (w && !s->w_along_r) ? w : NULL;
+    int rms = p->mode == FN_MODE_RMS;
+    double work = (double)U * (double)s->R;
+    int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
+    if (nt > 1) nt = fn_threads_acquire(nt);
+    ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
+    double *part = (double *)malloc(sizeof(double) * (2 * (size_t)K * (size_t)n_items + 3 * (size_t)U));
+    if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
+    double *coef = part + 2 * K * n_items;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (ptrdiff_t it = 0; it < n_items; it++)
+        TF(col_bwd_super)(s, p, x, dy, wred, it / nsb, it % nsb, part + 2 * K * it, part + 2 * K * it + K);
+    double n = (double)s->R;
+    for (ptrdiff_t a = 0; a < A; a++)
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double S1 = 0, S2 = 0;
+            for (ptrdiff_t sb = 0; sb < nsb; sb++) {
+                const double *q = part + 2 * K * (a * nsb + sb);
+                S1 += q[k]; S2 += q[K + k];
+            }
+            ptrdiff_t u = a * K + k;
+            p->s1[u] = S1; p->s2[u] = S2;
+            TF(bwd_coeffs)(p, wunit ? (double)wunit[k] : 1.0, n, S1, S2, p->rstd[u],
+                           &coef[3 * u], &coef[3 * u + 1], &coef[3 * u + 2]);
+        }
+    if (dx) {
+        ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+        for (ptrdiff_t it = 0; it < n_dx; it++) {
+            ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
+            const double *mean = p->mean + a * K, *rstd = p->rstd + a * K, *c = coef + 3 * a * K;
+            for (ptrdiff_t r = r0; r < r1; r++) {
+                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+                T *dxr = dx + a * s->ya + r * s->yr;
+                double wr = wred ? (double)wred[r] : 1.0;
+#pragma omp simd
+                for (ptrdiff_t k = 0; k < K; k++) {
+                    double g = (double)dyr[k] * wr, xh = ((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k];
+                    dxr[k] = (T)(c[3 * k] * (g - c[3 * k + 1] - xh * c[3 * k + 2]));
+                }
+            }
+        }
+    }
+    if (p->dw && wunit) {
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double dwk = 0, dbk = 0;
+            for (ptrdiff_t a = 0; a < A; a++) { dwk += p->s2[a * K + k]; dbk += p->s1[a * K + k]; }
+            p->dw[k] = dwk;
+            if (p->db) p->db[k] = dbk;
+        }
+    } else if (p->dw && wred) {
+        /* sum over (a, k) for each r, in a then k order: one row per item */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16) if (nt > 1)
+        for (ptrdiff_t r = 0; r < s->R; r++) {
+            double dwr = 0, dbr = 0;
+            for (ptrdiff_t a = 0; a < A; a++) {
+                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+                const double *mean = p->mean + a * K, *rstd = p->rstd + a * K;
+                double sw = 0, sb = 0;
+#pragma omp simd reduction(+ : sw, sb)
+                for (ptrdiff_t k = 0; k < K; k++) {
+                    double g = (double)dyr[k];
+                    sw += g * (((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k]);
+                    sb += g;
+                }
+                dwr += sw; dbr += sb;
+            }
+            p->dw[r] = dwr;
+            if (p->db) p->db[r] = dbr;
+        }
+    }
+    free(part);
+    if (nt > 1) fn_threads_release(nt);
+    return FN_OK;
+}
+
+#undef TF
