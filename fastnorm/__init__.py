@@ -9,11 +9,14 @@ from . import _ext
 from ._config import _apply_forced_isa, get_num_threads, set_num_threads, show_config
 from .normalization import batch_norm, layer_norm, moments, rms_norm
 from .backward import batch_norm_backward, layer_norm_backward, rms_norm_backward
+from .layers import BatchNorm, LayerNorm, RMSNorm
+from .running_moments import RunningMoments
 
 _apply_forced_isa()
 
 __all__ = [
     "moments", "batch_norm", "layer_norm", "rms_norm",
     "batch_norm_backward", "layer_norm_backward", "rms_norm_backward",
+    "BatchNorm", "LayerNorm", "RMSNorm", "RunningMoments",
     "set_num_threads", "get_num_threads", "show_config",
 ]

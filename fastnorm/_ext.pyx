@@ -42,6 +42,7 @@ cdef extern from "fastnorm.h" nogil:
         Py_ssize_t nparam
         double *s1
         double *s2
+        double *cmean
         int nthreads
     int FN_OK, FN_ENOMEM
     int FN_ISA_COUNT
@@ -133,7 +134,8 @@ def col_norm(cnp.ndarray x, object y, tuple shape, bint w_along_r, object w, obj
 
 
 cdef inline fn_bwd_args _bwd_args(object w, int mode, bint training, cnp.ndarray mean, cnp.ndarray rstd,
-                                 object dw, object db, cnp.ndarray s1, cnp.ndarray s2, int nthreads):
+                                 object dw, object db, cnp.ndarray s1, cnp.ndarray s2, cnp.ndarray cmean,
+                                 int nthreads):
     cdef fn_bwd_args p
     p.mode = mode
     p.training = training
@@ -145,6 +147,7 @@ cdef inline fn_bwd_args _bwd_args(object w, int mode, bint training, cnp.ndarray
     p.nparam = 0 if dw is None else (<cnp.ndarray>dw).shape[0]
     p.s1 = <double *>_ptr(s1)
     p.s2 = <double *>_ptr(s2)
+    p.cmean = <double *>_ptr(cmean)
     p.nthreads = nthreads
     return p
 
@@ -157,7 +160,8 @@ def seg_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, object w
     (s.A, s.R1, s.K, s.R2, s.xa, s.xr1, s.xk, s.ya, s.yr1, s.yk, s.wk, s.wr1, s.wr2) = shape
     cdef cnp.ndarray s1 = np.empty(s.A * s.K, dtype=np.float64)
     cdef cnp.ndarray s2 = np.empty(s.A * s.K, dtype=np.float64)
-    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, nthreads)
+    cdef cnp.ndarray cmean = np.empty(s.A * s.K, dtype=np.float64)
+    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, cmean, nthreads)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *dyp = cnp.PyArray_DATA(dy)
     cdef void *dxp = cnp.PyArray_DATA(dx)
@@ -179,7 +183,8 @@ def col_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, bint w_a
     s.w_along_r = w_along_r
     cdef cnp.ndarray s1 = np.empty(s.A * s.K, dtype=np.float64)
     cdef cnp.ndarray s2 = np.empty(s.A * s.K, dtype=np.float64)
-    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, nthreads)
+    cdef cnp.ndarray cmean = np.empty(s.A * s.K, dtype=np.float64)
+    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, cmean, nthreads)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *dyp = cnp.PyArray_DATA(dy)
     cdef void *dxp = cnp.PyArray_DATA(dx)

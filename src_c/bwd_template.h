@@ -7,26 +7,39 @@
  */
 #define TF(name) FN_CAT(FN_CAT(name, _), TS)
 
-/* Block sums over n values of one segment: s1 = sum(G), s2 = sum(G * xhat) with
- * G = dy * w[i] (w set: parameters along the segment) or dy. */
-static inline void TF(bwd_sums)(const T *x, const T *dy, ptrdiff_t n, double mean, double rstd,
-                                const T *w, double *s1, double *s2)
+/* Block sums over n values of one segment, around the given mean m:
+ * s0 = sum(x - m), s1 = sum(G), s2 = sum(G * (x - m)) with G = dy * w[i] (w set:
+ * parameters along the segment) or dy. */
+static inline void TF(bwd_sums)(const T *x, const T *dy, ptrdiff_t n, double mean,
+                                const T *w, double *s0, double *s1, double *s2)
 {
-    double a = 0, b = 0;
+    double c = 0, a = 0, b = 0;
     if (w) {
-#pragma omp simd reduction(+ : a, b)
+#pragma omp simd reduction(+ : a, b, c)
         for (ptrdiff_t i = 0; i < n; i++) {
-            double g = (double)dy[i] * (double)w[i], xh = ((double)x[i] - mean) * rstd;
-            a += g; b += g * xh;
+            double g = (double)dy[i] * (double)w[i], d = (double)x[i] - mean;
+            c += d; a += g; b += g * d;
         }
     } else {
-#pragma omp simd reduction(+ : a, b)
+#pragma omp simd reduction(+ : a, b, c)
         for (ptrdiff_t i = 0; i < n; i++) {
-            double g = (double)dy[i], xh = ((double)x[i] - mean) * rstd;
-            a += g; b += g * xh;
+            double g = (double)dy[i], d = (double)x[i] - mean;
+            c += d; a += g; b += g * d;
         }
     }
-    *s1 = a; *s2 = b;
+    *s0 = c; *s1 = a; *s2 = b;
+}
+
+/* Unit sums -> the corrected mean and S1 = sum(G), S2 = sum(G * xhat). */
+static inline void TF(bwd_unit_finish)(const fn_bwd_args *p, ptrdiff_t u, double n,
+                                       double s0, double s1, double s2)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    double m = rms ? 0.0 : p->mean[u];
+    double c = (p->training && !rms) ? s0 / n : 0.0;
+    p->cmean[u] = m + c;
+    p->s1[u] = s1;
+    p->s2[u] = p->rstd[u] * (s2 - c * s1);
 }
 
 /* dx = scale * (G - c1 - xhat * c2) over n values. */
@@ -69,16 +82,18 @@ typedef struct {
 
 static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
                               ptrdiff_t u, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1, int want_dx,
-                              double *s1, double *s2)
+                              double *sums)
 {
     ptrdiff_t a = u / s->K, k = u % s->K;
     ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1 + i0;
-    double mean = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u], rstd = p->rstd[u];
+    double rstd = p->rstd[u];
     const T *w = q->wred ? q->wred + r1 * s->wr1 + i0 : NULL;
     if (!want_dx) {
-        TF(bwd_sums)(q->x + xo, q->dy + xo, i1 - i0, mean, rstd, w, s1, s2);
+        double mean = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u];
+        TF(bwd_sums)(q->x + xo, q->dy + xo, i1 - i0, mean, w, &sums[0], &sums[1], &sums[2]);
         return;
     }
+    double mean = p->cmean[u];
     double n = (double)(s->R1 * s->R2), scale, c1, c2;
     double wu = q->wunit ? (double)q->wunit[k * s->wk] : 1.0;
     TF(bwd_coeffs)(p, wu, n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
@@ -88,17 +103,17 @@ static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const
 
 static void TF(seg_bwd_unit)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, ptrdiff_t u)
 {
-    double S1 = 0, S2 = 0;
+    double S[3] = {0, 0, 0};
     for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
         for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
-            double b1, b2;
-            TF(seg_bwd_block)(s, p, q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, &b1, &b2);
-            S1 += b1; S2 += b2;
+            double b[3];
+            TF(seg_bwd_block)(s, p, q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, b);
+            S[0] += b[0]; S[1] += b[1]; S[2] += b[2];
         }
-    p->s1[u] = S1; p->s2[u] = S2;
+    TF(bwd_unit_finish)(p, u, (double)(s->R1 * s->R2), S[0], S[1], S[2]);
     if (q->dx)
         for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
-            TF(seg_bwd_block)(s, p, q, u, r1, 0, s->R2, 1, NULL, NULL);
+            TF(seg_bwd_block)(s, p, q, u, r1, 0, s->R2, 1, NULL);
 }
 
 /* Gradients of parameters along the reduced axes: for each (r1, block of r2),
@@ -115,7 +130,7 @@ static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, cons
         for (ptrdiff_t u = 0; u < U; u++) {
             ptrdiff_t xo = (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1 + i0;
             const T *x = q->x + xo, *dy = q->dy + xo;
-            double mean = rms ? 0.0 : p->mean[u], rstd = p->rstd[u];
+            double mean = rms ? 0.0 : p->cmean[u], rstd = p->rstd[u];
             if (db) {
 #pragma omp simd
                 for (ptrdiff_t i = 0; i < m; i++) {
@@ -146,24 +161,25 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
         for (ptrdiff_t u = 0; u < U; u++) TF(seg_bwd_unit)(s, p, &q, u);
     } else {
         ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = s->R1 * nb, n_items = U * per_unit;
-        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)n_items);
+        double *part = (double *)malloc(sizeof(double) * 3 * (size_t)n_items);
         if (!part) { fn_threads_release(nt); return FN_ENOMEM; }
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
         for (ptrdiff_t it = 0; it < n_items; it++) {
             ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-            TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, &part[2 * it], &part[2 * it + 1]);
+            TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, &part[3 * it]);
         }
         for (ptrdiff_t u = 0; u < U; u++) {
-            double S1 = 0, S2 = 0;
-            for (ptrdiff_t j = 0; j < per_unit; j++) { S1 += part[2 * (u * per_unit + j)]; S2 += part[2 * (u * per_unit + j) + 1]; }
-            p->s1[u] = S1; p->s2[u] = S2;
+            double S[3] = {0, 0, 0};
+            for (ptrdiff_t j = 0; j < per_unit; j++)
+                for (int t = 0; t < 3; t++) S[t] += part[3 * (u * per_unit + j) + t];
+            TF(bwd_unit_finish)(p, u, (double)unit_len, S[0], S[1], S[2]);
         }
         free(part);
         if (dx) {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
             for (ptrdiff_t it = 0; it < n_items; it++) {
                 ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-                TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 1, NULL, NULL);
+                TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 1, NULL);
             }
         }
     }
@@ -185,22 +201,23 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
 
 /* ---------------------------------------------------------------- COL ---- */
 
-/* Sums of superblock sb of slab a into s1[K], s2[K]. */
+/* Sums (around the given mean, see bwd_sums) of superblock sb of slab a into
+ * s0[K], s1[K], s2[K]. */
 static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
-                              const T *wred, ptrdiff_t a, ptrdiff_t sb, double *s1, double *s2)
+                              const T *wred, ptrdiff_t a, ptrdiff_t sb, double *s0, double *s1, double *s2)
 {
     ptrdiff_t K = s->K, rows = FN_COL_BLOCK * FN_COL_SUPER;
     ptrdiff_t r0 = sb * rows, r1 = fn_min(r0 + rows, s->R);
-    const double *mean = p->mean + a * K, *rstd = p->rstd + a * K;
+    const double *mean = p->mean + a * K;
     int rms = p->mode == FN_MODE_RMS;
-    for (ptrdiff_t k = 0; k < K; k++) { s1[k] = 0; s2[k] = 0; }
+    for (ptrdiff_t k = 0; k < K; k++) { s0[k] = 0; s1[k] = 0; s2[k] = 0; }
     for (ptrdiff_t r = r0; r < r1; r++) {
         const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
         double wr = wred ? (double)wred[r] : 1.0;
 #pragma omp simd
         for (ptrdiff_t k = 0; k < K; k++) {
-            double g = (double)dyr[k] * wr, xh = ((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k];
-            s1[k] += g; s2[k] += g * xh;
+            double g = (double)dyr[k] * wr, d = (double)xr[k] - (rms ? 0.0 : mean[k]);
+            s0[k] += d; s1[k] += g; s2[k] += g * d;
         }
     }
 }
@@ -216,23 +233,25 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
-    double *part = (double *)malloc(sizeof(double) * (2 * (size_t)K * (size_t)n_items + 3 * (size_t)U));
+    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U));
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
-    double *coef = part + 2 * K * n_items;
+    double *coef = part + 3 * K * n_items;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (ptrdiff_t it = 0; it < n_items; it++)
-        TF(col_bwd_super)(s, p, x, dy, wred, it / nsb, it % nsb, part + 2 * K * it, part + 2 * K * it + K);
+    for (ptrdiff_t it = 0; it < n_items; it++) {
+        double *q = part + 3 * K * it;
+        TF(col_bwd_super)(s, p, x, dy, wred, it / nsb, it % nsb, q, q + K, q + 2 * K);
+    }
     double n = (double)s->R;
     for (ptrdiff_t a = 0; a < A; a++)
         for (ptrdiff_t k = 0; k < K; k++) {
-            double S1 = 0, S2 = 0;
+            double S[3] = {0, 0, 0};
             for (ptrdiff_t sb = 0; sb < nsb; sb++) {
-                const double *q = part + 2 * K * (a * nsb + sb);
-                S1 += q[k]; S2 += q[K + k];
+                const double *q = part + 3 * K * (a * nsb + sb);
+                S[0] += q[k]; S[1] += q[K + k]; S[2] += q[2 * K + k];
             }
             ptrdiff_t u = a * K + k;
-            p->s1[u] = S1; p->s2[u] = S2;
-            TF(bwd_coeffs)(p, wunit ? (double)wunit[k] : 1.0, n, S1, S2, p->rstd[u],
+            TF(bwd_unit_finish)(p, u, n, S[0], S[1], S[2]);
+            TF(bwd_coeffs)(p, wunit ? (double)wunit[k] : 1.0, n, p->s1[u], p->s2[u], p->rstd[u],
                            &coef[3 * u], &coef[3 * u + 1], &coef[3 * u + 2]);
         }
     if (dx) {
@@ -240,7 +259,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
         for (ptrdiff_t it = 0; it < n_dx; it++) {
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
-            const double *mean = p->mean + a * K, *rstd = p->rstd + a * K, *c = coef + 3 * a * K;
+            const double *mean = p->cmean + a * K, *rstd = p->rstd + a * K, *c = coef + 3 * a * K;
             for (ptrdiff_t r = r0; r < r1; r++) {
                 const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
                 T *dxr = dx + a * s->ya + r * s->yr;
@@ -267,7 +286,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             double dwr = 0, dbr = 0;
             for (ptrdiff_t a = 0; a < A; a++) {
                 const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
-                const double *mean = p->mean + a * K, *rstd = p->rstd + a * K;
+                const double *mean = p->cmean + a * K, *rstd = p->rstd + a * K;
                 double sw = 0, sb = 0;
 #pragma omp simd reduction(+ : sw, sb)
                 for (ptrdiff_t k = 0; k < K; k++) {

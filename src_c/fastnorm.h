@@ -70,6 +70,9 @@ typedef struct {
     double *dw, *db;         /* NULL or outputs, one per affine parameter (db NULL for RMS) */
     ptrdiff_t nparam;
     double *s1, *s2;         /* scratch of one double per unit */
+    double *cmean;           /* scratch of one double per unit: the mean actually used. In
+                                training the given mean (often rounded to x's dtype) is
+                                corrected by mean(x - mean) computed in the same pass */
     int nthreads;
 } fn_bwd_args;
 

@@ -15,16 +15,43 @@
 #define TF(name) FN_CAT(FN_CAT(name, _), TS)
 #define VD TF(vd)
 #define VL TF(vl)
-#define LANES (FN_VBYTES / 8)
+#define VT TF(vt)
+#define LANES (FN_VBYTES / 8)              /* doubles per vector */
+#define TLANES (FN_VBYTES / (int)sizeof(T)) /* T values per vector */
+/* Vector iterations a T-precision accumulator runs before it is added into the
+ * double accumulators: each float32 lane then sums only a handful of terms, so
+ * the statistics keep float64-like accuracy at float32 speed. */
+#define FN_FLUSH 4
 
 typedef double VD __attribute__((vector_size(FN_VBYTES)));
 typedef T VL __attribute__((vector_size(LANES * sizeof(T))));
+typedef T VT __attribute__((vector_size(FN_VBYTES)));
 
 static inline VD TF(load)(const T *p)
 {
     VL v;
     __builtin_memcpy(&v, p, sizeof v);   /* an unaligned load */
     return __builtin_convertvector(v, VD);
+}
+
+static inline VT TF(loadt)(const T *p)
+{
+    VT v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void TF(storet)(T *p, VT v) { __builtin_memcpy(p, &v, sizeof v); }
+
+/* acc += v widened to double (two halves for float, one piece for double). */
+static inline VD TF(widen_add)(VD acc, VT v)
+{
+    for (int j = 0; j < (int)(8 / sizeof(T)); j++) {
+        VL part;
+        __builtin_memcpy(&part, (const char *)&v + j * sizeof(VL), sizeof(VL));
+        acc += __builtin_convertvector(part, VD);
+    }
+    return acc;
 }
 
 static inline double TF(hsum)(VD v)
@@ -34,31 +61,19 @@ static inline double TF(hsum)(VD v)
     return s;
 }
 
-/* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values; four independent
- * vector accumulators hide the add latency. */
-static inline void TF(dev_sums)(const T *x, ptrdiff_t n, double c, double *s1o, double *s2o)
+/* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values, entirely in
+ * double: the reference the fast version falls back to. */
+static void TF(dev_sums_exact)(const T *x, ptrdiff_t n, double c, double *s1o, double *s2o)
 {
     const VD zero = {0};
     const VD cv = zero + c;
-    VD a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-    VD q0 = zero, q1 = zero, q2 = zero, q3 = zero;
+    VD a0 = zero, q0 = zero, a1 = zero, q1 = zero;
     ptrdiff_t i = 0;
-    for (; i + 4 * LANES <= n; i += 4 * LANES) {
-        VD d0 = TF(load)(x + i) - cv;
-        VD d1 = TF(load)(x + i + LANES) - cv;
-        VD d2 = TF(load)(x + i + 2 * LANES) - cv;
-        VD d3 = TF(load)(x + i + 3 * LANES) - cv;
-        a0 += d0; q0 += d0 * d0;
-        a1 += d1; q1 += d1 * d1;
-        a2 += d2; q2 += d2 * d2;
-        a3 += d3; q3 += d3 * d3;
+    for (; i + 2 * LANES <= n; i += 2 * LANES) {
+        VD d0 = TF(load)(x + i) - cv, d1 = TF(load)(x + i + LANES) - cv;
+        a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
     }
-    for (; i + LANES <= n; i += LANES) {
-        VD d = TF(load)(x + i) - cv;
-        a0 += d; q0 += d * d;
-    }
-    double s1 = TF(hsum)((a0 + a1) + (a2 + a3));
-    double s2 = TF(hsum)((q0 + q1) + (q2 + q3));
+    double s1 = TF(hsum)(a0 + a1), s2 = TF(hsum)(q0 + q1);
     for (; i < n; i++) {
         double d = (double)x[i] - c;
         s1 += d; s2 += d * d;
@@ -66,22 +81,70 @@ static inline void TF(dev_sums)(const T *x, ptrdiff_t n, double c, double *s1o, 
     *s1o = s1; *s2o = s2;
 }
 
+/* The same sums with T-precision vector lanes flushed into double every
+ * FN_FLUSH iterations; four independent accumulators hide the add latency. A
+ * float32 square that overflows (|x - c| > 1.8e19) reruns the block in double. */
+static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, double *s2o)
+{
+    const VD dz = {0};
+    const VT tz = {0};
+    const VT cv = tz + c;
+    VD A = dz, Q = dz;
+    ptrdiff_t i = 0;
+    while (i + 4 * TLANES <= n) {
+        VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
+        ptrdiff_t end = fn_min(n, i + (ptrdiff_t)4 * TLANES * FN_FLUSH);
+        for (; i + 4 * TLANES <= end; i += 4 * TLANES) {
+            VT d0 = TF(loadt)(x + i) - cv, d1 = TF(loadt)(x + i + TLANES) - cv;
+            VT d2 = TF(loadt)(x + i + 2 * TLANES) - cv, d3 = TF(loadt)(x + i + 3 * TLANES) - cv;
+            a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
+            a2 += d2; q2 += d2 * d2; a3 += d3; q3 += d3 * d3;
+        }
+        A = TF(widen_add)(TF(widen_add)(A, a0 + a1), a2 + a3);
+        Q = TF(widen_add)(TF(widen_add)(Q, q0 + q1), q2 + q3);
+    }
+    double s1 = TF(hsum)(A), s2 = TF(hsum)(Q);
+    for (; i < n; i++) {
+        double d = (double)x[i] - (double)c;
+        s1 += d; s2 += d * d;
+    }
+    if (sizeof(T) < sizeof(double) && !isfinite(s2) && isfinite(s1)) {
+        TF(dev_sums_exact)(x, n, (double)c, s1o, s2o);
+        return;
+    }
+    *s1o = s1; *s2o = s2;
+}
+
+static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
+{
+    double s2 = 0;
+    for (ptrdiff_t i = 0; i < n; i++) s2 += (double)x[i] * (double)x[i];
+    *s2o = s2;
+}
+
 static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
 {
-    const VD zero = {0};
-    VD q0 = zero, q1 = zero, q2 = zero, q3 = zero;
+    const VD dz = {0};
+    const VT tz = {0};
+    VD Q = dz;
     ptrdiff_t i = 0;
-    for (; i + 4 * LANES <= n; i += 4 * LANES) {
-        VD v0 = TF(load)(x + i), v1 = TF(load)(x + i + LANES);
-        VD v2 = TF(load)(x + i + 2 * LANES), v3 = TF(load)(x + i + 3 * LANES);
-        q0 += v0 * v0; q1 += v1 * v1; q2 += v2 * v2; q3 += v3 * v3;
+    while (i + 4 * TLANES <= n) {
+        VT q0 = tz, q1 = tz, q2 = tz, q3 = tz;
+        ptrdiff_t end = fn_min(n, i + (ptrdiff_t)4 * TLANES * FN_FLUSH);
+        for (; i + 4 * TLANES <= end; i += 4 * TLANES) {
+            VT v0 = TF(loadt)(x + i), v1 = TF(loadt)(x + i + TLANES);
+            VT v2 = TF(loadt)(x + i + 2 * TLANES), v3 = TF(loadt)(x + i + 3 * TLANES);
+            q0 += v0 * v0; q1 += v1 * v1; q2 += v2 * v2; q3 += v3 * v3;
+        }
+        Q = TF(widen_add)(TF(widen_add)(Q, q0 + q1), q2 + q3);
     }
-    for (; i + LANES <= n; i += LANES) {
-        VD v = TF(load)(x + i);
-        q0 += v * v;
-    }
-    double s2 = TF(hsum)((q0 + q1) + (q2 + q3));
+    double s2 = TF(hsum)(Q);
     for (; i < n; i++) s2 += (double)x[i] * (double)x[i];
+    if (sizeof(T) < sizeof(double) && !isfinite(s2)) {
+        double e;
+        TF(sq_sum_exact)(x, n, &e);
+        return e;
+    }
     return s2;
 }
 
@@ -94,9 +157,9 @@ static inline void TF(block_stats)(const T *x, ptrdiff_t n, int rms, double *mea
         *m2 = TF(sq_sum)(x, n);
         return;
     }
-    double c = (double)x[0], s1, s2;
-    TF(dev_sums)(x, n, c, &s1, &s2);
-    *mean = c + s1 / (double)n;
+    double s1, s2;
+    TF(dev_sums)(x, n, x[0], &s1, &s2);
+    *mean = (double)x[0] + s1 / (double)n;
     *m2 = fn_m2_from_sums(s1, s2, (double)n);
 }
 
@@ -106,22 +169,45 @@ static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, 
     else fn_acc_merge(acc, n, mean, m2);
 }
 
-/* y = ((x - mean) * rstd) * w + b over n contiguous values; w, b are a vector
- * (wvec), one scalar, or absent. */
+/* y = ((x - mean) * rstd) * w + b over n contiguous values in double: the
+ * reference that the T-precision version falls back to. */
+static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
+                                 const T *w, const T *b, int wvec)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double v = ((double)x[i] - mean) * rstd;
+        if (w) v = v * (double)w[wvec ? i : 0] + (double)b[wvec ? i : 0];
+        y[i] = (T)v;
+    }
+}
+
+/* The same in T precision. The mean is split into mh + ml so that x - mh is
+ * exact for x near the mean (Sterbenz) and data with |mean| >> std keeps its
+ * digits; the result is within a few ulp of the double computation. w, b are a
+ * vector (wvec), one scalar, or absent. */
 static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
                                   const T *w, const T *b, int wvec)
 {
-    if (!w) {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++) y[i] = (T)(((double)x[i] - mean) * rstd);
-    } else if (!wvec) {
-        double sc = rstd * (double)w[0], sh = (double)b[0];
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++) y[i] = (T)(((double)x[i] - mean) * sc + sh);
+    const T mh = (T)mean, ml = (T)(mean - (double)mh);
+    double sc_d = w && !wvec ? rstd * (double)w[0] : rstd;
+    const T sc = (T)sc_d, sh = w && !wvec ? b[0] : (T)0;
+    if (!isfinite(sc) || !isfinite(mh)) {
+        TF(norm_range_exact)(x, y, n, mean, rstd, w, b, wvec);
+        return;
+    }
+    const VT tz = {0};
+    const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
+    ptrdiff_t i = 0;
+    if (w && wvec) {
+        for (; i + TLANES <= n; i += TLANES) {
+            VT v = ((TF(loadt)(x + i) - mhv) - mlv) * scv;
+            TF(storet)(y + i, v * TF(loadt)(w + i) + TF(loadt)(b + i));
+        }
+        for (; i < n; i++) y[i] = (((x[i] - mh) - ml) * sc) * w[i] + b[i];
     } else {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++)
-            y[i] = (T)(((double)x[i] - mean) * rstd * (double)w[i] + (double)b[i]);
+        for (; i + TLANES <= n; i += TLANES)
+            TF(storet)(y + i, ((TF(loadt)(x + i) - mhv) - mlv) * scv + shv);
+        for (; i < n; i++) y[i] = ((x[i] - mh) - ml) * sc + sh;
     }
 }
 
@@ -300,37 +386,52 @@ static ptrdiff_t TF(col_super_rows)(const fn_col_shape *s, ptrdiff_t sb)
     return fn_min(rows, s->R - sb * rows);
 }
 
-/* Per-column scale and shift of slab a: y = (x - mean) * sc + sh, optionally times
- * a per-row weight afterwards (w_along_r). */
-static void TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, double *sc, double *sh)
+/* Per-column coefficients of slab a in T precision: y = ((x - mh) - ml) * sc + sh,
+ * times a per-row weight afterwards when w_along_r (then sh = 0). Returns 0 when
+ * one of them is not finite in T; the slab then normalizes in double. c holds 4K
+ * values of T. */
+static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c)
 {
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     ptrdiff_t K = s->K;
+    int ok = 1, per_k = w && !s->w_along_r;
     for (ptrdiff_t k = 0; k < K; k++) {
-        double rstd = 1.0 / sqrt(p->var[a * K + k] + p->eps);
-        int per_k = w && !s->w_along_r;
-        sc[k] = per_k ? rstd * (double)w[k] : rstd;
-        sh[k] = per_k ? (double)b[k] : 0.0;
+        double mean = p->mean[a * K + k], rstd = 1.0 / sqrt(p->var[a * K + k] + p->eps);
+        T mh = (T)mean;
+        c[k] = mh;
+        c[K + k] = (T)(mean - (double)mh);
+        c[2 * K + k] = (T)(per_k ? rstd * (double)w[k] : rstd);
+        c[3 * K + k] = per_k ? b[k] : (T)0;
+        ok &= isfinite(c[k]) && isfinite(c[2 * K + k]);
     }
+    return ok;
 }
 
-/* Normalize rows [r0, r1) of slab a given its coefficients. */
+/* Normalize rows [r0, r1) of slab a given its coefficients (ok == 0: in double). */
 static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
-                              ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const double *sc, const double *sh)
+                              ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c, int ok)
 {
     ptrdiff_t K = s->K;
-    const double *mean = p->mean + a * K;
     const T *w = (const T *)p->w, *b = (const T *)p->b;
+    const T *mh = c, *ml = c + K, *sc = c + 2 * K, *sh = c + 3 * K;
+    int along_r = w && s->w_along_r;
     for (ptrdiff_t r = r0; r < r1; r++) {
         const T *xr = x + a * s->xa + r * s->xr;
         T *yr = y + a * s->ya + r * s->yr;
-        if (w && s->w_along_r) {
-            double wr = (double)w[r], br = (double)b[r];
+        if (!ok) {
+            for (ptrdiff_t k = 0; k < K; k++) {
+                double rstd = 1.0 / sqrt(p->var[a * K + k] + p->eps);
+                double v = ((double)xr[k] - p->mean[a * K + k]) * rstd;
+                if (w) v = along_r ? v * (double)w[r] + (double)b[r] : v * (double)w[k] + (double)b[k];
+                yr[k] = (T)v;
+            }
+        } else if (along_r) {
+            T wr = w[r], br = b[r];
 #pragma omp simd
-            for (ptrdiff_t k = 0; k < K; k++) yr[k] = (T)(((double)xr[k] - mean[k]) * sc[k] * wr + br);
+            for (ptrdiff_t k = 0; k < K; k++) yr[k] = (((xr[k] - mh[k]) - ml[k]) * sc[k]) * wr + br;
         } else {
 #pragma omp simd
-            for (ptrdiff_t k = 0; k < K; k++) yr[k] = (T)(((double)xr[k] - mean[k]) * sc[k] + sh[k]);
+            for (ptrdiff_t k = 0; k < K; k++) yr[k] = ((xr[k] - mh[k]) - ml[k]) * sc[k] + sh[k];
         }
     }
 }
@@ -358,8 +459,9 @@ static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
 {
     if (!p->stats_given) TF(col_slab_stats)(s, x, p, a, scratch);
     if (y) {
-        TF(col_coeffs)(s, p, a, scratch, scratch + s->K);
-        TF(col_norm_rows)(s, x, y, p, a, 0, s->R, scratch, scratch + s->K);
+        T *c = (T *)scratch;
+        int ok = TF(col_coeffs)(s, p, a, c);
+        TF(col_norm_rows)(s, x, y, p, a, 0, s->R, c, ok);
     }
 }
 
@@ -403,15 +505,16 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         free(part);
     }
     if (y) {
-        double *coef = (double *)malloc(sizeof(double) * 2 * (size_t)K * (size_t)A);
+        T *coef = (T *)malloc(sizeof(T) * 4 * (size_t)K * (size_t)A + sizeof(int) * (size_t)A);
         if (!coef) return FN_ENOMEM;
-        for (ptrdiff_t a = 0; a < A; a++) TF(col_coeffs)(s, p, a, coef + 2 * K * a, coef + 2 * K * a + K);
+        int *ok = (int *)(coef + 4 * K * A);
+        for (ptrdiff_t a = 0; a < A; a++) ok[a] = TF(col_coeffs)(s, p, a, coef + 4 * K * a);
         ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_norm = A * nrb;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (ptrdiff_t it = 0; it < n_norm; it++) {
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK;
             TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + FN_COL_BLOCK, s->R),
-                              coef + 2 * K * a, coef + 2 * K * a + K);
+                              coef + 4 * K * a, ok[a]);
         }
         free(coef);
     }
@@ -449,4 +552,6 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
 #undef TF
 #undef VD
 #undef VL
+#undef VT
 #undef LANES
+#undef TLANES

@@ -1,0 +1,156 @@
+"""fastnorm.moments against the float64 reference and np.mean / np.var."""
+
+import numpy as np
+import pytest
+
+import fastnorm
+from reference import make_layout, moments as ref_moments, naive_var_f32
+
+
+def _tols(dtype):
+    return (1e-5, 1e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-12)
+
+
+def check_moments(x, axis=None, ddof=0, keepdims=False, num_threads=None):
+    x_before = x.copy()
+    mean, var = fastnorm.moments(x, axis, ddof=ddof, keepdims=keepdims,
+                                 num_threads=num_threads)
+    np.testing.assert_array_equal(x, x_before)  # input never modified
+    rm, rv = ref_moments(x, axis, ddof=ddof, keepdims=keepdims)
+    np_mean = np.mean(x, axis=axis, keepdims=keepdims)
+    # same shapes as NumPy (axis=None gives a 0-d result or a scalar)
+    assert np.shape(mean) == np.shape(np_mean)
+    assert np.shape(var) == np.shape(np_mean)
+    assert np.asarray(mean).dtype == x.dtype
+    assert np.asarray(var).dtype == x.dtype
+    rtol, atol = _tols(x.dtype)
+    np.testing.assert_allclose(np.asarray(mean, np.float64), rm, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(np.asarray(var, np.float64), rv, rtol=rtol, atol=atol)
+    return mean, var
+
+
+SHAPE_AXES = [
+    ((1,), None),
+    ((7,), 0),
+    ((17,), None),
+    ((33,), -1),
+    ((1000,), None),
+    ((17, 33), None),
+    ((17, 33), 0),
+    ((17, 33), 1),
+    ((17, 33), -1),
+    ((17, 33), (0, 1)),
+    ((3, 5, 7), 1),
+    ((3, 5, 7), (0, 2)),
+    ((3, 5, 7), (2, 0)),
+    ((3, 5, 7), (-1, -2)),
+    ((2, 3, 4, 5), (0, 2, 3)),
+    ((2, 3, 4, 5), 1),
+    ((2, 1, 3, 2, 5), (1, 3)),
+    ((2, 1, 3, 2, 5), None),
+    ((1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("shape,axis", SHAPE_AXES, ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_moments_values(shape, axis, keepdims, dtype, layout, rng):
+    x = make_layout((rng.standard_normal(shape) * 3 + 1.5).astype(dtype), layout)
+    check_moments(x, axis, keepdims=keepdims)
+
+
+@pytest.mark.parametrize("ddof", [0, 1, 2])
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 2)])
+def test_moments_ddof_matches_numpy(ddof, axis, dtype, rng, num_threads):
+    x = rng.standard_normal((6, 9, 11)).astype(dtype)
+    mean, var = check_moments(x, axis, ddof=ddof, num_threads=num_threads)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(var, np.var(x.astype(np.float64), axis=axis, ddof=ddof),
+                               rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(mean, np.mean(x.astype(np.float64), axis=axis),
+                               rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 15, 16, 17, 31, 33, 63, 65, 1000, 4099])
+def test_moments_lengths(n, dtype, rng, num_threads):
+    x = (rng.standard_normal(n) + 2).astype(dtype)
+    check_moments(x, None, num_threads=num_threads)
+    x2 = (rng.standard_normal((3, n)) + 2).astype(dtype)
+    check_moments(x2, 1, num_threads=num_threads)
+    check_moments(x2, 0, num_threads=num_threads)
+
+
+def test_moments_array_like_list():
+    mean, var = fastnorm.moments([[1.0, 2.0, 3.0], [4.0, 6.0, 8.0]], axis=1)
+    np.testing.assert_allclose(mean, [2.0, 6.0], rtol=1e-12)
+    np.testing.assert_allclose(var, [2.0 / 3.0, 8.0 / 3.0], rtol=1e-12)
+    assert np.asarray(mean).dtype == np.float64
+
+
+def test_moments_scalar_result_axis_none():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    mean, var = fastnorm.moments(x)
+    assert float(mean) == 2.5
+    assert float(var) == pytest.approx(1.25, rel=1e-14)
+
+
+def test_moments_zero_size_non_reduced_axis(dtype):
+    x = np.zeros((0, 5), dtype=dtype)
+    mean, var = fastnorm.moments(x, axis=1)
+    assert np.shape(mean) == (0,) and np.shape(var) == (0,)
+    assert np.asarray(mean).dtype == dtype
+    x = np.zeros((4, 0, 3), dtype=dtype)
+    mean, var = fastnorm.moments(x, axis=(0, 2), keepdims=True)
+    assert np.shape(mean) == (1, 0, 1)
+
+
+def test_moments_constant_is_exact(dtype):
+    x = np.full((5, 1001), 0.1, dtype=dtype)
+    mean, var = fastnorm.moments(x, axis=1)
+    np.testing.assert_allclose(mean, np.float64(dtype.type(0.1)), rtol=1e-6)
+    assert np.all(np.asarray(var) >= 0)
+    assert np.all(np.asarray(var) < 1e-12)
+
+
+def test_moments_nan_only_in_its_row(dtype, num_threads):
+    x = np.ones((4, 100), dtype=dtype)
+    x[:, ::2] = 3
+    x[2, 37] = np.nan
+    mean, var = fastnorm.moments(x, axis=1, num_threads=num_threads)
+    assert np.isnan(mean[2]) and np.isnan(var[2])
+    keep = [0, 1, 3]
+    np.testing.assert_allclose(mean[keep], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(var[keep], 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loc", [1e4, 1e6])
+@pytest.mark.parametrize("axis", [None, 1, 0])
+def test_moments_large_mean_float32(loc, axis, rng, num_threads):
+    """float32 data with huge mean: var must be as good as float64 rounded.
+
+    The naive float32 E[x^2]-E[x]^2 is computed too and asserted to fail the
+    same tolerance, so this test provably detects the unstable formula.
+    """
+    x = (loc + rng.standard_normal((64, 1000))).astype(np.float32)
+    mean, var = fastnorm.moments(x, axis, num_threads=num_threads)
+    rm, rv = ref_moments(x, axis)
+    rv32 = rv.astype(np.float32).astype(np.float64)
+    rtol_var = 1e-5
+    err = np.max(np.abs(np.asarray(var, np.float64) - rv) / rv)
+    own = np.max(np.abs(rv32 - rv) / rv)
+    assert err <= rtol_var, (err, own)
+    with np.errstate(invalid="ignore"):
+        naive = naive_var_f32(x, axis).astype(np.float64)
+        naive_err = np.max(np.abs(naive - rv) / rv)
+    assert not naive_err <= 100 * rtol_var  # also true when naive_err is NaN
+    np.testing.assert_allclose(np.asarray(mean, np.float64), rm, rtol=2e-7)
+
+
+def test_moments_threads_agree(dtype, rng):
+    x = (rng.standard_normal((37, 1031)) + 5).astype(dtype)
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    for axis in (None, 0, 1):
+        m1, v1 = fastnorm.moments(x, axis, num_threads=1)
+        m2, v2 = fastnorm.moments(x, axis, num_threads=2)
+        np.testing.assert_allclose(m1, m2, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(v1, v2, rtol=rtol, atol=rtol)
