@@ -198,6 +198,92 @@ def col_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, bint w_a
     _check(status)
 
 
+cdef inline bint _param_ok(object a, int typenum, Py_ssize_t D):
+    """A C-contiguous 1-D ndarray of x's dtype and length D."""
+    if type(a) is not np.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == 1
+            and cnp.PyArray_DIM(arr, 0) == D and cnp.PyArray_IS_C_CONTIGUOUS(arr))
+
+
+def rows_fast(object x, object weight, object bias, object eps, object out, int mode,
+              object num_threads, object default_threads):
+    """The common case of layer_norm / rms_norm with no Python-level work: x a
+    C-contiguous float32/float64 ndarray normalized over its last axis, weight and
+    bias absent or 1-D of x's dtype, eps a non-negative float, out absent or x or a
+    separate C-contiguous array. Returns y, or None when the call is not that case
+    (the general path then validates and raises as documented)."""
+    if type(x) is not np.ndarray or type(eps) is not float:
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int typenum = cnp.PyArray_TYPE(xa)
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or nd < 1:
+        return None
+    if not cnp.PyArray_IS_C_CONTIGUOUS(xa):
+        return None
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
+    cdef Py_ssize_t D = cnp.PyArray_DIM(xa, nd - 1)
+    cdef double e = <double>eps
+    if size == 0 or not e >= 0:
+        return None
+    if weight is not None and not _param_ok(weight, typenum, D):
+        return None
+    if bias is not None and (weight is None or not _param_ok(bias, typenum, D)):
+        return None
+    cdef cnp.ndarray ya
+    if out is None:
+        ya = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), typenum, 0)
+    elif out is x:
+        if not cnp.PyArray_ISWRITEABLE(xa):
+            return None
+        ya = xa
+    else:
+        if type(out) is not np.ndarray:
+            return None
+        ya = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(ya) != typenum or cnp.PyArray_NDIM(ya) != nd
+                or not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISWRITEABLE(ya)
+                or cnp.PyArray_SIZE(ya) != size):
+            return None
+        for i in range(nd):
+            if cnp.PyArray_DIM(ya, i) != cnp.PyArray_DIM(xa, i):
+                return None
+        # any overlap with x other than x itself is the general path's error
+        if _overlaps(xa, ya):
+            return None
+    cdef int nt = 1
+    if num_threads is not None:
+        if type(num_threads) is not int or num_threads < 1:
+            return None
+        nt = num_threads
+    elif size >= 65536:
+        nt = default_threads()
+    cdef fn_seg_shape s
+    s.A = 1; s.R1 = 1; s.K = size // D; s.R2 = D
+    s.xa = 0; s.xr1 = 0; s.xk = D
+    s.ya = 0; s.yr1 = 0; s.yk = D
+    s.wk = 0; s.wr1 = 0; s.wr2 = 1
+    cdef fn_norm_args p = _args(weight, bias, e, mode, False, None, None, nt)
+    cdef void *xp = cnp.PyArray_DATA(xa)
+    cdef void *yp = cnp.PyArray_DATA(ya)
+    cdef int status
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            status = fn_seg_norm_f32(&s, <const float *>xp, <float *>yp, &p)
+        else:
+            status = fn_seg_norm_f64(&s, <const double *>xp, <double *>yp, &p)
+    _check(status)
+    return ya
+
+
+cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b):
+    cdef char *a0 = <char *>cnp.PyArray_DATA(a)
+    cdef char *b0 = <char *>cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
 def omp_copy(cnp.ndarray src, cnp.ndarray dst, int num_threads=0):
     """Copy src into the preallocated dst with an OpenMP team of num_threads.
 

@@ -5,12 +5,15 @@ describes the op to the engine (fastnorm._engine) and shapes the results.
 """
 import numpy as np
 
-from . import _engine
-from ._config import resolve_threads
+from . import _engine, _ext
+from ._config import get_num_threads, resolve_threads
 from ._validate import (as_input, check_eps, check_momentum, check_out, check_param,
                         check_running, compute_dtype, normalize_axes)
 
 __all__ = ["moments", "batch_norm", "layer_norm", "rms_norm"]
+
+# PyTorch's default RMSNorm eps, by dtype number, for the fast path.
+_RMS_DEFAULT_EPS = {np.dtype(t).num: float(np.finfo(t).eps) for t in (np.float32, np.float64)}
 
 
 def _upcast(x, out):
@@ -276,6 +279,10 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     array([[-1.,  1.],
            [ 0.,  0.]])
     """
+    if not return_stats and (axis == -1 or axis == (-1,)):
+        y = _ext.rows_fast(x, weight, bias, eps, out, _engine.MODE_MEANVAR, num_threads, get_num_threads)
+        if y is not None:
+            return y
     return _rowwise(x, weight, bias, axis, eps, out, return_stats, num_threads,
                     "layer_norm", _engine.MODE_MEANVAR)
 
@@ -323,6 +330,11 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False,
     >>> fastnorm.rms_norm(np.array([[3.0, 4.0]]) * np.sqrt(2) / 5, eps=0.0).round(6)
     array([[0.848528, 1.131371]])
     """
+    if not return_stats and (axis == -1 or axis == (-1,)) and type(x) is np.ndarray:
+        e = _RMS_DEFAULT_EPS.get(x.dtype.num) if eps is None else eps
+        y = _ext.rows_fast(x, weight, None, e, out, _engine.MODE_RMS, num_threads, get_num_threads)
+        if y is not None:
+            return y
     x = as_input(x, "rms_norm")
     if eps is None:
         eps = float(np.finfo(x.dtype).eps)

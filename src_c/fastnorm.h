@@ -43,8 +43,8 @@ typedef struct {
     int mode;                /* FN_MODE_* */
     int stats_given;         /* 1: mean/var are inputs and no reduction runs (inference BatchNorm) */
     double eps;
-    const void *w, *b;       /* both NULL (no affine) or both set; x's dtype, contiguous */
-    double *mean, *var;      /* length A*K, always set: outputs, or inputs when stats_given.
+    const void *w, *b;       /* NULL or x's dtype, contiguous; b needs w (no w: no affine) */
+    double *mean, *var;      /* length A*K: outputs (NULL when not wanted), or inputs when stats_given.
                                 var is the biased variance (mean of squares in FN_MODE_RMS) */
     int nthreads;            /* upper bound on the OpenMP team; the kernel may use fewer */
 } fn_norm_args;

@@ -72,6 +72,26 @@ static inline double fn_m2_from_sums(double s1, double s2, double n)
     return m2 < 0 ? 0 : m2;
 }
 
+/* True when x - mean cannot overflow a T of tsize bytes for any x of a unit of
+ * n values with this mean and (biased) variance: |x - mean| <= sqrt(n * var). */
+static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
+{
+    double limit = tsize < sizeof(double) ? 1e37 : 1e307;
+    return sqrt(var * n) + fabs(mean) < limit;
+}
+
+/* Statistics arrays for a call that did not ask for them (mean == NULL): the
+ * kernels always work through p->mean / p->var. Returns the block to free (or
+ * NULL); on allocation failure p->mean stays NULL. */
+static inline double *fn_own_stats(fn_norm_args *p, ptrdiff_t units)
+{
+    if (p->mean && p->var) return NULL;
+    double *own = (double *)malloc(sizeof(double) * 2 * (size_t)units);
+    p->mean = own;
+    p->var = own ? own + units : NULL;
+    return own;
+}
+
 /* Thread budget shared by concurrent callers (see fn_runtime.c). */
 int fn_threads_acquire(int want);
 void fn_threads_release(int n);

@@ -18,10 +18,6 @@
 #define VT TF(vt)
 #define LANES (FN_VBYTES / 8)              /* doubles per vector */
 #define TLANES (FN_VBYTES / (int)sizeof(T)) /* T values per vector */
-/* Vector iterations a T-precision accumulator runs before it is added into the
- * double accumulators: each float32 lane then sums only a handful of terms, so
- * the statistics keep float64-like accuracy at float32 speed. */
-#define FN_FLUSH 4
 
 typedef double VD __attribute__((vector_size(FN_VBYTES)));
 typedef T VL __attribute__((vector_size(LANES * sizeof(T))));
@@ -30,7 +26,7 @@ typedef T VT __attribute__((vector_size(FN_VBYTES)));
 static inline VD TF(load)(const T *p)
 {
     VL v;
-    __builtin_memcpy(&v, p, sizeof v);   /* an unaligned load */
+    __builtin_memcpy(&v, p, sizeof v);   /* an unaligned load, widened to double */
     return __builtin_convertvector(v, VD);
 }
 
@@ -43,22 +39,38 @@ static inline VT TF(loadt)(const T *p)
 
 static inline void TF(storet)(T *p, VT v) { __builtin_memcpy(p, &v, sizeof v); }
 
-/* acc += v widened to double (two halves for float, one piece for double). */
-static inline VD TF(widen_add)(VD acc, VT v)
-{
-    for (int j = 0; j < (int)(8 / sizeof(T)); j++) {
-        VL part;
-        __builtin_memcpy(&part, (const char *)&v + j * sizeof(VL), sizeof(VL));
-        acc += __builtin_convertvector(part, VD);
-    }
-    return acc;
-}
-
+/* Horizontal sums by a pairwise tree: log2(lanes) dependent adds, not lanes. */
 static inline double TF(hsum)(VD v)
 {
-    double s = 0;
-    for (int l = 0; l < LANES; l++) s += v[l];
-    return s;
+    double t[LANES];
+    __builtin_memcpy(t, &v, sizeof v);
+    for (int w = LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) t[l] += t[l + w];
+    return t[0];
+}
+
+static inline double TF(hsumt)(VT v)
+{
+    T t[TLANES];
+    __builtin_memcpy(t, &v, sizeof v);
+    for (int w = TLANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) t[l] += t[l + w];
+    return (double)t[0];
+}
+
+/* The last n < TLANES values of a row as a full vector, padded with `pad`. */
+static inline VT TF(load_tail)(const T *x, ptrdiff_t n, T pad)
+{
+    T buf[TLANES];
+    for (int j = 0; j < TLANES; j++) buf[j] = j < n ? x[j] : pad;
+    return TF(loadt)(buf);
+}
+
+static inline void TF(store_tail)(T *y, ptrdiff_t n, VT v)
+{
+    T buf[TLANES];
+    TF(storet)(buf, v);
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = buf[j];
 }
 
 /* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values, entirely in
@@ -81,34 +93,35 @@ static void TF(dev_sums_exact)(const T *x, ptrdiff_t n, double c, double *s1o, d
     *s1o = s1; *s2o = s2;
 }
 
-/* The same sums with T-precision vector lanes flushed into double every
- * FN_FLUSH iterations; four independent accumulators hide the add latency. A
- * float32 square that overflows (|x - c| > 1.8e19) reruns the block in double. */
+/* The same sums for one block (n <= FN_BLOCK) in T-precision vector lanes:
+ * each float32 lane adds at most FN_BLOCK / (4 * TLANES) terms and the lanes are
+ * combined by a pairwise tree, which keeps float64-like accuracy for the block;
+ * blocks are merged in double. Four independent accumulators hide the add
+ * latency; the tail is a padded vector (padding with c adds nothing). A float32
+ * sum that overflows (|x - c| > 1.8e19 squared, or huge values summed) reruns
+ * the block in double; so do blocks holding inf or NaN, which then propagate. */
 static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, double *s2o)
 {
-    const VD dz = {0};
     const VT tz = {0};
     const VT cv = tz + c;
-    VD A = dz, Q = dz;
+    VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
     ptrdiff_t i = 0;
-    while (i + 4 * TLANES <= n) {
-        VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
-        ptrdiff_t end = fn_min(n, i + (ptrdiff_t)4 * TLANES * FN_FLUSH);
-        for (; i + 4 * TLANES <= end; i += 4 * TLANES) {
-            VT d0 = TF(loadt)(x + i) - cv, d1 = TF(loadt)(x + i + TLANES) - cv;
-            VT d2 = TF(loadt)(x + i + 2 * TLANES) - cv, d3 = TF(loadt)(x + i + 3 * TLANES) - cv;
-            a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
-            a2 += d2; q2 += d2 * d2; a3 += d3; q3 += d3 * d3;
-        }
-        A = TF(widen_add)(TF(widen_add)(A, a0 + a1), a2 + a3);
-        Q = TF(widen_add)(TF(widen_add)(Q, q0 + q1), q2 + q3);
+    for (; i + 4 * TLANES <= n; i += 4 * TLANES) {
+        VT d0 = TF(loadt)(x + i) - cv, d1 = TF(loadt)(x + i + TLANES) - cv;
+        VT d2 = TF(loadt)(x + i + 2 * TLANES) - cv, d3 = TF(loadt)(x + i + 3 * TLANES) - cv;
+        a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
+        a2 += d2; q2 += d2 * d2; a3 += d3; q3 += d3 * d3;
     }
-    double s1 = TF(hsum)(A), s2 = TF(hsum)(Q);
-    for (; i < n; i++) {
-        double d = (double)x[i] - (double)c;
-        s1 += d; s2 += d * d;
+    for (; i + TLANES <= n; i += TLANES) {
+        VT d = TF(loadt)(x + i) - cv;
+        a0 += d; q0 += d * d;
     }
-    if (sizeof(T) < sizeof(double) && !isfinite(s2) && isfinite(s1)) {
+    if (i < n) {
+        VT d = TF(load_tail)(x + i, n - i, c) - cv;
+        a1 += d; q1 += d * d;
+    }
+    double s1 = TF(hsumt)((a0 + a1) + (a2 + a3)), s2 = TF(hsumt)((q0 + q1) + (q2 + q3));
+    if (sizeof(T) < sizeof(double) && !(isfinite(s1) && isfinite(s2))) {
         TF(dev_sums_exact)(x, n, (double)c, s1o, s2o);
         return;
     }
@@ -124,22 +137,23 @@ static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
 
 static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
 {
-    const VD dz = {0};
     const VT tz = {0};
-    VD Q = dz;
+    VT q0 = tz, q1 = tz, q2 = tz, q3 = tz;
     ptrdiff_t i = 0;
-    while (i + 4 * TLANES <= n) {
-        VT q0 = tz, q1 = tz, q2 = tz, q3 = tz;
-        ptrdiff_t end = fn_min(n, i + (ptrdiff_t)4 * TLANES * FN_FLUSH);
-        for (; i + 4 * TLANES <= end; i += 4 * TLANES) {
-            VT v0 = TF(loadt)(x + i), v1 = TF(loadt)(x + i + TLANES);
-            VT v2 = TF(loadt)(x + i + 2 * TLANES), v3 = TF(loadt)(x + i + 3 * TLANES);
-            q0 += v0 * v0; q1 += v1 * v1; q2 += v2 * v2; q3 += v3 * v3;
-        }
-        Q = TF(widen_add)(TF(widen_add)(Q, q0 + q1), q2 + q3);
+    for (; i + 4 * TLANES <= n; i += 4 * TLANES) {
+        VT v0 = TF(loadt)(x + i), v1 = TF(loadt)(x + i + TLANES);
+        VT v2 = TF(loadt)(x + i + 2 * TLANES), v3 = TF(loadt)(x + i + 3 * TLANES);
+        q0 += v0 * v0; q1 += v1 * v1; q2 += v2 * v2; q3 += v3 * v3;
     }
-    double s2 = TF(hsum)(Q);
-    for (; i < n; i++) s2 += (double)x[i] * (double)x[i];
+    for (; i + TLANES <= n; i += TLANES) {
+        VT v = TF(loadt)(x + i);
+        q0 += v * v;
+    }
+    if (i < n) {
+        VT v = TF(load_tail)(x + i, n - i, (T)0);
+        q1 += v * v;
+    }
+    double s2 = TF(hsumt)((q0 + q1) + (q2 + q3));
     if (sizeof(T) < sizeof(double) && !isfinite(s2)) {
         double e;
         TF(sq_sum_exact)(x, n, &e);
@@ -176,7 +190,7 @@ static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, dou
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         double v = ((double)x[i] - mean) * rstd;
-        if (w) v = v * (double)w[wvec ? i : 0] + (double)b[wvec ? i : 0];
+        if (w) v = v * (double)w[wvec ? i : 0] + (b ? (double)b[wvec ? i : 0] : 0.0);
         y[i] = (T)v;
     }
 }
@@ -184,30 +198,42 @@ static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, dou
 /* The same in T precision. The mean is split into mh + ml so that x - mh is
  * exact for x near the mean (Sterbenz) and data with |mean| >> std keeps its
  * digits; the result is within a few ulp of the double computation. w, b are a
- * vector (wvec), one scalar, or absent. */
+ * vector (wvec), one scalar, or absent. `safe` says x - mean cannot overflow T
+ * (see fn_t_safe); otherwise, or when a coefficient is not finite in T, the
+ * range is computed in double. */
 static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
-                                  const T *w, const T *b, int wvec)
+                                  const T *w, const T *b, int wvec, int safe)
 {
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
     double sc_d = w && !wvec ? rstd * (double)w[0] : rstd;
-    const T sc = (T)sc_d, sh = w && !wvec ? b[0] : (T)0;
-    if (!isfinite(sc) || !isfinite(mh)) {
+    const T sc = (T)sc_d, sh = w && !wvec && b ? b[0] : (T)0;
+    if (!safe || !isfinite(sc) || !isfinite(mh)) {
         TF(norm_range_exact)(x, y, n, mean, rstd, w, b, wvec);
         return;
     }
     const VT tz = {0};
     const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
     ptrdiff_t i = 0;
-    if (w && wvec) {
+    if (w && wvec && b) {
         for (; i + TLANES <= n; i += TLANES) {
             VT v = ((TF(loadt)(x + i) - mhv) - mlv) * scv;
             TF(storet)(y + i, v * TF(loadt)(w + i) + TF(loadt)(b + i));
         }
-        for (; i < n; i++) y[i] = (((x[i] - mh) - ml) * sc) * w[i] + b[i];
+        if (i < n) {
+            VT v = ((TF(load_tail)(x + i, n - i, mh) - mhv) - mlv) * scv;
+            TF(store_tail)(y + i, n - i, v * TF(load_tail)(w + i, n - i, 0) + TF(load_tail)(b + i, n - i, 0));
+        }
+    } else if (w && wvec) {
+        for (; i + TLANES <= n; i += TLANES)
+            TF(storet)(y + i, (((TF(loadt)(x + i) - mhv) - mlv) * scv) * TF(loadt)(w + i));
+        if (i < n)
+            TF(store_tail)(y + i, n - i, (((TF(load_tail)(x + i, n - i, mh) - mhv) - mlv) * scv)
+                                             * TF(load_tail)(w + i, n - i, 0));
     } else {
         for (; i + TLANES <= n; i += TLANES)
             TF(storet)(y + i, ((TF(loadt)(x + i) - mhv) - mlv) * scv + shv);
-        for (; i < n; i++) y[i] = ((x[i] - mh) - ml) * sc + sh;
+        if (i < n)
+            TF(store_tail)(y + i, n - i, ((TF(load_tail)(x + i, n - i, mh) - mhv) - mlv) * scv + shv);
     }
 }
 
@@ -220,10 +246,9 @@ static inline void TF(finish_stats)(const fn_acc *acc, int rms, double *mean, do
 
 /* ---------------------------------------------------------------- SEG ---- */
 
-static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *x, const fn_norm_args *p, ptrdiff_t u)
+/* Statistics of the unit at xu (R1 segments of R2 values). */
+static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *xu, int rms, double *mean, double *var)
 {
-    const T *xu = x + (u / s->K) * s->xa + (u % s->K) * s->xk;
-    int rms = p->mode == FN_MODE_RMS;
     fn_acc acc = {0, 0, 0};
     for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
         const T *seg = xu + r1 * s->xr1;
@@ -234,28 +259,46 @@ static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *x, const fn_norm_
             TF(acc_block)(&acc, (double)m, bm, bm2, rms);
         }
     }
-    TF(finish_stats)(&acc, rms, &p->mean[u], &p->var[u]);
+    TF(finish_stats)(&acc, rms, mean, var);
 }
 
-/* Normalize elements [i0, i1) of segment r1 of unit u. */
-static void TF(seg_unit_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
-                              ptrdiff_t u, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1)
+/* Normalize elements [i0, i1) of segment r1 of unit (a, k). */
+static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                                     ptrdiff_t a, ptrdiff_t k, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1,
+                                     double mean, double var)
 {
-    ptrdiff_t a = u / s->K, k = u % s->K;
-    double rstd = 1.0 / sqrt(p->var[u] + p->eps);
+    double rstd = 1.0 / sqrt(var + p->eps);
+    int safe = fn_t_safe(mean, var, (double)(s->R1 * s->R2), sizeof(T));
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     ptrdiff_t widx = k * s->wk + r1 * s->wr1 + i0 * s->wr2;
     TF(norm_range)(x + a * s->xa + k * s->xk + r1 * s->xr1 + i0,
                    y + a * s->ya + k * s->yk + r1 * s->yr1 + i0,
-                   i1 - i0, p->mean[u], rstd,
-                   w ? w + widx : NULL, b ? b + widx : NULL, s->wr2 != 0);
+                   i1 - i0, mean, rstd,
+                   w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0, safe);
 }
 
-static void TF(seg_unit)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t u)
+/* Units [u0, u1): first all statistics, then all normalizations, so the
+ * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
+ * overlap in the out-of-order core instead of running one after another. */
+#define FN_UNIT_GROUP 8
+static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                          ptrdiff_t u0, ptrdiff_t u1)
 {
-    if (!p->stats_given) TF(seg_unit_stats)(s, x, p, u);
-    if (y)
-        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) TF(seg_unit_norm)(s, x, y, p, u, r1, 0, s->R2);
+    int rms = p->mode == FN_MODE_RMS;
+    for (ptrdiff_t g = u0; g < u1; g += FN_UNIT_GROUP) {
+        ptrdiff_t g1 = fn_min(g + FN_UNIT_GROUP, u1);
+        if (!p->stats_given)
+            for (ptrdiff_t u = g; u < g1; u++) {
+                ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
+                TF(seg_unit_stats)(s, x + a * s->xa + k * s->xk, rms, &p->mean[u], &p->var[u]);
+            }
+        if (y)
+            for (ptrdiff_t u = g; u < g1; u++) {
+                ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
+                for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+                    TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
+            }
+    }
 }
 
 /* Few large units: every (unit, segment, block) is an item of its own, partials go
@@ -289,30 +332,38 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
 #pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
         for (ptrdiff_t it = 0; it < n_items; it++) {
             ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-            TF(seg_unit_norm)(s, x, y, p, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2));
+            ptrdiff_t a = u / s->K, k = u % s->K;
+            TF(seg_norm_part)(s, x, y, p, a, k, r1, i0, fn_min(i0 + FN_BLOCK, s->R2),
+                              p->mean[u], p->var[u]);
         }
     }
     return FN_OK;
 }
 
-static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p)
+static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p_in)
 {
     ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
     if (U == 0) return FN_OK;
+    fn_norm_args args = *p_in;
+    const fn_norm_args *p = &args;
+    double *own = fn_own_stats(&args, U);
+    if (!args.mean) return FN_ENOMEM;
     double work = (double)U * (double)unit_len;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
     if (nt <= 1) {
-        for (ptrdiff_t u = 0; u < U; u++) TF(seg_unit)(s, x, y, p, u);
+        TF(seg_units)(s, x, y, p, 0, U);
     } else if (U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
-        for (ptrdiff_t u = 0; u < U; u++) TF(seg_unit)(s, x, y, p, u);
+        ptrdiff_t nchunks = (U + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (ptrdiff_t c = 0; c < nchunks; c++) TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
     } else {
         status = TF(seg_split)(s, x, y, p, nt);
     }
     if (nt > 1) fn_threads_release(nt);
+    free(own);
     return status;
 }
 
@@ -401,8 +452,9 @@ static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_
         c[k] = mh;
         c[K + k] = (T)(mean - (double)mh);
         c[2 * K + k] = (T)(per_k ? rstd * (double)w[k] : rstd);
-        c[3 * K + k] = per_k ? b[k] : (T)0;
-        ok &= isfinite(c[k]) && isfinite(c[2 * K + k]);
+        c[3 * K + k] = per_k && b ? b[k] : (T)0;
+        ok &= isfinite(c[k]) && isfinite(c[2 * K + k])
+              && fn_t_safe(mean, p->var[a * K + k], (double)s->R, sizeof(T));
     }
     return ok;
 }
@@ -422,11 +474,12 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
             for (ptrdiff_t k = 0; k < K; k++) {
                 double rstd = 1.0 / sqrt(p->var[a * K + k] + p->eps);
                 double v = ((double)xr[k] - p->mean[a * K + k]) * rstd;
-                if (w) v = along_r ? v * (double)w[r] + (double)b[r] : v * (double)w[k] + (double)b[k];
+                if (w) v = along_r ? v * (double)w[r] + (b ? (double)b[r] : 0.0)
+                               : v * (double)w[k] + (b ? (double)b[k] : 0.0);
                 yr[k] = (T)v;
             }
         } else if (along_r) {
-            T wr = w[r], br = b[r];
+            T wr = w[r], br = b ? b[r] : (T)0;
 #pragma omp simd
             for (ptrdiff_t k = 0; k < K; k++) yr[k] = (((xr[k] - mh[k]) - ml[k]) * sc[k]) * wr + br;
         } else {
@@ -521,10 +574,14 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
     return FN_OK;
 }
 
-static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p)
+static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p_in)
 {
     ptrdiff_t A = s->A, K = s->K;
     if (A * K == 0) return FN_OK;
+    fn_norm_args args = *p_in;
+    const fn_norm_args *p = &args;
+    double *own = fn_own_stats(&args, A * K);
+    if (!args.mean) return FN_ENOMEM;
     double work = (double)A * (double)s->R * (double)K;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -546,6 +603,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
         status = TF(col_split)(s, x, y, p, nt);
     }
     if (nt > 1) fn_threads_release(nt);
+    free(own);
     return status;
 }
 
