@@ -54,6 +54,10 @@ cdef extern from "fastnorm.h" nogil:
     int fn_seg_bwd_f64(const fn_seg_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p)
     int fn_col_bwd_f32(const fn_col_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p)
     int fn_col_bwd_f64(const fn_col_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p)
+    int fn_add_rows_f32(const float *x, Py_ssize_t xs, const float *r, Py_ssize_t rs, float *sum, Py_ssize_t ss,
+                        float *y, Py_ssize_t ys, Py_ssize_t M, Py_ssize_t D, const fn_norm_args *p)
+    int fn_add_rows_f64(const double *x, Py_ssize_t xs, const double *r, Py_ssize_t rs, double *sum, Py_ssize_t ss,
+                        double *y, Py_ssize_t ys, Py_ssize_t M, Py_ssize_t D, const fn_norm_args *p)
     void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
     int fn_isa_supported(int isa)
     int fn_isa_compiled(int isa)
@@ -284,6 +288,29 @@ cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b):
     return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
 
 
+def add_rows(cnp.ndarray x, cnp.ndarray r, cnp.ndarray s, cnp.ndarray y, tuple strides, Py_ssize_t M,
+             Py_ssize_t D, object w, object b, double eps, int mode, object mean, object var, int nthreads):
+    """Fused s = x + r, y = norm(s) over M rows of D contiguous values.
+    strides = row strides (x, r, s, y) in elements."""
+    cdef Py_ssize_t xs, rs, ss, ys
+    (xs, rs, ss, ys) = strides
+    cdef fn_norm_args p = _args(w, b, eps, mode, False, mean, var, nthreads)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *rp = cnp.PyArray_DATA(r)
+    cdef void *sp = cnp.PyArray_DATA(s)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef int status
+    cdef bint is32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+    with nogil:
+        if is32:
+            status = fn_add_rows_f32(<const float *>xp, xs, <const float *>rp, rs, <float *>sp, ss,
+                                     <float *>yp, ys, M, D, &p)
+        else:
+            status = fn_add_rows_f64(<const double *>xp, xs, <const double *>rp, rs, <double *>sp, ss,
+                                     <double *>yp, ys, M, D, &p)
+    _check(status)
+
+
 def omp_copy(cnp.ndarray src, cnp.ndarray dst, int num_threads=0):
     """Copy src into the preallocated dst with an OpenMP team of num_threads.
 
@@ -353,3 +380,6 @@ def usable_cores():
 def forked_child():
     """True in a child created by fork() after fastnorm was imported (kernels then run serially)."""
     return bool(fn_forked_child())
+
+
+include "_lrn.pxi"

@@ -81,6 +81,14 @@ int fn_seg_bwd_f64(const fn_seg_shape *s, const double *x, const double *dy, dou
 int fn_col_bwd_f32(const fn_col_shape *s, const float *x, const float *dy, float *dx, const fn_bwd_args *p);
 int fn_col_bwd_f64(const fn_col_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p);
 
+/* Fused residual add + row normalization (LayerNorm / RMSNorm over the last
+ * axis): sum = x + r (sum may be r), y = norm(sum); M rows of D contiguous values
+ * at the given row strides. p->mean/var may be NULL (per-row outputs otherwise). */
+int fn_add_rows_f32(const float *x, ptrdiff_t xs, const float *r, ptrdiff_t rs, float *sum, ptrdiff_t ss,
+                    float *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p);
+int fn_add_rows_f64(const double *x, ptrdiff_t xs, const double *r, ptrdiff_t rs, double *sum, ptrdiff_t ss,
+                    double *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p);
+
 /* An OpenMP copy of nbytes, the bandwidth reference of the benchmarks. */
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads);
 

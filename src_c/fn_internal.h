@@ -109,6 +109,10 @@ typedef struct {
     int (*seg_bwd_f64)(const fn_seg_shape *, const double *, const double *, double *, const fn_bwd_args *);
     int (*col_bwd_f32)(const fn_col_shape *, const float *, const float *, float *, const fn_bwd_args *);
     int (*col_bwd_f64)(const fn_col_shape *, const double *, const double *, double *, const fn_bwd_args *);
+    int (*add_rows_f32)(const float *, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t,
+                        float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const fn_norm_args *);
+    int (*add_rows_f64)(const double *, ptrdiff_t, const double *, ptrdiff_t, double *, ptrdiff_t,
+                        double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const fn_norm_args *);
 } fn_isa_table;
 
 #endif

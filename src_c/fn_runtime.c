@@ -215,6 +215,13 @@ int fn_col_bwd_f32(const fn_col_shape *s, const float *x, const float *dy, float
 int fn_col_bwd_f64(const fn_col_shape *s, const double *x, const double *dy, double *dx, const fn_bwd_args *p)
 { return fn_table()->col_bwd_f64(s, x, dy, dx, p); }
 
+int fn_add_rows_f32(const float *x, ptrdiff_t xs, const float *r, ptrdiff_t rs, float *sum, ptrdiff_t ss,
+                    float *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p)
+{ return fn_table()->add_rows_f32(x, xs, r, rs, sum, ss, y, ys, M, D, p); }
+int fn_add_rows_f64(const double *x, ptrdiff_t xs, const double *r, ptrdiff_t rs, double *sum, ptrdiff_t ss,
+                    double *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p)
+{ return fn_table()->add_rows_f64(x, xs, r, rs, sum, ss, y, ys, M, D, p); }
+
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
 {
     const size_t chunk = (size_t)1 << 16;

@@ -22,4 +22,5 @@
 const fn_isa_table FN_CAT(fn_table_, FN_ISA) = {
     FN_STR(FN_ISA), seg_norm_f32, seg_norm_f64, col_norm_f32, col_norm_f64,
     seg_bwd_f32, seg_bwd_f64, col_bwd_f32, col_bwd_f64,
+    add_rows_f32, add_rows_f64,
 };

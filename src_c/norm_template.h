@@ -367,6 +367,49 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     return status;
 }
 
+/* ------------------------------------------------------------ ADD+ROWS ---- */
+/* Pre-norm transformer step in one pass: s = x + r is written to sum (which may be
+ * r itself) and y = norm(s) is computed while the row is in cache. Rows of D
+ * contiguous values at row strides xs, rs, ss, ys. */
+static void TF(add_rows_range)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *sum, ptrdiff_t ss,
+                               T *y, ptrdiff_t ys, ptrdiff_t D, const fn_norm_args *p,
+                               ptrdiff_t m0, ptrdiff_t m1)
+{
+    const fn_seg_shape one = {1, 1, 1, D, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    int rms = p->mode == FN_MODE_RMS;
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        const T *xr = x + m * xs, *rr = r + m * rs;
+        T *sr = sum + m * ss;
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < D; i++) sr[i] = xr[i] + rr[i];
+        double mean, var;
+        TF(seg_unit_stats)(&one, sr, rms, &mean, &var);
+        if (p->mean) { p->mean[m] = mean; p->var[m] = var; }
+        double rstd = 1.0 / sqrt(var + p->eps);
+        TF(norm_range)(sr, y + m * ys, D, mean, rstd, (const T *)p->w, (const T *)p->b, 1,
+                       fn_t_safe(mean, var, (double)D, sizeof(T)));
+    }
+}
+
+static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *sum, ptrdiff_t ss,
+                        T *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p)
+{
+    if (M == 0) return FN_OK;
+    double work = (double)M * (double)D;
+    int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
+    if (nt > 1) nt = fn_threads_acquire(nt);
+    if (nt <= 1) {
+        TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, 0, M);
+    } else {
+        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, D)), nchunks = (M + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (ptrdiff_t c = 0; c < nchunks; c++)
+            TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, c * chunk, fn_min(M, (c + 1) * chunk));
+        fn_threads_release(nt);
+    }
+    return FN_OK;
+}
+
 /* ---------------------------------------------------------------- COL ---- */
 /* Rows of a slab are grouped in blocks of FN_COL_BLOCK rows (shifted sums per
  * column) and superblocks of FN_COL_SUPER blocks; a unit's statistics are the

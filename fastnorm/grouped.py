@@ -1,0 +1,408 @@
+"""GroupNorm and InstanceNorm on the engine's SEG/COL kernels.
+
+Both normalize per sample over a group of channels and the spatial axes and apply
+a per-channel affine. The channel axis is split into (groups, channels per group)
+and the kernel shape is written directly, for both memory orders:
+
+- channels-first (spatial contiguous): units (n, g), each Cg planes of H*W values
+  (SEG, affine constant per plane);
+- channels-last (channels contiguous): units (n, g), each H*W runs of Cg values
+  (SEG, affine along the run); for InstanceNorm (Cg = 1) the columns kernel (COL).
+
+Statistics stay exact for either layout (no E[x^2] - E[x]^2, unlike PyTorch's
+channels-last GroupNorm).
+"""
+import operator
+
+import numpy as np
+
+from . import _engine, _ext
+from ._config import resolve_threads
+from ._validate import (as_input, check_eps, check_momentum, check_out, check_param, check_running,
+                        compute_dtype, normalize_axes)
+from .backward import _grad_input, _stat
+from .normalization import batch_norm
+from .backward import batch_norm_backward
+
+__all__ = ["group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward"]
+
+
+def _nchw(a):
+    """(N, C, S) view of `a` (channel axis 1) with the spatial axes flattened, or
+    None when they do not collapse without a copy."""
+    v = a.view()
+    try:
+        v.shape = (a.shape[0], a.shape[1], a.size // (a.shape[0] * a.shape[1]))
+    except AttributeError:
+        return None
+    return v
+
+
+def _shape(xv, yv, G):
+    """Kernel call for (N, C, S) views: ('seg', shape13) or ('col', shape7), or None."""
+    N, C, S = xv.shape
+    Cg = C // G
+    isz = xv.itemsize
+    xn, xc, xs = (st // isz for st in xv.strides)
+    yn, yc, ys = (st // isz for st in yv.strides)
+    if (S == 1 or xs == 1) and (S == 1 or ys == 1):
+        # channels-first: units (n, g) of Cg planes of S values
+        return "seg", (N, Cg, G, S, xn, xc, Cg * xc, yn, yc, Cg * yc, Cg, 1, 0)
+    if (C == 1 or xc == 1) and (C == 1 or yc == 1):
+        if Cg == 1:
+            return "col", (N, S, C, xn, xs, yn, ys)
+        # channels-last: units (n, g) of S runs of Cg values
+        return "seg", (N, S, G, Cg, xn, xs, Cg, yn, ys, Cg, Cg, 0, 1)
+    return None
+
+
+def _run(x, y, G, w, b, eps, nthreads, want_y=True):
+    """Normalize x (N, C, ...) with channel axis 1 in groups; returns (mean, var) (N, G) float64."""
+    xv, yv = _nchw(x), _nchw(y) if y is not None else None
+    plan = _shape(xv, yv if yv is not None else xv, G) if xv is not None and (y is None or yv is not None) else None
+    if plan is None:
+        xc = np.ascontiguousarray(x)
+        yc = np.empty_like(xc) if want_y else None
+        mean, var = _run(xc, yc, G, w, b, eps, nthreads, want_y)
+        if want_y:
+            y[...] = yc
+        return mean, var
+    N = xv.shape[0]
+    mean = np.empty(N * G)
+    var = np.empty(N * G)
+    kind, shape = plan
+    if kind == "seg":
+        _ext.seg_norm(xv, yv if want_y else None, shape, w, b, eps, _engine.MODE_MEANVAR,
+                      False, mean, var, nthreads)
+    else:
+        _ext.col_norm(xv, yv if want_y else None, shape, False, w, b, eps, _engine.MODE_MEANVAR,
+                      False, mean, var, nthreads)
+    return mean.reshape(N, G), var.reshape(N, G)
+
+
+def _common(x, weight, bias, channel_axis, eps, out, num_threads, func):
+    x = as_input(x, func)
+    if x.ndim < 2:
+        raise ValueError(f"{func}: x must have at least 2 dimensions, got shape {x.shape}")
+    (cax,) = normalize_axes(channel_axis, x.ndim, func, "channel_axis")
+    if cax == 0:
+        raise ValueError(f"{func}: channel_axis must not be the batch axis 0")
+    C = x.shape[cax]
+    dt = compute_dtype(x)
+    eps = check_eps(eps, func)
+    nthreads = resolve_threads(num_threads, func)
+    weight = check_param(weight, (C,), dt, func, "weight")
+    bias = check_param(bias, (C,), dt, func, "bias")
+    if bias is not None and weight is None:
+        weight = np.ones(C, dtype=dt)
+    out = check_out(out, x, func)
+    return x, cax, C, dt, eps, nthreads, weight, bias, out
+
+
+def _forward(x, cax, G, weight, bias, eps, out, nthreads):
+    """y and (mean, var) (N, G) for channel axis cax."""
+    y = out if out is not None else np.empty_like(x)
+    if x.size == 0:
+        N = x.shape[0]
+        return y, np.full((N, G), np.nan), np.full((N, G), np.nan)
+    xm, ym = np.moveaxis(x, cax, 1), np.moveaxis(y, cax, 1)
+    if x.dtype == np.float16:
+        x32 = xm.astype(np.float32)
+        y32 = np.empty_like(x32)
+        mean, var = _run(x32, y32, G, weight, bias, eps, nthreads)
+        ym[...] = y32
+    else:
+        mean, var = _run(xm, ym, G, weight, bias, eps, nthreads)
+    return y, mean, var
+
+
+def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1, out=None,
+               return_stats=False, num_threads=None):
+    """Group normalization, as ``torch.nn.functional.group_norm``.
+
+    Statistics per sample and per group of ``C / num_groups`` consecutive channels,
+    over those channels and every spatial axis; then a per-channel affine. Both
+    channels-first and channels-last layouts run natively with exact statistics.
+    ONNX GroupNormalization (opset 21: per-channel scale and bias) maps to
+    ``group_norm(x, num_groups, scale, bias, eps=epsilon)``.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64, ``x.ndim >= 2``, batch axis 0.
+    num_groups : int
+        Number of groups; must divide C.
+    weight, bias : array_like of shape (C,), optional
+        Per-channel scale and shift.
+    eps : float, optional
+        Added to the variance, >= 0.
+    channel_axis : int, optional
+        1 (default, NCHW) or -1 (channels-last), any axis but 0.
+    out : ndarray, optional
+        Output of x's shape and dtype; may be x.
+    return_stats : bool, optional
+        Also return mean and rstd, shape (N, num_groups), x's dtype.
+    num_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    y : ndarray
+    mean, rstd : ndarray
+        Only with ``return_stats=True``.
+
+    Raises
+    ------
+    TypeError
+        Non-float x or parameters, non-integer num_groups.
+    ValueError
+        num_groups < 1 or not dividing C, bad channel_axis, shapes or eps.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.arange(8.0).reshape(1, 4, 2)
+    >>> fastnorm.group_norm(x, 2, eps=0.0).round(4)[0, 0].tolist()
+    [-1.3416, -0.4472]
+    """
+    func = "group_norm"
+    x, cax, C, dt, eps, nthreads, weight, bias, out = _common(x, weight, bias, channel_axis, eps,
+                                                              out, num_threads, func)
+    G = _check_groups(num_groups, C, func)
+    y, mean, var = _forward(x, cax, G, weight, bias, eps, out, nthreads)
+    if return_stats:
+        return y, mean.astype(x.dtype), (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    return y
+
+
+def _check_groups(num_groups, C, func):
+    if isinstance(num_groups, bool):
+        raise TypeError(f"{func}: num_groups must be an int, got {num_groups!r}")
+    try:
+        G = operator.index(num_groups)
+    except TypeError:
+        raise TypeError(f"{func}: num_groups must be an int, got {num_groups!r}") from None
+    if G < 1:
+        raise ValueError(f"{func}: num_groups must be >= 1, got {G}")
+    if C % G:
+        raise ValueError(f"{func}: num_groups={G} does not divide the {C} channels")
+    return G
+
+
+def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None, training=True,
+                  momentum=0.1, eps=1e-5, channel_axis=1, out=None, return_stats=False,
+                  num_threads=None):
+    """Instance normalization, as ``torch.nn.functional.instance_norm``.
+
+    With ``training=True`` (PyTorch's ``use_input_stats``), statistics per sample
+    and channel over the spatial axes; running statistics, when given, are updated
+    with the batch average of the per-instance mean and unbiased variance
+    (``r = (1 - momentum) * r + momentum * batch``). With ``training=False`` the
+    running statistics normalize every instance, as in inference BatchNorm.
+    ONNX InstanceNormalization is ``instance_norm(x, scale, B, eps=epsilon)``.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 with at least one spatial axis (``x.ndim >= 3``).
+    weight, bias : array_like of shape (C,), optional
+        Per-channel affine.
+    running_mean, running_var : ndarray of shape (C,), optional
+        Running statistics (updated in place when training).
+    training : bool, optional
+        Use instance statistics (default True).
+    momentum : float, optional
+        In [0, 1].
+    eps : float, optional
+        >= 0.
+    channel_axis : int, optional
+        1 (default) or -1 (channels-last).
+    out : ndarray, optional
+        Output; may be x.
+    return_stats : bool, optional
+        Also return the mean and rstd used, shape (N, C) (training only).
+    num_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    y : ndarray
+    mean, rstd : ndarray
+        Only with ``return_stats=True``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`fastnorm.batch_norm`; also one spatial value per instance when
+        training, or inference without running statistics.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.array([[[1.0, 3.0], [2.0, 6.0]]])
+    >>> fastnorm.instance_norm(x, eps=0.0).tolist()
+    [[[-1.0, 1.0], [-1.0, 1.0]]]
+    """
+    func = "instance_norm"
+    x, cax, C, dt, eps, nthreads, weight, bias, out = _common(x, weight, bias, channel_axis, eps,
+                                                              out, num_threads, func)
+    if x.ndim < 3:
+        raise ValueError(f"{func}: x needs a spatial axis (ndim >= 3), got shape {x.shape}")
+    momentum = check_momentum(momentum, func)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{func}: running_mean and running_var must be given together")
+    has_running = running_mean is not None
+    if has_running:
+        running_mean = check_running(running_mean, C, func, "running_mean", writable=bool(training))
+        running_var = check_running(running_var, C, func, "running_var", writable=bool(training))
+    if not training:
+        if not has_running:
+            raise ValueError(f"{func}: training=False needs running_mean and running_var")
+        if return_stats:
+            raise ValueError(f"{func}: return_stats needs training=True")
+        return batch_norm(x, weight, bias, running_mean=running_mean, running_var=running_var,
+                          training=False, eps=eps, channel_axis=cax, out=out, num_threads=nthreads)
+    S = x.size // (x.shape[0] * C) if x.shape[0] * C else 0
+    if S == 1:
+        raise ValueError(f"{func}: expected more than 1 spatial element when training, got shape {x.shape}")
+    y, mean, var = _forward(x, cax, C, weight, bias, eps, out, nthreads)
+    if has_running and x.size:
+        m = momentum
+        unbiased = var * (S / (S - 1.0))
+        running_mean[...] = (1.0 - m) * running_mean + m * mean.mean(axis=0)
+        running_var[...] = (1.0 - m) * running_var + m * unbiased.mean(axis=0)
+    if return_stats:
+        return y, mean.astype(x.dtype), (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    return y
+
+
+def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channel_axis=1, out=None,
+                        num_threads=None):
+    """Gradients of :func:`fastnorm.group_norm`.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient with respect to the output, x's shape.
+    x : array_like
+        The forward input.
+    num_groups : int
+        The forward's number of groups.
+    mean, rstd : array_like of shape (N, num_groups)
+        What ``group_norm(..., return_stats=True)`` returned.
+    weight : array_like of shape (C,), optional
+        The forward weight.
+    channel_axis : int, optional
+        The forward's channel axis.
+    out : ndarray, optional
+        Where to write dx.
+    num_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    dx : ndarray
+    dweight, dbias : ndarray of shape (C,) or None
+        None when weight is None.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Mismatched shapes, non-float arrays, bad num_groups or channel_axis.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.arange(8.0).reshape(1, 4, 2)
+    >>> y, m, r = fastnorm.group_norm(x, 2, return_stats=True)
+    >>> dx, dw, db = fastnorm.group_norm_backward(np.ones_like(x), x, 2, m, r, np.ones(4))
+    >>> float(np.abs(dx).max()) < 1e-9, db.tolist()
+    (True, [2.0, 2.0, 2.0, 2.0])
+    """
+    func = "group_norm_backward"
+    x, cax, C, dt, _, nthreads, weight, _, out = _common(x, weight, None, channel_axis, 0.0,
+                                                         out, num_threads, func)
+    G = _check_groups(num_groups, C, func)
+    return _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func)
+
+
+def _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func):
+    dy = _grad_input(dy, x, func)
+    N = x.shape[0]
+    mean = _stat(mean, (N, G), func, "mean")
+    rstd = _stat(rstd, (N, G), func, "rstd")
+    dx = out if out is not None else np.empty_like(x)
+    # G = dy * weight[c] folds the affine into the per-group normalization backward.
+    shape = [1] * x.ndim
+    shape[cax] = C
+    g = dy * weight.reshape(shape) if weight is not None else dy
+    g = np.asarray(g, dtype=compute_dtype(x))
+    xm, gm, dxm = (np.ascontiguousarray(np.moveaxis(a, cax, 1)) for a in (x, g, dx))
+    if x.size:
+        seg = (N * G, C // G * (x.size // (N * C)))
+        xr, gr = xm.reshape(seg), gm.reshape(seg)
+        d, _, _ = _engine.run_backward(xr, gr, None, _engine.Op((False, True), _engine.MODE_MEANVAR,
+                                       nthreads=nthreads), mean.reshape(-1), rstd.reshape(-1), True, False)
+        np.moveaxis(dx, cax, 1)[...] = d.reshape(xm.shape).astype(x.dtype, copy=False)
+    if weight is None:
+        return dx, None, None
+    # parameter gradients in float64: sum over (n, spatial) per channel
+    xh = (xm.reshape(N, G, -1).astype(np.float64) - mean[:, :, None]) * rstd[:, :, None]
+    dyc = np.moveaxis(np.asarray(dy, dtype=np.float64), cax, 1).reshape(N, C, -1)
+    xh = xh.reshape(N, C, -1)
+    dweight = np.einsum("ncs,ncs->c", dyc, xh)
+    dbias = dyc.sum(axis=(0, 2))
+    return dx, dweight.astype(x.dtype), dbias.astype(x.dtype)
+
+
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, channel_axis=1,
+                           out=None, num_threads=None):
+    """Gradients of :func:`fastnorm.instance_norm`.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient with respect to the output.
+    x : array_like
+        The forward input.
+    mean, rstd : array_like
+        ``training=True``: what ``instance_norm(..., return_stats=True)`` returned,
+        shape (N, C). ``training=False``: the running mean and
+        ``1 / sqrt(running_var + eps)``, shape (C,).
+    weight : array_like of shape (C,), optional
+        The forward weight.
+    training : bool, optional
+        Whether the forward used instance statistics.
+    channel_axis : int, optional
+        The forward's channel axis.
+    out : ndarray, optional
+        Where to write dx.
+    num_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    dx : ndarray
+    dweight, dbias : ndarray of shape (C,) or None
+
+    Raises
+    ------
+    TypeError, ValueError
+        Mismatched shapes or non-float arrays.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.array([[[1.0, 3.0], [2.0, 6.0]]])
+    >>> y, m, r = fastnorm.instance_norm(x, return_stats=True)
+    >>> dx, dw, db = fastnorm.instance_norm_backward(np.ones_like(x), x, m, r, np.ones(2))
+    >>> float(np.abs(dx).max()) < 1e-9, db.tolist()
+    (True, [2.0, 2.0])
+    """
+    func = "instance_norm_backward"
+    if not training:
+        return batch_norm_backward(dy, x, mean, rstd, weight, channel_axis=channel_axis,
+                                   training=False, out=out, num_threads=num_threads)
+    x, cax, C, dt, _, nthreads, weight, _, out = _common(x, weight, None, channel_axis, 0.0,
+                                                         out, num_threads, func)
+    return _grouped_backward(dy, x, cax, C, C, mean, rstd, weight, out, nthreads, func)
