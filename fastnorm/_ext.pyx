@@ -31,6 +31,7 @@ cdef extern from "fastnorm.h" nogil:
         double *mean
         double *var
         int nthreads
+        int stream
     ctypedef struct fn_bwd_args:
         int mode
         int training
@@ -96,6 +97,7 @@ cdef inline fn_norm_args _args(object w, object b, double eps, int mode, bint st
     p.mean = <double *>_ptr(mean)
     p.var = <double *>_ptr(var)
     p.nthreads = nthreads
+    p.stream = 0
     return p
 
 

@@ -47,6 +47,7 @@ typedef struct {
     double *mean, *var;      /* length A*K: outputs (NULL when not wanted), or inputs when stats_given.
                                 var is the biased variance (mean of squares in FN_MODE_RMS) */
     int nthreads;            /* upper bound on the OpenMP team; the kernel may use fewer */
+    int stream;              /* internal: set by the kernel for outputs too large for cache */
 } fn_norm_args;
 
 /* y == NULL computes statistics only. y may equal x (in place). */

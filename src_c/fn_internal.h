@@ -10,7 +10,11 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include "fastnorm.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #define FN_CAT_(a, b) a##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
@@ -78,6 +82,20 @@ static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
 {
     double limit = tsize < sizeof(double) ? 1e37 : 1e307;
     return sqrt(var * n) + fabs(mean) < limit;
+}
+
+/* Outputs at least this large are written with non-temporal stores: they cannot
+ * stay in cache, and streaming saves the read-for-ownership of every line. */
+#define FN_STREAM_BYTES (48.0 * 1024 * 1024)
+
+static inline int fn_stream_output(double bytes) { return bytes >= FN_STREAM_BYTES; }
+
+/* Orders this thread's non-temporal stores before anything that follows. */
+static inline void fn_store_fence(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_sfence();
+#endif
 }
 
 /* Statistics arrays for a call that did not ask for them (mean == NULL): the

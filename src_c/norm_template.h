@@ -183,6 +183,40 @@ static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, 
     else fn_acc_merge(acc, n, mean, m2);
 }
 
+/* One vector of normalized values at x[i .. i + cnt) (cnt <= TLANES; a padded
+ * tail when shorter): ((x - mh) - ml) * sc, then * w + b (vector parameters wv, bv,
+ * either may be NULL) or + sh (scalar shift). */
+static inline VT TF(norm_vec)(const T *x, const T *wv, const T *bv, ptrdiff_t i, ptrdiff_t cnt,
+                              T mh, VT mhv, VT mlv, VT scv, VT shv)
+{
+    int full = cnt == TLANES;
+    VT xv = full ? TF(loadt)(x + i) : TF(load_tail)(x + i, cnt, mh);
+    VT v = ((xv - mhv) - mlv) * scv;
+    if (wv) {
+        v = v * (full ? TF(loadt)(wv + i) : TF(load_tail)(wv + i, cnt, 0));
+        if (bv) v = v + (full ? TF(loadt)(bv + i) : TF(load_tail)(bv + i, cnt, 0));
+        return v;
+    }
+    return v + shv;
+}
+
+/* A non-temporal store of one vector to an address aligned to FN_VBYTES. */
+static inline void TF(stream_store)(T *p, VT v)
+{
+#if FN_VBYTES == 64 && defined(__AVX512F__)
+    if (sizeof(T) == 4) _mm512_stream_ps((float *)p, (__m512)v);
+    else _mm512_stream_pd((double *)p, (__m512d)v);
+#elif FN_VBYTES == 32 && defined(__AVX__)
+    if (sizeof(T) == 4) _mm256_stream_ps((float *)p, (__m256)v);
+    else _mm256_stream_pd((double *)p, (__m256d)v);
+#elif FN_VBYTES == 16 && defined(__SSE2__)
+    if (sizeof(T) == 4) _mm_stream_ps((float *)p, (__m128)v);
+    else _mm_stream_pd((double *)p, (__m128d)v);
+#else
+    TF(storet)(p, v);
+#endif
+}
+
 /* y = ((x - mean) * rstd) * w + b over n contiguous values in double: the
  * reference that the T-precision version falls back to. */
 static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
@@ -202,7 +236,7 @@ static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, dou
  * (see fn_t_safe); otherwise, or when a coefficient is not finite in T, the
  * range is computed in double. */
 static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
-                                  const T *w, const T *b, int wvec, int safe)
+                                  const T *w, const T *b, int wvec, int safe, int stream)
 {
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
     double sc_d = w && !wvec ? rstd * (double)w[0] : rstd;
@@ -213,28 +247,21 @@ static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, do
     }
     const VT tz = {0};
     const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
+    const T *wv = w && wvec ? w : NULL, *bv = w && wvec ? b : NULL;
     ptrdiff_t i = 0;
-    if (w && wvec && b) {
-        for (; i + TLANES <= n; i += TLANES) {
-            VT v = ((TF(loadt)(x + i) - mhv) - mlv) * scv;
-            TF(storet)(y + i, v * TF(loadt)(w + i) + TF(loadt)(b + i));
-        }
-        if (i < n) {
-            VT v = ((TF(load_tail)(x + i, n - i, mh) - mhv) - mlv) * scv;
-            TF(store_tail)(y + i, n - i, v * TF(load_tail)(w + i, n - i, 0) + TF(load_tail)(b + i, n - i, 0));
-        }
-    } else if (w && wvec) {
-        for (; i + TLANES <= n; i += TLANES)
-            TF(storet)(y + i, (((TF(loadt)(x + i) - mhv) - mlv) * scv) * TF(loadt)(w + i));
-        if (i < n)
-            TF(store_tail)(y + i, n - i, (((TF(load_tail)(x + i, n - i, mh) - mhv) - mlv) * scv)
-                                             * TF(load_tail)(w + i, n - i, 0));
+    if (stream && ((uintptr_t)y % sizeof(T)) == 0) {
+        /* streaming stores bypass the cache: no read-for-ownership of y, which a
+         * large output would evict from cache anyway */
+        ptrdiff_t head = (ptrdiff_t)(((FN_VBYTES - (uintptr_t)y % FN_VBYTES) % FN_VBYTES) / sizeof(T));
+        head = fn_min(head, n);
+        if (head) TF(store_tail)(y, head, TF(norm_vec)(x, wv, bv, 0, head, mh, mhv, mlv, scv, shv));
+        for (i = head; i + TLANES <= n; i += TLANES)
+            TF(stream_store)(y + i, TF(norm_vec)(x, wv, bv, i, TLANES, mh, mhv, mlv, scv, shv));
     } else {
         for (; i + TLANES <= n; i += TLANES)
-            TF(storet)(y + i, ((TF(loadt)(x + i) - mhv) - mlv) * scv + shv);
-        if (i < n)
-            TF(store_tail)(y + i, n - i, ((TF(load_tail)(x + i, n - i, mh) - mhv) - mlv) * scv + shv);
+            TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, TLANES, mh, mhv, mlv, scv, shv));
     }
+    if (i < n) TF(store_tail)(y + i, n - i, TF(norm_vec)(x, wv, bv, i, n - i, mh, mhv, mlv, scv, shv));
 }
 
 static inline void TF(finish_stats)(const fn_acc *acc, int rms, double *mean, double *var)
@@ -274,7 +301,7 @@ static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, co
     TF(norm_range)(x + a * s->xa + k * s->xk + r1 * s->xr1 + i0,
                    y + a * s->ya + k * s->yk + r1 * s->yr1 + i0,
                    i1 - i0, mean, rstd,
-                   w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0, safe);
+                   w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0, safe, p->stream);
 }
 
 /* Units [u0, u1): first all statistics, then all normalizations, so the
@@ -299,6 +326,7 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
                     TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
             }
     }
+    if (y && p->stream) fn_store_fence();
 }
 
 /* Few large units: every (unit, segment, block) is an item of its own, partials go
@@ -335,6 +363,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
             ptrdiff_t a = u / s->K, k = u % s->K;
             TF(seg_norm_part)(s, x, y, p, a, k, r1, i0, fn_min(i0 + FN_BLOCK, s->R2),
                               p->mean[u], p->var[u]);
+            if (p->stream) fn_store_fence();
         }
     }
     return FN_OK;
@@ -348,6 +377,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     const fn_norm_args *p = &args;
     double *own = fn_own_stats(&args, U);
     if (!args.mean) return FN_ENOMEM;
+    args.stream = y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T));
     double work = (double)U * (double)unit_len;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -362,6 +392,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     } else {
         status = TF(seg_split)(s, x, y, p, nt);
     }
+    if (args.stream) fn_store_fence();
     if (nt > 1) fn_threads_release(nt);
     free(own);
     return status;
@@ -387,14 +418,18 @@ static void TF(add_rows_range)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t r
         if (p->mean) { p->mean[m] = mean; p->var[m] = var; }
         double rstd = 1.0 / sqrt(var + p->eps);
         TF(norm_range)(sr, y + m * ys, D, mean, rstd, (const T *)p->w, (const T *)p->b, 1,
-                       fn_t_safe(mean, var, (double)D, sizeof(T)));
+                       fn_t_safe(mean, var, (double)D, sizeof(T)), p->stream);
     }
+    if (p->stream) fn_store_fence();
 }
 
 static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *sum, ptrdiff_t ss,
-                        T *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p)
+                        T *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p_in)
 {
     if (M == 0) return FN_OK;
+    fn_norm_args args = *p_in;
+    const fn_norm_args *p = &args;
+    args.stream = fn_stream_output((double)M * (double)D * sizeof(T));
     double work = (double)M * (double)D;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -407,6 +442,7 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
             TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, c * chunk, fn_min(M, (c + 1) * chunk));
         fn_threads_release(nt);
     }
+    if (args.stream) fn_store_fence();
     return FN_OK;
 }
 
