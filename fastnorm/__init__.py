@@ -14,6 +14,7 @@ from .residual import add_layer_norm, add_rms_norm
 from .family import (fold_batch_norm, local_response_norm, local_response_norm_backward, weight_norm,
                      weight_norm_backward)
 from .layers import BatchNorm, LayerNorm, RMSNorm
+from .layers_grouped import GroupNorm, InstanceNorm
 from .running_moments import RunningMoments
 
 _apply_forced_isa()
@@ -25,6 +26,6 @@ __all__ = [
     "add_layer_norm", "add_rms_norm",
     "local_response_norm", "local_response_norm_backward", "weight_norm", "weight_norm_backward",
     "fold_batch_norm",
-    "BatchNorm", "LayerNorm", "RMSNorm", "RunningMoments",
+    "BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm", "RunningMoments",
     "set_num_threads", "get_num_threads", "show_config",
 ]

@@ -26,8 +26,8 @@
  * length (|x0 - mean|^2 <= n * var), then blocks are merged by Chan's formula. */
 #define FN_BLOCK 1024
 /* Rows per block and blocks per superblock of the column kernel. */
-#define FN_COL_BLOCK 256
-#define FN_COL_SUPER 16
+#define FN_COL_BLOCK 64
+#define FN_COL_SUPER 64
 /* Below this many elements a call runs serially: a parallel region costs more. */
 #define FN_SERIAL_ELEMS 65536
 /* Work (elements) a dynamic chunk of the parallel loops should hold. */

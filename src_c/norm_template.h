@@ -451,35 +451,55 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
  * column) and superblocks of FN_COL_SUPER blocks; a unit's statistics are the
  * fold of its superblocks, each the fold of its blocks. */
 
-/* Partial statistics (mean[K], m2[K]) of rows [r0, r1) of slab a; s1, s2 are
- * scratch of K doubles each. */
+/* Partial statistics (mean[K], m2[K]) of rows [r0, r1) of slab a, from shifted
+ * sums in T precision (each accumulator adds at most FN_COL_BLOCK terms, shifted
+ * by the block's first row); a block whose sums are not finite is summed again
+ * in double. s1, s2 are scratch of K doubles each. */
 static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1,
-                                int rms, double *s1, double *s2, double *mean, double *m2)
+                                int rms, double *s1d, double *s2d, double *mean, double *m2)
 {
     ptrdiff_t K = s->K;
     const T *x0 = xs + r0 * s->xr;
+    T *s1 = (T *)s1d, *s2 = (T *)s2d;
+    double n = (double)(r1 - r0);
     for (ptrdiff_t k = 0; k < K; k++) { s1[k] = 0; s2[k] = 0; }
     if (rms) {
         for (ptrdiff_t r = r0; r < r1; r++) {
             const T *row = xs + r * s->xr;
 #pragma omp simd
-            for (ptrdiff_t k = 0; k < K; k++) s2[k] += (double)row[k] * (double)row[k];
+            for (ptrdiff_t k = 0; k < K; k++) s2[k] += row[k] * row[k];
         }
-        for (ptrdiff_t k = 0; k < K; k++) { mean[k] = 0; m2[k] = s2[k]; }
+    } else {
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const T *row = xs + r * s->xr;
+#pragma omp simd
+            for (ptrdiff_t k = 0; k < K; k++) {
+                T d = row[k] - x0[k];
+                s1[k] += d; s2[k] += d * d;
+            }
+        }
+    }
+    int finite = 1;
+    for (ptrdiff_t k = 0; k < K; k++) finite &= isfinite(s1[k]) && isfinite(s2[k]);
+    if (!finite) {
+        /* overflowing squares, or inf/NaN in the data: redo the block in double */
+        for (ptrdiff_t k = 0; k < K; k++) { s1d[k] = 0; s2d[k] = 0; }
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const T *row = xs + r * s->xr;
+            for (ptrdiff_t k = 0; k < K; k++) {
+                double d = rms ? (double)row[k] : (double)row[k] - (double)x0[k];
+                s1d[k] += d; s2d[k] += d * d;
+            }
+        }
+        for (ptrdiff_t k = 0; k < K; k++) {
+            mean[k] = rms ? 0.0 : (double)x0[k] + s1d[k] / n;
+            m2[k] = rms ? s2d[k] : fn_m2_from_sums(s1d[k], s2d[k], n);
+        }
         return;
     }
-    for (ptrdiff_t r = r0; r < r1; r++) {
-        const T *row = xs + r * s->xr;
-#pragma omp simd
-        for (ptrdiff_t k = 0; k < K; k++) {
-            double d = (double)row[k] - (double)x0[k];
-            s1[k] += d; s2[k] += d * d;
-        }
-    }
-    double n = (double)(r1 - r0);
     for (ptrdiff_t k = 0; k < K; k++) {
-        mean[k] = (double)x0[k] + s1[k] / n;
-        m2[k] = fn_m2_from_sums(s1[k], s2[k], n);
+        mean[k] = rms ? 0.0 : (double)x0[k] + (double)s1[k] / n;
+        m2[k] = rms ? (double)s2[k] : fn_m2_from_sums((double)s1[k], (double)s2[k], n);
     }
 }
 

@@ -1,0 +1,506 @@
+"""Bad input, table-driven, for every name in ``fastnorm.__all__``.
+
+Each row of ``CASES`` names a public function, a way to spoil one argument of an
+otherwise valid call, the documented exception and the argument the message must
+name.  Every case also checks that nothing was written: ``out`` (filled with a
+sentinel), the running statistics and every other array argument are
+byte-for-byte unchanged after the failed call.
+
+``test_every_public_name_is_covered`` fails when a new public name is added to
+``fastnorm.__all__`` without rows here.
+"""
+
+import io
+import re
+
+import numpy as np
+import pytest
+
+import fastnorm
+
+F32 = np.float32
+N, C = 3, 4  # x is (N, C) for the 2-D cases: C channels / a row of length C
+
+
+# ------------------------------------------------------------------ valid calls
+def _valid(func):
+    """A dict of valid named arguments for ``func`` (float32, shape (N, C))."""
+    rng = np.random.default_rng(1234)
+    x = rng.standard_normal((N, C)).astype(F32)
+    out = np.full((N, C), 7.0, F32)
+    if func == "moments":
+        return dict(x=x, axis=-1)
+    if func == "batch_norm":
+        return dict(x=x, weight=np.full(C, 1.5, F32), bias=np.full(C, 0.5, F32),
+                    running_mean=np.full(C, 0.25, F32), running_var=np.full(C, 2.0, F32),
+                    training=True, momentum=0.1, eps=1e-5, channel_axis=-1, out=out)
+    if func == "layer_norm":
+        return dict(x=x, weight=np.full(C, 1.5, F32), bias=np.full(C, 0.5, F32), axis=-1,
+                    eps=1e-5, out=out)
+    if func == "rms_norm":
+        return dict(x=x, weight=np.full(C, 1.5, F32), axis=-1, eps=1e-5, out=out)
+    dy = rng.standard_normal((N, C)).astype(F32)
+    if func == "batch_norm_backward":
+        return dict(dy=dy, x=x, mean=np.zeros(C, F32), invstd=np.ones(C, F32),
+                    weight=np.full(C, 1.5, F32), channel_axis=-1, training=True, out=out)
+    if func == "layer_norm_backward":
+        return dict(dy=dy, x=x, mean=np.zeros(N, F32), rstd=np.ones(N, F32),
+                    weight=np.full(C, 1.5, F32), axis=-1, out=out)
+    if func == "rms_norm_backward":
+        return dict(dy=dy, x=x, rstd=np.ones(N, F32), weight=np.full(C, 1.5, F32), axis=-1,
+                    out=out)
+    raise KeyError(func)
+
+
+_POSITIONAL = {
+    "moments": ("x",),
+    "batch_norm": ("x", "weight", "bias"),
+    "layer_norm": ("x", "weight", "bias"),
+    "rms_norm": ("x", "weight"),
+    "batch_norm_backward": ("dy", "x", "mean", "invstd", "weight"),
+    "layer_norm_backward": ("dy", "x", "mean", "rstd", "weight"),
+    "rms_norm_backward": ("dy", "x", "rstd", "weight"),
+}
+FUNCS = list(_POSITIONAL)
+FORWARD_OUT = ["batch_norm", "layer_norm", "rms_norm"]
+BACKWARD = ["batch_norm_backward", "layer_norm_backward", "rms_norm_backward"]
+WITH_OUT = FORWARD_OUT + BACKWARD
+
+
+def _call(func, d):
+    d = dict(d)
+    args = [d.pop(k) for k in _POSITIONAL[func] if k in d]
+    return getattr(fastnorm, func)(*args, **d)
+
+
+def _snapshot(d):
+    return {k: (v.shape, v.dtype, v.tobytes()) for k, v in d.items() if isinstance(v, np.ndarray)}
+
+
+def _names(msg, name):
+    return re.search(r"(?<![A-Za-z0-9_])(%s)(?![A-Za-z0-9_])" % name, msg) is not None
+
+
+def _expect(func, d, exc, name):
+    before = _snapshot(d)
+    with pytest.raises(exc) as info:
+        _call(func, d)
+    msg = str(info.value)
+    assert _names(msg, name), f"{func}: message does not name {name!r}: {msg!r}"
+    after = _snapshot(d)
+    for k in before:
+        assert after[k] == before[k], f"{func}: {k} was modified by a failed call ({msg})"
+
+
+# ------------------------------------------------------------------ mutations
+def _set(**kv):
+    def m(d):
+        d.update(kv)
+    return m
+
+
+def _astype(name, dt):
+    def m(d):
+        a = d[name]
+        if np.dtype(dt).kind == "U":
+            d[name] = a.astype(int).astype(dt)
+        elif np.dtype(dt).names:
+            d[name] = np.zeros(a.shape, dt)
+        else:
+            d[name] = a.astype(dt)
+    return m
+
+
+def _drop_out(m):
+    def mm(d):
+        m(d)
+        d.pop("out", None)
+    return mm
+
+
+def _reshape(name, shape):
+    def m(d):
+        d[name] = np.full(shape, 1.0, d[name].dtype)
+    return m
+
+
+def _readonly(name):
+    def m(d):
+        a = d[name].copy()
+        a.flags.writeable = False
+        d[name] = a
+    return m
+
+
+def _noncontig(name):
+    def m(d):
+        a = d[name]
+        big = np.zeros((a.size, 2), a.dtype)
+        big[:, 0] = a.ravel()
+        d[name] = big[:, 0].reshape(a.shape)
+    return m
+
+
+def _overlap(name):
+    """``out`` and ``name`` partially overlap in one buffer (out first, name after)."""
+    def m(d):
+        a, out = d[name], d["out"]
+        shift = out.size - max(1, a.size // 2)          # name starts inside out's tail
+        buf = np.empty(shift + a.size + out.size, out.dtype)
+        o = buf[:out.size].reshape(out.shape)
+        v = buf[shift:shift + a.size].reshape(a.shape)
+        v[...] = a
+        o_fill = np.full(out.shape, 7.0, out.dtype)
+        # keep the sentinel where it does not cover the aliased argument
+        o.ravel()[:shift] = o_fill.ravel()[:shift]
+        d[name], d["out"] = v, o
+    return m
+
+
+def _overlap_dy_before_out():
+    """dy starts before out (the direction in which a row kernel reads stale data)."""
+    def m(d):
+        dy, out = d["dy"], d["out"]
+        buf = np.empty(dy.size + C, out.dtype)
+        v = buf[:dy.size].reshape(dy.shape)
+        v[...] = dy
+        d["dy"], d["out"] = v, buf[C:].reshape(out.shape)
+    return m
+
+
+BAD_DTYPES = [np.int32, np.int64, np.bool_, np.complex64, np.complex128, object, "U3",
+              [("a", "f4"), ("b", "f4")]]
+_DT_ID = {id(d): np.dtype(d).name if not isinstance(d, list) else "structured" for d in BAD_DTYPES}
+
+CASES = []  # (func, id, mutate, exc, name, xfail_reason)
+
+
+def case(func, cid, mutate, exc, name, xfail=None):
+    CASES.append(pytest.param(func, mutate, exc, name, id=f"{func}-{cid}",
+                              marks=[pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []))
+
+
+for f in FUNCS:
+    for dt in BAD_DTYPES:
+        case(f, f"x-{_DT_ID[id(dt)]}", _drop_out(_astype("x", dt)), TypeError, "x")
+        if f in WITH_OUT:
+            # a valid float32 out: the bad x must still be refused without a write
+            case(f, f"x-{_DT_ID[id(dt)]}-with-out", _astype("x", dt), TypeError, "x")
+    if f in BACKWARD:
+        for dt in BAD_DTYPES:
+            case(f, f"dy-{_DT_ID[id(dt)]}", _astype("dy", dt), TypeError, "dy")
+        case(f, "dy-shape", _reshape("dy", (N, C + 1)), ValueError, "dy")
+    for nt, exc in [(0, ValueError), (-1, ValueError), (-(2 ** 40), ValueError),
+                    (True, TypeError), (1.5, TypeError), ("2", TypeError)]:
+        case(f, f"num_threads={nt!r}", _set(num_threads=nt), exc, "num_threads")
+
+# 0-d and 1-d where not allowed
+for f in ["batch_norm", "batch_norm_backward"]:
+    for shp in [(), (C,)]:
+        def m(d, shp=shp):
+            for k in ("x", "dy"):
+                if k in d:
+                    d[k] = np.ones(shp, F32)
+            d.pop("out", None)
+        case(f, f"x-ndim{len(shp)}", m, ValueError, "x")
+for f in ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward", "moments"]:
+    def m(d):
+        for k in ("x", "dy"):
+            if k in d:
+                d[k] = np.ones((), F32)
+        d.pop("out", None)
+    case(f, "x-0d-axis-1", m, ValueError, "axis")
+
+# axes
+for f in ["layer_norm", "rms_norm", "moments", "layer_norm_backward", "rms_norm_backward"]:
+    for ax in [2, -3, (0, 2), (1, 1), (-1, 1), (0, 0, 1)]:
+        def m(d, ax=ax):
+            d["axis"] = ax
+            d.pop("weight", None)
+            d.pop("bias", None)
+            for k in ("mean", "rstd"):
+                if k in d:
+                    d[k] = np.ones(1, F32)
+        case(f, f"axis={ax!r}", m, ValueError, "axis")
+    case(f, "axis=1.5", _set(axis=1.5), TypeError, "axis")
+for f in ["batch_norm", "batch_norm_backward"]:
+    for ax in [2, -3, 100]:
+        case(f, f"channel_axis={ax!r}", _set(channel_axis=ax), ValueError, "channel_axis")
+    case(f, "channel_axis=(0, 1)", _set(channel_axis=(0, 1)), (TypeError, ValueError),
+         "channel_axis", xfail="a tuple channel_axis raises 'too many values to unpack'")
+    case(f, "channel_axis=(1, 1)", _set(channel_axis=(1, 1)), ValueError, "channel_axis")
+
+# affine parameters
+PARAMS = {"batch_norm": ["weight", "bias"], "layer_norm": ["weight", "bias"],
+          "rms_norm": ["weight"], "batch_norm_backward": ["weight"],
+          "layer_norm_backward": ["weight"], "rms_norm_backward": ["weight"]}
+for f, names in PARAMS.items():
+    for p in names:
+        for shp in [(C + 1,), (C - 1,), (1, C), (N, C), ()]:
+            case(f, f"{p}-shape{shp}", _reshape(p, shp), ValueError, p)
+        for dt in [np.int32, np.bool_, np.complex64, object, "U3"]:
+            case(f, f"{p}-{np.dtype(dt).name}", _astype(p, dt), TypeError, p)
+
+# statistics given to backward
+STATS = {"batch_norm_backward": [("mean", C), ("invstd", C)],
+         "layer_norm_backward": [("mean", N), ("rstd", N)],
+         "rms_norm_backward": [("rstd", N)]}
+for f, names in STATS.items():
+    for p, n in names:
+        case(f, f"{p}-shape", _reshape(p, (n + 1,)), ValueError, p)
+        case(f, f"{p}-2d", _reshape(p, (1, n)), ValueError, p)
+        for dt in [np.int64, np.complex128, object]:
+            case(f, f"{p}-{np.dtype(dt).name}", _astype(p, dt), TypeError, p)
+
+# running statistics
+for p in ["running_mean", "running_var"]:
+    f = "batch_norm"
+    case(f, f"{p}-shape", _reshape(p, (C + 1,)), ValueError, p)
+    case(f, f"{p}-2d", _reshape(p, (1, C)), ValueError, p)
+    for dt in [np.int32, np.bool_, np.complex64, object]:
+        case(f, f"{p}-{np.dtype(dt).name}", _astype(p, dt), TypeError, p)
+    case(f, f"{p}-readonly-training", _readonly(p), ValueError, p)
+    case(f, f"{p}-noncontiguous-training", _noncontig(p), ValueError, p)
+    case(f, f"{p}-list-training", lambda d, p=p: d.update({p: d[p].tolist()}), TypeError, p)
+case("batch_norm", "running_mean-alone", lambda d: d.pop("running_var"), ValueError,
+     "running_mean|running_var")
+case("batch_norm", "inference-without-running", _set(running_mean=None, running_var=None,
+                                                      training=False), ValueError, "running_mean|running_var")
+case("batch_norm", "one-value-per-channel", lambda d: (d.update(x=d["x"][:1].copy()), d.pop("out")),
+     ValueError, "x|channel")
+
+# out
+for f in WITH_OUT:
+    case(f, "out-shape", _reshape("out", (N, C + 1)), ValueError, "out")
+    case(f, "out-transposed", _reshape("out", (C, N)), ValueError, "out")
+    case(f, "out-float64", _astype("out", np.float64), (TypeError, ValueError), "out")
+    case(f, "out-int32", _astype("out", np.int32), (TypeError, ValueError), "out")
+    case(f, "out-readonly", _readonly("out"), ValueError, "out")
+    case(f, "out-list", lambda d: d.update(out=d["out"].tolist()), TypeError, "out")
+
+    def m(d):
+        buf = np.full(d["x"].size + 1, 7.0, F32)
+        x = buf[:-1].reshape(d["x"].shape)
+        x[...] = d["x"]
+        d["x"], d["out"] = x, buf[1:].reshape(d["x"].shape)
+    case(f, "out-partially-overlaps-x", m, ValueError, "out")
+
+# out aliasing an argument other than x (partial overlap)
+_ALIAS_BUGS = {
+    ("batch_norm", "running_mean"): "batch_norm writes y over an overlapping running_mean, "
+                                    "then updates it from the clobbered values",
+    ("batch_norm", "running_var"): "out overlapping running_var is not refused",
+    ("batch_norm", "weight"): "out overlapping weight is not refused",
+    ("batch_norm", "bias"): "out overlapping bias is not refused",
+    ("layer_norm", "weight"): "out overlapping weight is not refused",
+    ("layer_norm", "bias"): "out overlapping bias is not refused",
+    ("rms_norm", "weight"): "out overlapping weight is not refused",
+}
+ALIASES = {"batch_norm": ["weight", "bias", "running_mean", "running_var"],
+           "layer_norm": ["weight", "bias"], "rms_norm": ["weight"],
+           "batch_norm_backward": ["dy", "weight", "mean", "invstd"],
+           "layer_norm_backward": ["dy", "weight", "mean", "rstd"],
+           "rms_norm_backward": ["dy", "weight", "rstd"]}
+for f, names in ALIASES.items():
+    for p in names:
+        reason = _ALIAS_BUGS.get((f, p))
+        if reason is None and f in BACKWARD:
+            reason = f"{f}: out overlapping {p} is not refused"
+        case(f, f"out-overlaps-{p}", _overlap(p), ValueError, "out", xfail=reason)
+for f in BACKWARD:
+    case(f, "out-overlaps-dy-shifted-back", _overlap_dy_before_out(), ValueError, "out",
+         xfail=f"{f}: out overlapping dy (dy first) is not refused; layer_norm_backward "
+               "then returns a wrong dx")
+
+# eps and momentum
+for f in ["batch_norm", "layer_norm", "rms_norm"]:
+    for e in [-1e-5, -1.0, float("nan"), -float("inf")]:
+        case(f, f"eps={e!r}", _set(eps=e), ValueError, "eps")
+    case(f, "eps='a'", _set(eps="a"), TypeError, "eps")
+for mo in [-0.1, 1.1, float("nan"), float("inf"), -float("inf")]:
+    case("batch_norm", f"momentum={mo!r}", _set(momentum=mo), ValueError, "momentum")
+case("batch_norm", "momentum=None", _set(momentum=None), TypeError, "momentum")
+# a momentum outside [0, 1] is refused in inference too (validated up front)
+case("batch_norm", "momentum=2-inference", _set(momentum=2.0, training=False), ValueError, "momentum")
+
+# moments ddof
+case("moments", "ddof=1.5", _set(ddof=1.5), TypeError, "ddof",
+     xfail="moments truncates ddof=1.5 to 1 silently (np.var divides by n - 1.5)")
+case("moments", "ddof='a'", _set(ddof="a"), (TypeError, ValueError), "ddof",
+     xfail="moments(ddof='a') raises int()'s ValueError, which does not name ddof")
+
+
+@pytest.mark.parametrize("func,mutate,exc,name", CASES)
+def test_bad_argument(func, mutate, exc, name):
+    d = _valid(func)
+    _call(func, d)  # the unspoiled call is valid
+    d = _valid(func)
+    mutate(d)
+    _expect(func, d, exc, name)
+
+
+def test_valid_baselines_really_write():
+    """The sentinel checks above mean something only if a valid call writes out."""
+    for f in WITH_OUT:
+        d = _valid(f)
+        before = d["out"].copy()
+        _call(f, d)
+        assert not np.array_equal(d["out"], before), f
+
+
+@pytest.mark.parametrize("func", ["batch_norm", "layer_norm", "rms_norm"])
+def test_noncontiguous_and_readonly_params_are_read_correctly(func):
+    """Parameters are only read: a strided or read-only weight is accepted and used."""
+    d = _valid(func)
+    d["weight"] = np.array([0.5, 1.0, 2.0, 3.0], F32)
+    d.pop("out")
+    ref = _call(func, d)
+    d2 = dict(d)
+    _noncontig("weight")(d2)
+    _readonly("weight")(d2)  # the read-only copy of a strided view is contiguous,
+    np.testing.assert_array_equal(_call(func, d2), ref)
+    d3 = dict(d)
+    _noncontig("weight")(d3)
+    assert not d3["weight"].flags.c_contiguous
+    np.testing.assert_array_equal(_call(func, d3), ref)
+
+
+# ------------------------------------------------------------ classes & misc
+def _raises(exc, name, fn, *args, **kw):
+    with pytest.raises(exc) as info:
+        fn(*args, **kw)
+    assert _names(str(info.value), name), f"message does not name {name!r}: {info.value}"
+
+
+def _state(layer):
+    sd = layer.state_dict()
+    return {k: np.asarray(v).tobytes() for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("kw,exc,name", [
+    (dict(num_features=0), ValueError, "num_features"),
+    (dict(num_features=-3), ValueError, "num_features"),
+    (dict(num_features=2.5), ValueError, "num_features"),
+    (dict(num_features=C, eps=-1.0), ValueError, "eps"),
+    (dict(num_features=C, eps=float("nan")), ValueError, "eps"),
+    (dict(num_features=C, momentum=1.5), ValueError, "momentum"),
+    (dict(num_features=C, momentum=-0.5), ValueError, "momentum"),
+    (dict(num_features=C, momentum=float("nan")), ValueError, "momentum"),
+    (dict(num_features=C, dtype=np.int32), TypeError, "dtype"),
+    (dict(num_features=C, dtype=np.complex64), TypeError, "dtype"),
+], ids=str)
+def test_batchnorm_constructor(kw, exc, name):
+    _raises(exc, name, fastnorm.BatchNorm, **kw)
+
+
+@pytest.mark.parametrize("cls", ["LayerNorm", "RMSNorm"])
+@pytest.mark.parametrize("kw,exc,name", [
+    (dict(normalized_shape=0), ValueError, "normalized_shape"),
+    (dict(normalized_shape=()), ValueError, "normalized_shape"),
+    (dict(normalized_shape=(C, -1)), ValueError, "normalized_shape"),
+    (dict(normalized_shape=C, eps=-1.0), ValueError, "eps"),
+    (dict(normalized_shape=C, eps=float("nan")), ValueError, "eps"),
+    (dict(normalized_shape=C, dtype=np.int64), TypeError, "dtype"),
+    (dict(normalized_shape=C, axis=(0, 1)), ValueError, "axis"),
+    (dict(normalized_shape=C, axis=1.5), ValueError, "axis"),
+], ids=str)
+def test_rownorm_constructor(cls, kw, exc, name):
+    _raises(exc, name, getattr(fastnorm, cls), **kw)
+
+
+LAYER_INPUTS = [
+    ("int", lambda x: x.astype(np.int32), TypeError, r"x|input"),
+    ("bool", lambda x: x.astype(bool), TypeError, r"x|input"),
+    ("complex", lambda x: x.astype(np.complex64), TypeError, r"x|input"),
+    ("object", lambda x: x.astype(object), TypeError, r"x|input"),
+    ("str", lambda x: x.astype(int).astype("U3"), TypeError, r"x|input"),
+    ("0d", lambda x: np.ones((), F32), ValueError, r"x|input|shape"),
+    ("wrong-size", lambda x: np.ones((N, C + 1), F32), ValueError, r"x|input|shape"),
+]
+
+
+@pytest.mark.parametrize("what,mk,exc,name", LAYER_INPUTS, ids=[c[0] for c in LAYER_INPUTS])
+@pytest.mark.parametrize("cls", ["BatchNorm", "LayerNorm", "RMSNorm"])
+def test_layer_call_bad_input_changes_nothing(cls, what, mk, exc, name):
+    layer = getattr(fastnorm, cls)(C, **({"channel_axis": -1} if cls == "BatchNorm" else {}))
+    x = np.random.default_rng(0).standard_normal((N, C)).astype(F32)
+    layer(x)
+    layer.backward(np.ones_like(x))
+    state = _state(layer)
+    nbt = getattr(layer, "num_batches_tracked", None)
+    grads = (layer.weight_grad.tobytes(),)
+    _raises(exc, name, layer, mk(x))
+    assert _state(layer) == state
+    assert getattr(layer, "num_batches_tracked", None) == nbt
+    # the cache of the last good forward survives: backward still works and is the same
+    layer.backward(np.ones_like(x))
+    assert (layer.weight_grad.tobytes(),) == grads
+
+
+def test_batchnorm_one_value_per_channel_changes_nothing():
+    bn = fastnorm.BatchNorm(C)
+    bn(np.random.default_rng(0).standard_normal((5, C)).astype(F32))
+    state = _state(bn)
+    _raises(ValueError, r"x|channel|value", bn, np.ones((1, C), F32))
+    assert _state(bn) == state and bn.num_batches_tracked == 1
+
+
+@pytest.mark.parametrize("cls", ["BatchNorm", "LayerNorm", "RMSNorm"])
+def test_layer_backward_errors(cls):
+    layer = getattr(fastnorm, cls)(C)
+    with pytest.raises(RuntimeError, match="forward"):
+        layer.backward(np.ones((N, C), F32))
+    layer(np.random.default_rng(0).standard_normal((N, C, 2) if cls == "BatchNorm" else (N, C))
+          .astype(F32))
+    _raises(ValueError, "dy", layer.backward, np.ones((N + 1, C), F32))
+
+
+def test_running_moments_bad_input_changes_nothing():
+    _raises(ValueError, "axis", fastnorm.RunningMoments, axis="a")
+    _raises(ValueError, "axis", fastnorm.RunningMoments, axis=())
+    _raises(ValueError, "axis", fastnorm.RunningMoments, axis=1.5)
+    rm = fastnorm.RunningMoments(axis=0)
+    x = np.random.default_rng(0).standard_normal((6, C))
+    rm.update(x)
+    snap = (rm.count, rm.mean.tobytes(), rm.var().tobytes())
+    for bad, exc, name in [(x.astype(np.int64), TypeError, "x"),
+                           (x.astype(np.complex128), TypeError, "x"),
+                           (x.astype(object), TypeError, "x"),
+                           (np.ones((6, C + 1)), ValueError, "shape"),
+                           (np.ones(()), ValueError, "axis"),
+                           (np.ones((0, C), np.int32), TypeError, "x")]:
+        _raises(exc, name, rm.update, bad)
+        assert (rm.count, rm.mean.tobytes(), rm.var().tobytes()) == snap
+    _raises(TypeError, "RunningMoments|other", rm.merge, 3)
+    _raises(ValueError, "ddof", rm.var, ddof=-1)
+    other = fastnorm.RunningMoments(axis=0).update(np.ones((2, C + 1)))
+    _raises(ValueError, "shape", rm.merge, other)
+    assert (rm.count, rm.mean.tobytes(), rm.var().tobytes()) == snap
+
+
+@pytest.mark.parametrize("n,exc", [(0, ValueError), (-1, ValueError), (True, TypeError),
+                                   (1.0, TypeError), (None, TypeError), ("4", TypeError)],
+                         ids=repr)
+def test_set_num_threads_bad(n, exc):
+    before = fastnorm.get_num_threads()
+    _raises(exc, "n", fastnorm.set_num_threads, n)
+    assert fastnorm.get_num_threads() == before
+
+
+def test_get_num_threads_and_show_config_take_no_bad_arguments():
+    with pytest.raises(TypeError):
+        fastnorm.get_num_threads(4)
+    s = io.StringIO()
+    fastnorm.show_config(file=s)
+    assert "fastnorm" in s.getvalue()
+    with pytest.raises((TypeError, AttributeError)):
+        fastnorm.show_config(file=3)
+
+
+COVERED = set(FUNCS) | {"BatchNorm", "LayerNorm", "RMSNorm", "RunningMoments",
+                        "set_num_threads", "get_num_threads", "show_config"}
+
+
+def test_every_public_name_is_covered():
+    missing = set(fastnorm.__all__) - COVERED
+    assert not missing, f"public names without bad-input rows: {sorted(missing)}"

@@ -1,0 +1,128 @@
+"""Bitwise determinism: every op gives the same bits for num_threads = 1, 2, 3, 4, 7
+and across repeated calls, on inputs large enough (> 65536 elements) to take the
+parallel paths: few huge rows, many short rows, NCHW with C = 1..3, channels-last,
+and channels-first layer_norm (axis=1).
+"""
+
+import numpy as np
+import pytest
+
+import fastnorm
+
+THREADS = [1, 2, 3, 4, 7]
+
+# name -> (shape, kind, axis / channel_axis)
+CASES = {
+    "few-huge-rows": ((3, 90001), "rows", -1),
+    "many-rows": ((2500, 67), "rows", -1),
+    "rows-3d-two-axes": ((6, 130, 151), "rows", (1, 2)),
+    "nchw-c1": ((16, 1, 70, 70), "channels", 1),
+    "nchw-c2": ((16, 2, 50, 50), "channels", 1),
+    "nchw-c3": ((9, 3, 57, 61), "channels", 1),
+    "channels-last": ((40001, 3), "channels", -1),
+    "nhwc": ((8, 45, 45, 5), "channels", -1),
+    "channels-first-ln": ((8, 3, 60, 61), "rows", 1),
+    "channels-first-ln-c64": ((4, 64, 20, 21), "rows", 1),
+}
+
+
+def _run(kind, x, dy, ax, nt):
+    """Every op on x with num_threads=nt; returns a list of byte strings."""
+    out = []
+    if kind == "rows":
+        axes = (ax,) if isinstance(ax, int) else ax
+        pshape = tuple(x.shape[a] for a in sorted(a % x.ndim for a in axes))
+        w = (np.arange(np.prod(pshape)) % 7 * 0.25 + 0.5).astype(x.dtype).reshape(pshape)
+        b = (np.arange(np.prod(pshape)) % 5 * 0.1 - 0.2).astype(x.dtype).reshape(pshape)
+        y, m, r = fastnorm.layer_norm(x, w, b, axis=ax, return_stats=True, num_threads=nt)
+        out += [y, m, r]
+        out += list(fastnorm.layer_norm_backward(dy, x, m, r, w, axis=ax, num_threads=nt))
+        out += list(fastnorm.layer_norm_backward(dy, x, m, r, None, axis=ax, num_threads=nt)[:1])
+        y, r = fastnorm.rms_norm(x, w, axis=ax, return_stats=True, num_threads=nt)
+        out += [y, r]
+        out += list(fastnorm.rms_norm_backward(dy, x, r, w, axis=ax, num_threads=nt))
+        out += list(fastnorm.moments(x, axis=ax, num_threads=nt))
+        out += list(fastnorm.moments(x, axis=None, num_threads=nt))
+    else:
+        C = x.shape[ax]
+        w = np.linspace(0.5, 2, C).astype(x.dtype)
+        b = np.linspace(-1, 1, C).astype(x.dtype)
+        rm, rv = np.full(C, 0.3, x.dtype), np.full(C, 1.7, x.dtype)
+        y, m, s = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=True,
+                                      channel_axis=ax, return_stats=True, num_threads=nt)
+        out += [y, m, s, rm, rv]
+        out += list(fastnorm.batch_norm_backward(dy, x, m, s, w, channel_axis=ax,
+                                                 training=True, num_threads=nt))
+        out.append(fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False,
+                                       channel_axis=ax, num_threads=nt))
+        out += list(fastnorm.batch_norm_backward(dy, x, rm, 1 / np.sqrt(rv + 1e-5), w,
+                                                 channel_axis=ax, training=False,
+                                                 num_threads=nt))
+        red = tuple(i for i in range(x.ndim) if i != ax % x.ndim)
+        out += list(fastnorm.moments(x, axis=red, num_threads=nt))
+    return [np.asarray(a).tobytes() for a in out]
+
+
+def _data(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 2.5 + 10).astype(dtype)   # |mean| >> std
+    dy = rng.standard_normal(shape).astype(dtype)
+    return x, dy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bitwise_identical_for_any_thread_count(case, dtype):
+    shape, kind, ax = CASES[case]
+    assert np.prod(shape) > 65536
+    x, dy = _data(shape, dtype)
+    ref = _run(kind, x, dy, ax, 1)
+    for nt in THREADS[1:]:
+        got = _run(kind, x, dy, ax, nt)
+        diff = [i for i, (a, b) in enumerate(zip(ref, got)) if a != b]
+        assert not diff, f"{case}: results {diff} differ between num_threads=1 and {nt}"
+
+
+@pytest.mark.parametrize("case", ["few-huge-rows", "nchw-c3", "channels-last", "channels-first-ln"])
+def test_repeated_calls_identical(case):
+    shape, kind, ax = CASES[case]
+    x, dy = _data(shape, np.float32, seed=1)
+    ref = _run(kind, x, dy, ax, 2)
+    for _ in range(3):
+        assert _run(kind, x, dy, ax, 2) == ref
+        assert _run(kind, x, dy, ax, None) == ref   # default thread count
+
+
+@pytest.mark.parametrize("layout", ["F", "strided", "negative"])
+def test_noncontiguous_layouts_thread_independent(layout):
+    x, dy = _data((300, 400), np.float32, seed=2)
+    if layout == "F":
+        x, dy = np.asfortranarray(x), np.asfortranarray(dy)
+    elif layout == "strided":
+        x, dy = np.repeat(x, 2, axis=1)[:, ::2], np.repeat(dy, 2, axis=1)[:, ::2]
+    else:
+        x, dy = x[::-1], dy[::-1]
+    for kind, ax in [("rows", -1), ("rows", 0), ("channels", -1), ("channels", 0)]:
+        ref = _run(kind, x, dy, ax, 1)
+        for nt in (2, 3, 7):
+            assert _run(kind, x, dy, ax, nt) == ref, (layout, kind, ax, nt)
+
+
+def test_layers_thread_independent():
+    x, dy = _data((32, 3, 40, 40), np.float32, seed=3)
+    res = []
+    old_default, old_omp = fastnorm._config._default_threads, fastnorm._ext.omp_max_threads()
+    for nt in (1, 3):
+        fastnorm.set_num_threads(nt)
+        try:
+            bn = fastnorm.BatchNorm(3)
+            ln = fastnorm.LayerNorm(40)
+            rms = fastnorm.RMSNorm((40, 40))
+            r = [bn(x), bn.backward(dy), bn.weight_grad, bn.bias_grad, bn.running_mean,
+                 bn.running_var, ln(x), ln.backward(dy), ln.weight_grad, rms(x), rms.backward(dy),
+                 rms.weight_grad]
+            res.append([a.tobytes() for a in r])
+        finally:
+            fastnorm._config._default_threads = old_default
+            fastnorm._ext.omp_set_num_threads(old_omp)
+    assert res[0] == res[1]
