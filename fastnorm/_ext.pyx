@@ -227,7 +227,7 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
     cdef int nd = cnp.PyArray_NDIM(xa)
     if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or nd < 1:
         return None
-    if not cnp.PyArray_IS_C_CONTIGUOUS(xa):
+    if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
         return None
     cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
     cdef Py_ssize_t D = cnp.PyArray_DIM(xa, nd - 1)
@@ -251,6 +251,7 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
         ya = <cnp.ndarray>out
         if (cnp.PyArray_TYPE(ya) != typenum or cnp.PyArray_NDIM(ya) != nd
                 or not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISWRITEABLE(ya)
+                or not cnp.PyArray_ISALIGNED(ya)
                 or cnp.PyArray_SIZE(ya) != size):
             return None
         for i in range(nd):
@@ -258,6 +259,11 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
                 return None
         # any overlap with x other than x itself is the general path's error
         if _overlaps(xa, ya):
+            return None
+    if out is not None:
+        # so is an out that overlaps weight or bias
+        if (weight is not None and _overlaps(<cnp.ndarray>weight, ya)) or \
+                (bias is not None and _overlaps(<cnp.ndarray>bias, ya)):
             return None
     cdef int nt = 1
     if num_threads is not None:

@@ -66,6 +66,8 @@ def plan(x, y, reduced):
     """Return a Plan for reducing `x` over the axes flagged in `reduced` and writing
     `y` (same shape as x, or None for statistics only), or None when no canonical
     shape fits without a copy."""
+    if not x.flags.aligned or (y is not None and not y.flags.aligned):
+        return None
     runs = _runs(x, y, reduced)
     if not runs:
         runs = [Run(True, 1, 1, 1, [])]

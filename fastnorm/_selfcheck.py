@@ -370,6 +370,144 @@ def _check_batch_norm_backward(fn, ck, rng):
             ck.close(f"{tag} dbias", gdb, dy.astype(np.float64).sum(axis=axes), dt, scale=50.0)
 
 
+def _fd_grad(fun, x, h=1e-6):
+    """Central finite-difference gradient of the scalar ``fun`` at float64 ``x``."""
+    x = np.array(x, dtype=np.float64)
+    g = np.empty_like(x)
+    flat, gf = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        fp = fun(x)
+        flat[i] = old - h
+        fm = fun(x)
+        flat[i] = old
+        gf[i] = (fp - fm) / (2 * h)
+    return g
+
+
+def _ref_group_stats(x, g, ca):
+    xc = np.moveaxis(x.astype(np.float64), ca, 1)
+    xg = xc.reshape(xc.shape[0], g, -1)
+    m = xg.mean(-1, keepdims=True)
+    r = 1.0 / np.sqrt(xg.var(-1, keepdims=True) + 1e-5)
+    return np.moveaxis(((xg - m) * r).reshape(xc.shape), 1, ca)
+
+
+def _check_group_norm_backward(fn, ck, rng):
+    for shape, g, ca in (((2, 6, 5), 3, 1), ((2, 4, 3, 4), 2, -1)):
+        x, dy = _data(shape, np.float64, rng), _data(shape, np.float64, rng)
+        c = shape[ca]
+        w = _data((c,), np.float64, rng, 1.0, 0.3)
+        b = np.zeros(c)
+        _, m, r = fn.group_norm(x, g, w, b, channel_axis=ca, return_stats=True)
+        dx, dw, db = fn.group_norm_backward(dy, x, g, m, r, w, channel_axis=ca)
+        ref = _fd_grad(lambda z: float(np.sum(fn.group_norm(z, g, w, b, channel_axis=ca) * dy)), x)
+        other = tuple(a for a in range(x.ndim) if a != ca % x.ndim)
+        tag = f"group_norm_backward {shape} G={g} channel_axis={ca}"
+        ck.close(f"{tag} dx (finite differences)", dx, ref, None, scale=1e4)
+        ck.close(f"{tag} dweight", dw, (dy * _ref_group_stats(x, g, ca)).sum(axis=other), None)
+        ck.close(f"{tag} dbias", db, dy.sum(axis=other), None)
+
+
+def _check_instance_norm_backward(fn, ck, rng):
+    for shape in ((2, 3, 5), (2, 3, 2, 3)):
+        x, dy = _data(shape, np.float64, rng), _data(shape, np.float64, rng)
+        c = shape[1]
+        w, b = _data((c,), np.float64, rng, 1.0, 0.3), np.zeros(c)
+        _, m, r = fn.instance_norm(x, w, b, return_stats=True)
+        dx, dw, db = fn.instance_norm_backward(dy, x, m, r, w)
+        ref = _fd_grad(lambda z: float(np.sum(fn.instance_norm(z, w, b) * dy)), x)
+        axes = tuple(range(2, x.ndim))
+        xh = _ref_layer_norm(x, None, None, axes, 1e-5)[0]
+        other = (0,) + axes
+        ck.close(f"instance_norm_backward {shape} dx (finite differences)", dx, ref, None,
+                 scale=1e4)
+        ck.close(f"instance_norm_backward {shape} dweight", dw, (dy * xh).sum(axis=other), None)
+        ck.close(f"instance_norm_backward {shape} dbias", db, dy.sum(axis=other), None)
+
+
+def _ref_lrn(x, size, alpha, beta, k, ca):
+    """PyTorch's F.local_response_norm: zero-padded window average over channels."""
+    xc = np.moveaxis(x.astype(np.float64), ca, 1)
+    sq = xc * xc
+    c = xc.shape[1]
+    lo, hi = size // 2, (size - 1) // 2
+    acc = np.zeros_like(sq)
+    for j in range(c):
+        acc[:, j] = sq[:, max(0, j - lo):min(c, j + hi + 1)].sum(axis=1)
+    y = xc / (k + alpha * acc / size) ** beta
+    return np.moveaxis(y, 1, ca)
+
+
+def _check_local_response_norm(fn, ck, rng):
+    for dt in (np.float32, np.float64):
+        for shape, size, ca in (((2, 7, 3, 4), 3, 1), ((2, 3, 4, 6), 4, -1), ((3, 5), 5, 1)):
+            x = _data(shape, dt, rng)
+            ck.close(f"local_response_norm {dt.__name__} {shape} size={size} channel_axis={ca}",
+                     fn.local_response_norm(x, size, alpha=0.1, beta=0.75, k=2.0, channel_axis=ca),
+                     _ref_lrn(x, size, 0.1, 0.75, 2.0, ca), dt)
+
+
+def _check_local_response_norm_backward(fn, ck, rng):
+    for shape, size, ca in (((2, 5, 3), 3, 1), ((2, 3, 4), 2, -1)):
+        x, dy = _data(shape, np.float64, rng), _data(shape, np.float64, rng)
+        dx = fn.local_response_norm_backward(dy, x, size, alpha=0.1, beta=0.75, k=2.0,
+                                             channel_axis=ca)
+        ref = _fd_grad(lambda z: float(np.sum(_ref_lrn(z, size, 0.1, 0.75, 2.0, ca) * dy)), x)
+        ck.close(f"local_response_norm_backward {shape} size={size} dx (finite differences)",
+                 dx, ref, None, scale=1e4)
+
+
+def _ref_weight_norm(v, g, axis):
+    v = v.astype(np.float64)
+    if axis is None:
+        return np.asarray(g, np.float64) * v / np.sqrt((v * v).sum())
+    axis = axis % v.ndim
+    other = tuple(a for a in range(v.ndim) if a != axis)
+    gs = np.asarray(g, np.float64).reshape(_bshape(v, (axis,)))
+    return gs * v / np.sqrt((v * v).sum(axis=other, keepdims=True))
+
+
+def _check_weight_norm(fn, ck, rng):
+    for dt in (np.float32, np.float64):
+        for shape, axis in (((4, 3, 5), 0), ((4, 3, 5), -1), ((6, 7), None)):
+            v = _data(shape, dt, rng)
+            gshape = () if axis is None else _bshape(v, (axis % v.ndim,))
+            g = _data(gshape, dt, rng, 1.0, 0.3)
+            ck.close(f"weight_norm {dt.__name__} {shape} axis={axis}",
+                     fn.weight_norm(v, g, axis=axis), _ref_weight_norm(v, g, axis), dt)
+
+
+def _check_weight_norm_backward(fn, ck, rng):
+    for shape, axis in (((4, 3, 2), 0), ((3, 4), None)):
+        v, dw = _data(shape, np.float64, rng), _data(shape, np.float64, rng)
+        gshape = () if axis is None else _bshape(v, (axis,))
+        g = _data(gshape, np.float64, rng, 1.0, 0.3)
+        dv, dg = fn.weight_norm_backward(dw, v, g, axis=axis)
+        ck.close(f"weight_norm_backward {shape} axis={axis} dv (finite differences)", dv,
+                 _fd_grad(lambda z: float(np.sum(_ref_weight_norm(z, g, axis) * dw)), v), None,
+                 scale=1e4)
+        ck.close(f"weight_norm_backward {shape} axis={axis} dg (finite differences)", dg,
+                 _fd_grad(lambda z: float(np.sum(_ref_weight_norm(v, z, axis) * dw)), g), None,
+                 scale=1e4)
+
+
+def _check_fold_batch_norm(fn, ck, rng):
+    for dt in (np.float32, np.float64):
+        cout, cin = 6, 4
+        W = _data((cout, cin, 3, 3), dt, rng)
+        b = _data((cout,), dt, rng)
+        rm, rv = _data((cout,), dt, rng, 0.0, 0.3), (1.0 + rng.random(cout)).astype(dt)
+        bw, bb = _data((cout,), dt, rng, 1.0, 0.3), _data((cout,), dt, rng, 0.0, 0.3)
+        fw, fb = fn.fold_batch_norm(W, b, rm, rv, bw, bb, eps=1e-5, channel_axis=0)
+        s = bw.astype(np.float64) / np.sqrt(rv.astype(np.float64) + 1e-5)
+        ck.close(f"fold_batch_norm {dt.__name__} weight", fw,
+                 W.astype(np.float64) * s[:, None, None, None], dt)
+        ck.close(f"fold_batch_norm {dt.__name__} bias", fb, (b - rm.astype(np.float64)) * s + bb,
+                 dt)
+
+
 #: Public operation -> check.  Add new operations here.
 _CHECKS = {
     "moments": _check_moments,
@@ -383,6 +521,13 @@ _CHECKS = {
     "layer_norm_backward": _check_layer_norm_backward,
     "rms_norm_backward": _check_rms_norm_backward,
     "batch_norm_backward": _check_batch_norm_backward,
+    "group_norm_backward": _check_group_norm_backward,
+    "instance_norm_backward": _check_instance_norm_backward,
+    "local_response_norm": _check_local_response_norm,
+    "local_response_norm_backward": _check_local_response_norm_backward,
+    "weight_norm": _check_weight_norm,
+    "weight_norm_backward": _check_weight_norm_backward,
+    "fold_batch_norm": _check_fold_batch_norm,
 }
 
 

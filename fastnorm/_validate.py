@@ -10,15 +10,16 @@ import numpy as np
 NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_input(x, func):
-    """`x` as an ndarray of a computable float dtype, else TypeError."""
+def as_input(x, func, name="x"):
+    """`x` as an ndarray of a computable float dtype, else TypeError naming `name`."""
     x = np.asarray(x)
     if x.dtype in NATIVE_DTYPES:
-        return x
+        # the kernels read elements through typed pointers: C requires alignment
+        return x if x.flags.aligned else x.copy()
     if x.dtype == np.float16:
         # float16 is computed in float32 (accumulation is float64 in any case).
         return x
-    raise TypeError(f"{func}: x must be a float32 or float64 array, got dtype {x.dtype}")
+    raise TypeError(f"{func}: {name} must be a float32 or float64 array, got dtype {x.dtype}")
 
 
 def compute_dtype(x):
@@ -54,8 +55,10 @@ def check_eps(eps, func):
     return eps
 
 
-def check_out(out, x, func):
-    """Validate `out` (exact shape and dtype, writable, no partial overlap with x)."""
+def check_out(out, x, func, others=(), in_place=True, exact_ok=()):
+    """Validate `out`: exact shape and dtype, writable, no overlap with the arrays
+    in `others` ((name, array) pairs) except being exactly the one named in
+    `exact_ok`, and, unless it is x itself with `in_place` allowed, none with x."""
     if out is None:
         return None
     if not isinstance(out, np.ndarray):
@@ -66,9 +69,25 @@ def check_out(out, x, func):
         raise TypeError(f"{func}: out has dtype {out.dtype}, expected x's dtype {x.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{func}: out is read-only")
-    if out is not x and np.may_share_memory(out, x) and not same_memory(out, x):
-        raise ValueError(f"{func}: out overlaps x without being x itself (in place needs out=x)")
+    if np.may_share_memory(out, x) and not (in_place and same_memory(out, x)):
+        if in_place:
+            raise ValueError(f"{func}: out overlaps x without being x itself (in place needs out=x)")
+        raise ValueError(f"{func}: out must not share memory with x")
+    for name, a in others:
+        if a is not None and isinstance(a, np.ndarray) and np.may_share_memory(out, a):
+            if name in exact_ok and same_memory(out, a):
+                continue
+            raise ValueError(f"{func}: out must not share memory with {name}"
+                             + (f" unless it is {name} itself" if name in exact_ok else ""))
     return out
+
+
+def channel_axis_index(channel_axis, ndim, func):
+    """The channel axis as a non-negative int; TypeError for anything but an int."""
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+        raise TypeError(f"{func}: channel_axis must be an int, got {channel_axis!r}")
+    (cax,) = normalize_axes(int(channel_axis), ndim, func, "channel_axis")
+    return cax
 
 
 def same_memory(a, b):

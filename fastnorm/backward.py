@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _engine
 from ._config import resolve_threads
-from ._validate import as_input, check_out, check_param, compute_dtype, normalize_axes
+from ._validate import as_input, channel_axis_index, check_out, check_param, compute_dtype, normalize_axes
 
 __all__ = ["batch_norm_backward", "layer_norm_backward", "rms_norm_backward"]
 
@@ -20,7 +20,8 @@ def _grad_input(dy, x, func):
         raise TypeError(f"{func}: dy must be a float array, got dtype {dy.dtype}")
     if dy.shape != x.shape:
         raise ValueError(f"{func}: dy has shape {dy.shape}, expected x's shape {x.shape}")
-    return dy.astype(compute_dtype(x), copy=False)
+    dy = dy.astype(compute_dtype(x), copy=False)
+    return dy if dy.flags.aligned else dy.copy()
 
 
 def _stat(a, shape, func, name):
@@ -33,6 +34,12 @@ def _stat(a, shape, func, name):
 
 
 def _run(x, dy, out, op, mean, rstd, training, dtype):
+    if out is not None and (np.may_share_memory(out, x) or np.may_share_memory(out, dy)):
+        # dx in place of dy or x: the parameter gradients still read both after
+        # dx is written, so compute into scratch first
+        dx, dw, db = _run(x, dy, None, op, mean, rstd, training, dtype)
+        out[...] = dx
+        return out, dw, db
     xc = x.astype(np.float32) if x.dtype == np.float16 else x
     oc = None if x.dtype == np.float16 else out
     dx, dw, db = _engine.run_backward(xc, dy, oc, op, mean, rstd, training, op.w is not None)
@@ -64,7 +71,8 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, channel_axis=1, tra
         True: the statistics were batch statistics and the gradient flows through
         them. False: they were constants, ``dx = dy * weight * invstd``.
     out : ndarray, optional
-        Where to write dx (x's shape and dtype).
+        Where to write dx (x's shape and dtype); may be dy or x itself, must not
+        overlap any input otherwise.
     num_threads : int, optional
         Threads for this call.
 
@@ -92,14 +100,15 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, channel_axis=1, tra
     x = as_input(x, func)
     if x.ndim < 2:
         raise ValueError(f"{func}: x must have at least 2 dimensions, got shape {x.shape}")
-    (cax,) = normalize_axes(channel_axis, x.ndim, func, "channel_axis")
+    cax = channel_axis_index(channel_axis, x.ndim, func)
     C = x.shape[cax]
     dt = compute_dtype(x)
+    out = check_out(out, x, func, (("dy", dy), ("mean", mean), ("invstd", invstd), ("weight", weight)),
+                    exact_ok=("dy",))
     dy = _grad_input(dy, x, func)
     mean = _stat(mean, (C,), func, "mean")
     invstd = _stat(invstd, (C,), func, "invstd")
     weight = check_param(weight, (C,), dt, func, "weight")
-    out = check_out(out, x, func)
     nthreads = resolve_threads(num_threads, func)
     reduced = tuple(i != cax for i in range(x.ndim))
     if x.size == 0:
@@ -204,13 +213,14 @@ def _rowwise_backward(dy, x, mean, rstd, weight, axis, out, num_threads, func, m
     x = as_input(x, func)
     axes = normalize_axes(axis, x.ndim, func)
     dt = compute_dtype(x)
+    out = check_out(out, x, func, (("dy", dy), ("mean", mean), ("rstd", rstd), ("weight", weight)),
+                    exact_ok=("dy",))
     dy = _grad_input(dy, x, func)
     kept_shape = tuple(x.shape[i] for i in range(x.ndim) if i not in axes)
     if mean is not None:
         mean = _stat(mean, kept_shape, func, "mean")
     rstd = _stat(rstd, kept_shape, func, "rstd")
     weight = check_param(weight, tuple(x.shape[i] for i in axes), dt, func, "weight")
-    out = check_out(out, x, func)
     nthreads = resolve_threads(num_threads, func)
     reduced = tuple(i in axes for i in range(x.ndim))
     if x.size == 0:

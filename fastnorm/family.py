@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _ext
 from ._config import resolve_threads
-from ._validate import as_input, check_eps, check_out, compute_dtype, normalize_axes, same_memory
+from ._validate import as_input, channel_axis_index, check_eps, check_out, compute_dtype, normalize_axes, same_memory
 
 __all__ = ["local_response_norm", "local_response_norm_backward", "weight_norm",
            "weight_norm_backward", "fold_batch_norm"]
@@ -90,7 +90,7 @@ def _lrn_prepare(x, size, alpha, beta, k, channel_axis, num_threads, func):
     x = as_input(x, func)
     if x.ndim < 2:
         raise ValueError(f"{func}: x must have at least 2 dimensions, got shape {x.shape}")
-    (cax,) = normalize_axes(channel_axis, x.ndim, func, "channel_axis")
+    cax = channel_axis_index(channel_axis, x.ndim, func)
     size = _check_size(size, func)
     alpha = _check_real(alpha, func, "alpha")
     beta = _check_real(beta, func, "beta")
@@ -283,7 +283,7 @@ def _float_array(a, func, name):
 
 
 def _wn_setup(v, g, axis, func):
-    v = as_input(v, func)
+    v = as_input(v, func, "v")
     g = _float_array(g, func, "g")
     if axis is None:
         red = tuple(range(v.ndim))
@@ -473,7 +473,7 @@ def fold_batch_norm(weight, bias, running_mean, running_var, bn_weight=None, bn_
         raise TypeError(f"{func}: weight must be a float array, got dtype {weight.dtype}")
     if weight.ndim < 1:
         raise ValueError(f"{func}: weight must have at least 1 dimension, got a 0-d array")
-    (cax,) = normalize_axes(channel_axis, weight.ndim, func, "channel_axis")
+    cax = channel_axis_index(channel_axis, weight.ndim, func)
     C = weight.shape[cax]
     eps = check_eps(eps, func)
 

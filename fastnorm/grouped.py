@@ -18,8 +18,8 @@ import numpy as np
 
 from . import _engine, _ext
 from ._config import resolve_threads
-from ._validate import (as_input, check_eps, check_momentum, check_out, check_param, check_running,
-                        compute_dtype, normalize_axes)
+from ._validate import (as_input, channel_axis_index, check_eps, check_momentum, check_out, check_param,
+                        check_running, compute_dtype)
 from .backward import _grad_input, _stat
 from .normalization import batch_norm
 from .backward import batch_norm_backward
@@ -59,6 +59,8 @@ def _shape(xv, yv, G):
 def _run(x, y, G, w, b, eps, nthreads, want_y=True):
     """Normalize x (N, C, ...) with channel axis 1 in groups; returns (mean, var) (N, G) float64."""
     xv, yv = _nchw(x), _nchw(y) if y is not None else None
+    if (y is not None and not y.flags.aligned) or not x.flags.aligned:
+        xv = None
     plan = _shape(xv, yv if yv is not None else xv, G) if xv is not None and (y is None or yv is not None) else None
     if plan is None:
         xc = np.ascontiguousarray(x)
@@ -80,22 +82,22 @@ def _run(x, y, G, w, b, eps, nthreads, want_y=True):
     return mean.reshape(N, G), var.reshape(N, G)
 
 
-def _common(x, weight, bias, channel_axis, eps, out, num_threads, func):
+def _common(x, weight, bias, channel_axis, eps, out, num_threads, func, others=(), exact_ok=()):
     x = as_input(x, func)
     if x.ndim < 2:
         raise ValueError(f"{func}: x must have at least 2 dimensions, got shape {x.shape}")
-    (cax,) = normalize_axes(channel_axis, x.ndim, func, "channel_axis")
+    cax = channel_axis_index(channel_axis, x.ndim, func)
     if cax == 0:
         raise ValueError(f"{func}: channel_axis must not be the batch axis 0")
     C = x.shape[cax]
     dt = compute_dtype(x)
     eps = check_eps(eps, func)
     nthreads = resolve_threads(num_threads, func)
+    out = check_out(out, x, func, (("weight", weight), ("bias", bias)) + tuple(others), exact_ok=exact_ok)
     weight = check_param(weight, (C,), dt, func, "weight")
     bias = check_param(bias, (C,), dt, func, "bias")
     if bias is not None and weight is None:
         weight = np.ones(C, dtype=dt)
-    out = check_out(out, x, func)
     return x, cax, C, dt, eps, nthreads, weight, bias, out
 
 
@@ -244,8 +246,9 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
     [[[-1.0, 1.0], [-1.0, 1.0]]]
     """
     func = "instance_norm"
-    x, cax, C, dt, eps, nthreads, weight, bias, out = _common(x, weight, bias, channel_axis, eps,
-                                                              out, num_threads, func)
+    x, cax, C, dt, eps, nthreads, weight, bias, out = _common(
+        x, weight, bias, channel_axis, eps, out, num_threads, func,
+        (("running_mean", running_mean), ("running_var", running_var)))
     if x.ndim < 3:
         raise ValueError(f"{func}: x needs a spatial axis (ndim >= 3), got shape {x.shape}")
     momentum = check_momentum(momentum, func)
@@ -320,14 +323,20 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channel_a
     (True, [2.0, 2.0, 2.0, 2.0])
     """
     func = "group_norm_backward"
-    x, cax, C, dt, _, nthreads, weight, _, out = _common(x, weight, None, channel_axis, 0.0,
-                                                         out, num_threads, func)
+    x, cax, C, dt, _, nthreads, weight, _, out = _common(
+        x, weight, None, channel_axis, 0.0, out, num_threads, func,
+        (("dy", dy), ("mean", mean), ("rstd", rstd)), exact_ok=("dy",))
     G = _check_groups(num_groups, C, func)
     return _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func)
 
 
 def _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func):
     dy = _grad_input(dy, x, func)
+    if out is not None and (np.may_share_memory(out, x) or np.may_share_memory(out, dy)):
+        # in place of dy or x: the parameter gradients read both after dx is written
+        dx, dw, db = _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, None, nthreads, func)
+        out[...] = dx
+        return out, dw, db
     N = x.shape[0]
     mean = _stat(mean, (N, G), func, "mean")
     rstd = _stat(rstd, (N, G), func, "rstd")
@@ -403,6 +412,7 @@ def instance_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, cha
     if not training:
         return batch_norm_backward(dy, x, mean, rstd, weight, channel_axis=channel_axis,
                                    training=False, out=out, num_threads=num_threads)
-    x, cax, C, dt, _, nthreads, weight, _, out = _common(x, weight, None, channel_axis, 0.0,
-                                                         out, num_threads, func)
+    x, cax, C, dt, _, nthreads, weight, _, out = _common(
+        x, weight, None, channel_axis, 0.0, out, num_threads, func,
+        (("dy", dy), ("mean", mean), ("rstd", rstd)), exact_ok=("dy",))
     return _grouped_backward(dy, x, cax, C, C, mean, rstd, weight, out, nthreads, func)

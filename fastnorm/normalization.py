@@ -7,8 +7,8 @@ import numpy as np
 
 from . import _engine, _ext
 from ._config import get_num_threads, resolve_threads
-from ._validate import (as_input, check_eps, check_momentum, check_out, check_param,
-                        check_running, compute_dtype, normalize_axes)
+from ._validate import (as_input, channel_axis_index, check_eps, check_momentum, check_out,
+                        check_param, check_running, compute_dtype, normalize_axes)
 
 __all__ = ["moments", "batch_norm", "layer_norm", "rms_norm"]
 
@@ -75,7 +75,8 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, num_threads=None):
     x = as_input(x, func)
     axes = normalize_axes(axis, x.ndim, func)
     nthreads = resolve_threads(num_threads, func)
-    ddof = int(ddof)
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{func}: ddof must be a real number, got {ddof!r}")
     xc, _ = _upcast(x, None)
     reduced = tuple(i in axes for i in range(x.ndim))
     n = 1
@@ -106,7 +107,9 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     ``torch.nn.functional.batch_norm``. ONNX BatchNormalization maps to
     ``training=False`` with ``running_mean=input_mean, running_var=input_var``
     (``epsilon`` is eps); its training-mode ``momentum`` weights the *old* running
-    value, i.e. ONNX momentum m is fastnorm momentum ``1 - m``.
+    value, i.e. ONNX momentum m is fastnorm momentum ``1 - m`` — exactly for the
+    running mean; for the running variance ONNX feeds the population (biased)
+    batch variance where fastnorm, like PyTorch, feeds the unbiased one.
 
     Parameters
     ----------
@@ -161,7 +164,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     x = as_input(x, func)
     if x.ndim < 2:
         raise ValueError(f"{func}: x must have at least 2 dimensions, got shape {x.shape}")
-    (cax,) = normalize_axes(channel_axis, x.ndim, func, "channel_axis")
+    cax = channel_axis_index(channel_axis, x.ndim, func)
     C = x.shape[cax]
     dt = compute_dtype(x)
     eps = check_eps(eps, func)
@@ -178,13 +181,14 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     if has_running:
         running_mean = check_running(running_mean, C, func, "running_mean", writable=training)
         running_var = check_running(running_var, C, func, "running_var", writable=training)
+    out = check_out(out, x, func, (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                                   ("running_var", running_var)))
     weight = check_param(weight, (C,), dt, func, "weight")
     bias = check_param(bias, (C,), dt, func, "bias")
     if weight is not None and bias is None:
         bias = np.zeros(C, dtype=dt)
     elif bias is not None and weight is None:
         weight = np.ones(C, dtype=dt)
-    out = check_out(out, x, func)
     n = x.size // C if C else 0
     if training and n == 1:
         raise ValueError(f"{func}: expected more than 1 value per channel when training, got x of shape {x.shape}")
@@ -348,10 +352,8 @@ def _rowwise(x, weight, bias, axis, eps, out, return_stats, num_threads, func, m
     dt = compute_dtype(x)
     eps = check_eps(eps, func)
     nthreads = resolve_threads(num_threads, func)
+    out = check_out(out, x, func, (("weight", weight), ("bias", bias)))
     weight, bias = _layer_params(x, weight, bias, axes, dt, func, need_bias=(mode == _engine.MODE_MEANVAR))
-    if mode == _engine.MODE_RMS and weight is not None:
-        bias = np.zeros(weight.shape, dtype=dt)
-    out = check_out(out, x, func)
     reduced = tuple(i in axes for i in range(x.ndim))
     kept_shape = tuple(x.shape[i] for i in range(x.ndim) if i not in axes)
     if x.size == 0:

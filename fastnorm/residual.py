@@ -16,6 +16,8 @@ __all__ = ["add_layer_norm", "add_rms_norm"]
 
 def _rows(a, D):
     """A (M, D) view of `a` with contiguous rows, or None when that needs a copy."""
+    if not a.flags.aligned:
+        return None
     v = a.view()
     try:
         v.shape = (a.size // D if D else 0, D)
@@ -55,13 +57,18 @@ def _add_norm(x, residual, weight, bias, axis, eps, out, residual_out, num_threa
     residual = residual.astype(x.dtype, copy=False)
     axes = normalize_axes(axis, x.ndim, func)
     dt = compute_dtype(x)
-    eps = check_eps(float(np.finfo(x.dtype).eps) if eps is None else eps, func)
+    if eps is None and mode == _engine.MODE_RMS:
+        eps = float(np.finfo(x.dtype).eps)
+    eps = check_eps(eps, func)
     nthreads = resolve_threads(num_threads, func)
+    out = check_out(out, x, func, (("weight", weight), ("bias", bias)))
+    residual_out = _check_sum_out(residual_out, x, residual, out, func)
+    for name, p in (("weight", weight), ("bias", bias)):
+        if residual_out is not None and isinstance(p, np.ndarray) and np.may_share_memory(residual_out, p):
+            raise ValueError(f"{func}: residual_out must not share memory with {name}")
     weight, bias = _layer_params(x, weight, bias, axes, dt, func, need_bias=(mode == _engine.MODE_MEANVAR))
-    out = check_out(out, x, func)
     if out is not None and np.may_share_memory(out, residual) and not same_memory(out, residual):
         raise ValueError(f"{func}: out partially overlaps residual")
-    residual_out = _check_sum_out(residual_out, x, residual, out, func)
 
     s = residual_out if residual_out is not None else np.empty_like(x)
     y = out if out is not None else np.empty_like(x)

@@ -25,6 +25,10 @@
  * element as shift, so cancellation in s2 - s1^2/n is bounded by the block
  * length (|x0 - mean|^2 <= n * var), then blocks are merged by Chan's formula. */
 #define FN_BLOCK 1024
+/* A float32 block whose mean square (of deviations) is below this may have lost
+ * squares to underflow (FLT_MIN / FLT_EPSILON); it is summed again in double. */
+#define FN_TINY_SQ 1e-30
+
 /* Rows per block and blocks per superblock of the column kernel. */
 #define FN_COL_BLOCK 64
 #define FN_COL_SUPER 64

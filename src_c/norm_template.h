@@ -98,8 +98,9 @@ static void TF(dev_sums_exact)(const T *x, ptrdiff_t n, double c, double *s1o, d
  * combined by a pairwise tree, which keeps float64-like accuracy for the block;
  * blocks are merged in double. Four independent accumulators hide the add
  * latency; the tail is a padded vector (padding with c adds nothing). A float32
- * sum that overflows (|x - c| > 1.8e19 squared, or huge values summed) reruns
- * the block in double; so do blocks holding inf or NaN, which then propagate. */
+ * sum that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
+ * squares may have underflowed (mean square below FN_TINY_SQ, constant blocks
+ * included) reruns the block in double; so do blocks holding inf or NaN. */
 static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, double *s2o)
 {
     const VT tz = {0};
@@ -121,7 +122,7 @@ static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, doubl
         a1 += d; q1 += d * d;
     }
     double s1 = TF(hsumt)((a0 + a1) + (a2 + a3)), s2 = TF(hsumt)((q0 + q1) + (q2 + q3));
-    if (sizeof(T) < sizeof(double) && !(isfinite(s1) && isfinite(s2))) {
+    if (sizeof(T) < sizeof(double) && !(isfinite(s1) && isfinite(s2) && s2 >= (double)n * FN_TINY_SQ)) {
         TF(dev_sums_exact)(x, n, (double)c, s1o, s2o);
         return;
     }
@@ -154,7 +155,7 @@ static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
         q1 += v * v;
     }
     double s2 = TF(hsumt)((q0 + q1) + (q2 + q3));
-    if (sizeof(T) < sizeof(double) && !isfinite(s2)) {
+    if (sizeof(T) < sizeof(double) && !(isfinite(s2) && s2 >= (double)n * FN_TINY_SQ)) {
         double e;
         TF(sq_sum_exact)(x, n, &e);
         return e;
@@ -480,9 +481,10 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
         }
     }
     int finite = 1;
-    for (ptrdiff_t k = 0; k < K; k++) finite &= isfinite(s1[k]) && isfinite(s2[k]);
+    for (ptrdiff_t k = 0; k < K; k++)
+        finite &= isfinite(s1[k]) && isfinite(s2[k]) && (double)s2[k] >= n * FN_TINY_SQ;
     if (!finite) {
-        /* overflowing squares, or inf/NaN in the data: redo the block in double */
+        /* overflowing or underflowing squares, or inf/NaN in the data: redo in double */
         for (ptrdiff_t k = 0; k < K; k++) { s1d[k] = 0; s2d[k] = 0; }
         for (ptrdiff_t r = r0; r < r1; r++) {
             const T *row = xs + r * s->xr;

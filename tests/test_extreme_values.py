@@ -288,8 +288,6 @@ def test_denormals_not_pathologically_slow(dtype, tiny, op):
         assert np.isfinite(y[0] if isinstance(y, tuple) else y).all()
 
 
-@pytest.mark.xfail(strict=True, reason="float32 rstd computed in float32: var 5.6e-73 (exact in "
-                                       "the float64 accumulator) flushes to 0, rstd = inf")
 def test_tiny_float32_rows_normalize_correctly_with_eps0():
     """float32 data of magnitude ~1e-36: the variance (~1e-72) fits the float64
     accumulators and rstd (~1e36) fits float32, so y is finite and O(1).

@@ -291,8 +291,6 @@ def test_backward_out(rng, mode):
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="group_norm_backward(dy, ..., out=dy) computes dweight/dbias "
-                   "from dy after dx overwrote it (batch_norm_backward handles out=dy)")
 def test_backward_out_is_dy(rng):
     x, w, _ = _data(rng, (2, 4, 5), np.float64, 1)
     dy = rng.normal(size=x.shape)

@@ -274,8 +274,6 @@ def test_torch_autograd(rng, dtype, channel_axis):
     assert_close(db, tb.grad.numpy().astype(np.float64), dtype, scale=50)
 
 
-@pytest.mark.xfail(strict=True, reason="instance_norm_backward(dy, ..., out=dy) computes dweight "
-                   "from the overwritten dy (same cause as group_norm_backward)")
 def test_backward_out_is_dy(rng):
     x, w, _ = _data(rng, (2, 3, 5), np.float64, 1)
     dy = rng.normal(size=x.shape)

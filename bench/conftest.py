@@ -1,0 +1,260 @@
+"""pytest configuration of the fastnorm benchmark suite (``pytest bench/``).
+
+Options
+-------
+--contended
+    Keep one core busy with a bounded busy-loop process for the whole run
+    (same as ``FASTNORM_BENCH_CONTENDED=1``).  Groups get a `` [contended]``
+    suffix and ``extra_info["contended"]`` is True.
+--scaling
+    Also run the size-scaling suite (``test_bench_scaling.py``, marked
+    ``scaling``; same as ``FASTNORM_BENCH_SCALING=1``).
+--bench-threads=1,2
+    Thread counts to measure (default ``FASTNORM_BENCH_THREADS`` or ``1,2``).
+--bench-peers=a,b
+    Only these implementations (names from ``peers.PEERS``: fastnorm, numpy,
+    numba, torch, ort, copy).
+
+Unless given on the command line, pytest-benchmark runs each benchmark for
+at most ``FASTNORM_BENCH_MAX_TIME`` seconds (default 0.2) and at least
+``FASTNORM_BENCH_MIN_ROUNDS`` rounds (default 5), which keeps the default
+run to a few minutes; pass ``--benchmark-max-time``/``--benchmark-min-rounds``
+for steadier figures.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # robust under --import-mode=importlib too
+    sys.path.insert(0, _HERE)
+
+import contention  # noqa: E402
+import peers  # noqa: E402
+
+
+def pytest_addoption(parser):
+    """Register --contended, --scaling, --bench-threads and --bench-peers."""
+    g = parser.getgroup("fastnorm-bench")
+    g.addoption("--contended", action="store_true", default=False,
+                help="keep one core busy with a busy-loop process during the benchmarks")
+    g.addoption("--scaling", action="store_true", default=False,
+                help="also run the LayerNorm size-scaling benchmarks")
+    g.addoption("--bench-threads", default=None,
+                help="comma-separated thread counts (default 1,2)")
+    g.addoption("--bench-peers", default=None,
+                help="comma-separated implementations to run (default: all)")
+
+
+def pytest_configure(config):
+    """Register the suite's markers."""
+    config.addinivalue_line("markers", "scaling: size-scaling benchmark (run with --scaling)")
+    config.addinivalue_line("markers", "core: core benchmark cases")
+
+
+def bench_threads(config=None):
+    """Thread counts to benchmark.
+
+    Parameters
+    ----------
+    config : pytest.Config, optional
+
+    Returns
+    -------
+    list of int
+    """
+    spec = None
+    if config is not None:
+        spec = config.getoption("--bench-threads")
+    spec = spec or os.environ.get("FASTNORM_BENCH_THREADS") or "1,2"
+    return [int(t) for t in str(spec).split(",") if t.strip()]
+
+
+def selected_peers(config=None):
+    """Names of the implementations selected with ``--bench-peers``.
+
+    Parameters
+    ----------
+    config : pytest.Config, optional
+
+    Returns
+    -------
+    list of str
+    """
+    spec = config.getoption("--bench-peers") if config is not None else None
+    spec = spec or os.environ.get("FASTNORM_BENCH_PEERS")
+    names = [p.name for p in peers.PEERS]
+    if not spec:
+        return names
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    return [n for n in names if n in wanted]
+
+
+def _given(config, flag):
+    return any(str(a).startswith(flag) for a in config.invocation_params.args)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Apply the default time budget and skip the scaling suite unless asked for."""
+    scaling = config.getoption("--scaling") or \
+        os.environ.get("FASTNORM_BENCH_SCALING", "") in ("1", "true", "yes")
+    defaults = {}
+    if not _given(config, "--benchmark-max-time"):
+        defaults["max_time"] = float(os.environ.get("FASTNORM_BENCH_MAX_TIME", "0.2"))
+    if not _given(config, "--benchmark-min-rounds"):
+        defaults["min_rounds"] = int(os.environ.get("FASTNORM_BENCH_MIN_ROUNDS", "5"))
+    skip_scaling = pytest.mark.skip(reason="size-scaling suite: run with --scaling")
+    for item in items:
+        if "benchmark" not in getattr(item, "fixturenames", ()):
+            continue
+        if not str(item.fspath).startswith(_HERE):
+            continue
+        if defaults and item.get_closest_marker("benchmark") is None:
+            item.add_marker(pytest.mark.benchmark(**defaults))
+        if item.get_closest_marker("scaling") is not None and not scaling:
+            item.add_marker(skip_scaling)
+
+
+# --------------------------------------------------------------------------
+# Contended mode
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def contended(request):
+    """True in contended mode; the busy loop runs while the fixture is alive."""
+    if not contention.contended_requested(request.config):
+        yield False
+        return
+    busy = contention.BusyLoop()
+    busy.start()
+    try:
+        yield True
+    finally:
+        busy.stop()
+
+
+# --------------------------------------------------------------------------
+# Inputs: one case at a time in memory
+# --------------------------------------------------------------------------
+
+class _CaseCache:
+    """Keeps the inputs (and reference slice) of the most recent case only."""
+
+    def __init__(self):
+        self.case = None
+        self.inp = None
+        self.ref = None
+
+    def get(self, case):
+        if self.case != case:
+            self.clear()
+            self.case = case
+            self.inp = peers.make_inputs(case)
+        return self.inp
+
+    def reference(self, case):
+        self.get(case)
+        if self.ref is None:
+            self.ref = peers.reference_head(case, self.inp)
+        return self.ref
+
+    def clear(self):
+        for p in peers.PEERS:
+            p.release()
+        self.case = self.inp = self.ref = None
+        gc.collect()
+
+
+_CACHE = _CaseCache()
+
+
+@pytest.fixture(scope="session")
+def case_cache():
+    """The shared one-case input cache."""
+    yield _CACHE
+    _CACHE.clear()
+
+
+@pytest.fixture
+def run_case(benchmark, case_cache, contended, request):
+    """Return ``run(case, impl, variant, threads, suite)`` which benchmarks one combination.
+
+    It skips when the implementation is unavailable or does not support the
+    case, runs it once (warm-up: JIT compilation, session creation, first
+    touch), checks the result against a float64 reference slice, then hands
+    it to pytest-benchmark with the case name as group and the case, impl,
+    variant and thread count in ``extra_info``.
+    """
+
+    def run(case, impl, variant, threads, suite="core"):
+        if impl not in selected_peers(request.config):
+            pytest.skip(f"{impl} not selected (--bench-peers)")
+        peer = peers.get_peer(impl)
+        if not peer.available():
+            pytest.skip(f"{impl} unavailable: {peer.why_unavailable()}")
+        if not peer.supports(case, variant):
+            pytest.skip(f"{impl} has no {variant} variant of {case.op}")
+        inp = case_cache.get(case)
+        try:
+            fn = peer.make(case, inp, threads, variant)
+        except Exception as exc:  # e.g. ONNX Runtime lacking an operator
+            pytest.skip(f"{impl} cannot run {case.name}: {type(exc).__name__}: {exc}")
+        if fn is None:
+            pytest.skip(f"{impl} does not support {case.name} ({variant})")
+        y = fn()  # warm-up
+        if impl == "copy":
+            ref = inp["x"][:2].astype("float64")
+        else:
+            ref = case_cache.reference(case)
+        err = peers.head_error(case, y, ref)
+        assert err <= peers.tolerance(case), (
+            f"{impl} ({variant}, {threads} threads) is wrong on {case.name}: "
+            f"max abs error {err:.3g}")
+        del y
+        benchmark.group = case.name + (" [contended]" if contended else "")
+        benchmark.extra_info.update(case.as_dict())
+        benchmark.extra_info.update(impl=impl, label=peer.label, variant=variant,
+                                    threads=threads, contended=bool(contended),
+                                    suite=suite, error=err)
+        benchmark(fn)
+
+    return run
+
+
+# --------------------------------------------------------------------------
+# Machine information stored in the JSON
+# --------------------------------------------------------------------------
+
+def _loadavg():
+    try:
+        return list(os.getloadavg())
+    except OSError:  # pragma: no cover
+        return None
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record cores, load average, contention, peer versions and fastnorm's config."""
+    machine_info["usable_cores"] = peers.usable_cores()
+    machine_info["loadavg_start"] = _loadavg()
+    machine_info["contended"] = contention.contended_requested(config)
+    machine_info["peers"] = peers.peer_status()
+    try:
+        import contextlib
+        import io
+        import fastnorm
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            fastnorm.show_config()
+        machine_info["fastnorm_config"] = buf.getvalue()
+    except Exception as exc:
+        machine_info["fastnorm_config"] = f"unavailable: {exc}"
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Record the load average at the end of the run."""
+    output_json["machine_info"]["loadavg_end"] = _loadavg()
