@@ -6,8 +6,8 @@ and the kernel shape is written directly, for both memory orders:
 
 - channels-first (spatial contiguous): units (n, g), each Cg planes of H*W values
   (SEG, affine constant per plane);
-- channels-last (channels contiguous): units (n, g), each H*W runs of Cg values
-  (SEG, affine along the run); for InstanceNorm (Cg = 1) the columns kernel (COL).
+- channels-last (channels contiguous): per-channel column statistics (COL),
+  merged exactly into groups, then a per-(n, c) normalize with those statistics.
 
 Statistics stay exact for either layout (no E[x^2] - E[x]^2, unlike PyTorch's
 channels-last GroupNorm).
@@ -49,10 +49,10 @@ def _shape(xv, yv, G):
         # channels-first: units (n, g) of Cg planes of S values
         return "seg", (N, Cg, G, S, xn, xc, Cg * xc, yn, yc, Cg * yc, Cg, 1, 0)
     if (C == 1 or xc == 1) and (C == 1 or yc == 1):
-        if Cg == 1:
-            return "col", (N, S, C, xn, xs, yn, ys)
-        # channels-last: units (n, g) of S runs of Cg values
-        return "seg", (N, S, G, Cg, xn, xs, Cg, yn, ys, Cg, Cg, 0, 1)
+        # channels-last: per-channel column statistics (merged into groups when
+        # Cg > 1), then a per-(n, c) normalize; both passes read whole rows of C
+        # contiguous values instead of short runs of Cg
+        return ("col" if Cg == 1 else "colgroups"), (N, S, C, xn, xs, yn, ys)
     return None
 
 
@@ -76,9 +76,22 @@ def _run(x, y, G, w, b, eps, nthreads, want_y=True):
     if kind == "seg":
         _ext.seg_norm(xv, yv if want_y else None, shape, w, b, eps, _engine.MODE_MEANVAR,
                       False, mean, var, nthreads)
-    else:
+    elif kind == "col":
         _ext.col_norm(xv, yv if want_y else None, shape, False, w, b, eps, _engine.MODE_MEANVAR,
                       False, mean, var, nthreads)
+    else:
+        C = xv.shape[1]
+        mc, vc = np.empty(N * C), np.empty(N * C)
+        _ext.col_norm(xv, None, shape, False, None, None, eps, _engine.MODE_MEANVAR, False, mc, vc, nthreads)
+        mc, vc = mc.reshape(N, G, C // G), vc.reshape(N, G, C // G)
+        # equal counts per channel: the group variance is the mean within-channel
+        # variance plus the variance of the channel means (Chan et al., exact)
+        mean, var = mc.mean(axis=2), vc.mean(axis=2) + mc.var(axis=2)
+        if want_y:
+            per_c = lambda a: np.ascontiguousarray(np.repeat(a, C // G, axis=1)).ravel()
+            _ext.col_norm(xv, yv, shape, False, w, b, eps, _engine.MODE_MEANVAR, True,
+                          per_c(mean), per_c(var), nthreads)
+        return mean, var
     return mean.reshape(N, G), var.reshape(N, G)
 
 
