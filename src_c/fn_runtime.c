@@ -149,6 +149,28 @@ void fn_omp_set_num_threads(int n)
 #endif
 }
 
+/* Online processors of the machine (what /proc/stat's ticks are summed over). */
+static int fn_usable_cores_raw(void)
+{
+#if defined(_SC_NPROCESSORS_ONLN)
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+#else
+    return 1;
+#endif
+}
+
+/* FASTNORM_IGNORE_LOAD=1 turns the load adaptation off (benchmarks of raw scaling). */
+static int fn_ignore_load(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        const char *e = getenv("FASTNORM_IGNORE_LOAD");
+        cached = e && e[0] && e[0] != '0';
+    }
+    return cached;
+}
+
 int fn_usable_cores(void)
 {
 #ifdef _OPENMP
@@ -160,6 +182,84 @@ int fn_usable_cores(void)
     return 1;
 #endif
 }
+
+/* Cores that other processes leave free, sampled from /proc/stat at most every
+ * FN_LOAD_PERIOD_NS. A 2-thread OpenMP region whose second thread shares a core
+ * with a busy process waits milliseconds at its closing barrier; when another
+ * process keeps a core busy, fastnorm asks for fewer threads instead (down to
+ * the serial path). */
+#define FN_LOAD_PERIOD_NS 50000000LL
+
+#if defined(__linux__)
+#include <stdio.h>
+#include <time.h>
+static long long fn_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int fn_read_cpu_ticks(unsigned long long *busy, unsigned long long *all, unsigned long long *self)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
+                   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 4) return 0;
+    *all = 0;
+    for (int i = 0; i < 8; i++) *all += v[i];
+    *busy = *all - v[3] - v[4];   /* minus idle and iowait */
+    f = fopen("/proc/self/stat", "r");
+    if (!f) return 0;
+    /* fields 14 and 15 (utime, stime) follow the command name in parentheses */
+    char buf[1024];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return 0;
+    *self = ut + st;
+    return 1;
+}
+
+static int fn_free_cores_cached = 0;
+static long long fn_load_sampled_at = 0;
+static unsigned long long fn_prev_busy, fn_prev_all, fn_prev_self;
+static int fn_load_lock = 0;
+
+static int fn_free_cores(int cores)
+{
+    long long now = fn_now_ns();
+    long long last = __atomic_load_n(&fn_load_sampled_at, __ATOMIC_ACQUIRE);
+    if (last && now - last < FN_LOAD_PERIOD_NS) return __atomic_load_n(&fn_free_cores_cached, __ATOMIC_RELAXED);
+    if (__atomic_exchange_n(&fn_load_lock, 1, __ATOMIC_ACQ_REL)) {   /* another thread samples */
+        int c = __atomic_load_n(&fn_free_cores_cached, __ATOMIC_RELAXED);
+        return c ? c : cores;
+    }
+    unsigned long long busy, all, self;
+    int free_cores = cores;
+    if (fn_read_cpu_ticks(&busy, &all, &self)) {
+        if (last && all > fn_prev_all) {
+            double per_cpu = (double)(all - fn_prev_all) / (double)fn_usable_cores_raw();
+            double others = ((double)(busy - fn_prev_busy) - (double)(self - fn_prev_self)) / per_cpu;
+            free_cores = cores - (int)(others + 0.5);
+            if (free_cores < 1) free_cores = 1;
+            if (free_cores > cores) free_cores = cores;
+        }
+        fn_prev_busy = busy; fn_prev_all = all; fn_prev_self = self;
+    }
+    __atomic_store_n(&fn_free_cores_cached, free_cores, __ATOMIC_RELAXED);
+    __atomic_store_n(&fn_load_sampled_at, now, __ATOMIC_RELEASE);
+    __atomic_store_n(&fn_load_lock, 0, __ATOMIC_RELEASE);
+    return free_cores;
+}
+#else
+static int fn_free_cores(int cores) { return cores; }
+#endif
 
 /* Threads held by running kernels. A call alone gets what it asks; concurrent
  * calls (Python threads, a ThreadPoolExecutor) share the cores instead of each
@@ -176,6 +276,11 @@ int fn_threads_acquire(int want)
     return 1;
 #endif
     int cores = fn_usable_cores();
+    if (!fn_ignore_load()) {
+        int free_cores = fn_free_cores(cores);
+        if (free_cores < want) want = free_cores;
+        if (want <= 1) return 1;
+    }
     int busy = __atomic_load_n(&fn_busy_threads, __ATOMIC_RELAXED);
     for (;;) {
         int grant = want;
