@@ -6,6 +6,11 @@
  * units in unit order, so the results do not depend on the thread count.
  */
 #define TF(name) FN_CAT(FN_CAT(name, _), TS)
+#define VD TF(vd)             /* vector types of norm_template.h */
+#define VL TF(vl)
+#define VT TF(vt)
+#define TLANES (FN_VBYTES / (int)sizeof(T))
+#define LANES (FN_VBYTES / 8)
 
 /* Block sums over n values of one segment, around the given mean m:
  * s0 = sum(x - m), s1 = sum(G), s2 = sum(G * (x - m)) with G = dy * w[i] (w set:
@@ -13,21 +18,31 @@
 static inline void TF(bwd_sums)(const T *x, const T *dy, ptrdiff_t n, double mean,
                                 const T *w, double *s0, double *s1, double *s2)
 {
-    double c = 0, a = 0, b = 0;
-    if (w) {
-#pragma omp simd reduction(+ : a, b, c)
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double g = (double)dy[i] * (double)w[i], d = (double)x[i] - mean;
-            c += d; a += g; b += g * d;
-        }
-    } else {
-#pragma omp simd reduction(+ : a, b, c)
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double g = (double)dy[i], d = (double)x[i] - mean;
-            c += d; a += g; b += g * d;
-        }
+    /* T-precision vector lanes for one block (n <= FN_BLOCK: each lane adds at most
+     * FN_BLOCK / (2 * TLANES) terms), two accumulators per sum, lanes combined by a
+     * pairwise tree; blocks are then added in double. mean is rounded to T, which
+     * only shifts the sums (s2 is taken around the same value as s0). */
+    const VT z = {0};
+    const T m = (T)mean;
+    const VT mv = z + m;
+    VT c0 = z, c1 = z, a0 = z, a1 = z, b0 = z, b1 = z;
+    ptrdiff_t i = 0;
+    for (; i + 2 * TLANES <= n; i += 2 * TLANES) {
+        VT d0 = TF(loadt)(x + i) - mv, d1 = TF(loadt)(x + i + TLANES) - mv;
+        VT g0 = TF(loadt)(dy + i), g1 = TF(loadt)(dy + i + TLANES);
+        if (w) { g0 *= TF(loadt)(w + i); g1 *= TF(loadt)(w + i + TLANES); }
+        c0 += d0; c1 += d1; a0 += g0; a1 += g1; b0 += g0 * d0; b1 += g1 * d1;
     }
-    *s0 = c; *s1 = a; *s2 = b;
+    double c = TF(hsumt)(c0 + c1), a = TF(hsumt)(a0 + a1), b = TF(hsumt)(b0 + b1);
+    for (; i < n; i++) {
+        double g = (double)dy[i] * (w ? (double)w[i] : 1.0), d = (double)x[i] - (double)m;
+        c += d; a += g; b += g * d;
+    }
+    /* the shift was m, not mean: move the sums to mean */
+    double delta = (double)m - mean;
+    *s0 = c + (double)n * delta;
+    *s1 = a;
+    *s2 = b + a * delta;
 }
 
 /* Unit sums -> the corrected mean and S1 = sum(G), S2 = sum(G * xhat). */
@@ -42,22 +57,24 @@ static inline void TF(bwd_unit_finish)(const fn_bwd_args *p, ptrdiff_t u, double
     p->s2[u] = p->rstd[u] * (s2 - c * s1);
 }
 
-/* dx = scale * (G - c1 - xhat * c2) over n values. */
+/* dx = scale * (G - c1 - xhat * c2) over n values, in T-precision vectors with
+ * the mean split into mh + ml (as the forward's normalize). */
 static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
                               const T *w, double scale, double c1, double c2)
 {
-    if (w) {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double g = (double)dy[i] * (double)w[i], xh = ((double)x[i] - mean) * rstd;
-            dx[i] = (T)(scale * (g - c1 - xh * c2));
-        }
-    } else {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double g = (double)dy[i], xh = ((double)x[i] - mean) * rstd;
-            dx[i] = (T)(scale * (g - c1 - xh * c2));
-        }
+    const VT z = {0};
+    const T mh = (T)mean, ml = (T)(mean - (double)mh);
+    const VT mhv = z + mh, mlv = z + ml, rv = z + (T)rstd, sv = z + (T)scale, c1v = z + (T)c1, c2v = z + (T)c2;
+    ptrdiff_t i = 0;
+    for (; i + TLANES <= n; i += TLANES) {
+        VT g = TF(loadt)(dy + i);
+        if (w) g *= TF(loadt)(w + i);
+        VT xh = ((TF(loadt)(x + i) - mhv) - mlv) * rv;
+        TF(storet)(dx + i, sv * (g - c1v - xh * c2v));
+    }
+    for (; i < n; i++) {
+        double g = (double)dy[i] * (w ? (double)w[i] : 1.0), xh = ((double)x[i] - mean) * rstd;
+        dx[i] = (T)(scale * (g - c1 - xh * c2));
     }
 }
 
@@ -116,6 +133,68 @@ static void TF(seg_bwd_unit)(const fn_seg_shape *s, const fn_bwd_args *p, const 
             TF(seg_bwd_block)(s, p, q, u, r1, 0, s->R2, 1, NULL);
 }
 
+/* Adds unit u's contributions dy * xhat and dy to the T-precision parameter
+ * partials pw, pb (parameters along the segment: index r1 * wr1 + r2). Run right
+ * after seg_bwd_unit, while the unit's rows are still in cache. */
+static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                    ptrdiff_t u, T *pw, T *pb)
+{
+    ptrdiff_t a = u / s->K, k = u % s->K;
+    double mean = p->mode == FN_MODE_RMS ? 0.0 : p->cmean[u];
+    const VT z = {0};
+    const T mh = (T)mean, ml = (T)(mean - (double)mh), rs = (T)p->rstd[u];
+    const VT mhv = z + mh, mlv = z + ml, rv = z + rs;
+    for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
+        ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1;
+        const T *x = q->x + xo, *dy = q->dy + xo;
+        T *dw = pw + r1 * s->wr1, *db = pb ? pb + r1 * s->wr1 : NULL;
+        ptrdiff_t i = 0;
+        for (; i + TLANES <= s->R2; i += TLANES) {
+            VT g = TF(loadt)(dy + i);
+            VT xh = ((TF(loadt)(x + i) - mhv) - mlv) * rv;
+            TF(storet)(dw + i, TF(loadt)(dw + i) + g * xh);
+            if (db) TF(storet)(db + i, TF(loadt)(db + i) + g);
+        }
+        for (; i < s->R2; i++) {
+            dw[i] += dy[i] * (((x[i] - mh) - ml) * rs);
+            if (db) db[i] += dy[i];
+        }
+    }
+}
+
+/* Many units with parameters along the segment (LayerNorm rows): fixed groups of
+ * FN_PARAM_GROUP units, each with its own T-precision partial parameter sums
+ * (at most FN_PARAM_GROUP terms each) accumulated while its rows are in cache,
+ * then folded in group order in double: one pass over memory, and the same bits
+ * for any thread count. */
+static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
+{
+    ptrdiff_t U = s->A * s->K, np_ = p->nparam, ng = (U + FN_PARAM_GROUP - 1) / FN_PARAM_GROUP;
+    int nb = p->db ? 2 : 1;
+    T *part = (T *)calloc((size_t)ng * (size_t)nb * (size_t)np_, sizeof(T));
+    if (!part) return FN_ENOMEM;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (ptrdiff_t g = 0; g < ng; g++) {
+        T *pw = part + g * nb * np_, *pb = p->db ? pw + np_ : NULL;
+        for (ptrdiff_t u = g * FN_PARAM_GROUP; u < fn_min(U, (g + 1) * FN_PARAM_GROUP); u++) {
+            TF(seg_bwd_unit)(s, p, q, u);
+            TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
+        }
+    }
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (ptrdiff_t j = 0; j < np_; j++) {
+        double w = 0, b = 0;
+        for (ptrdiff_t g = 0; g < ng; g++) {
+            w += (double)part[g * nb * np_ + j];
+            if (p->db) b += (double)part[g * nb * np_ + np_ + j];
+        }
+        p->dw[j] = w;
+        if (p->db) p->db[j] = b;
+    }
+    free(part);
+    return FN_OK;
+}
+
 /* Gradients of parameters along the reduced axes: for each (r1, block of r2),
  * sum over the units in order. Each parameter is owned by one item. */
 static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
@@ -155,6 +234,14 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     double work = (double)U * (double)unit_len;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
+    /* decided by the shape alone, so the parameter sums do not depend on nt */
+    int grouped = p->dw && q.wred && s->wr2 == 1 && U >= 2 * FN_PARAM_GROUP
+                  && (double)((U + FN_PARAM_GROUP - 1) / FN_PARAM_GROUP) * (double)p->nparam <= FN_PARAM_SCRATCH;
+    if (grouped) {
+        int st = TF(seg_bwd_grouped)(s, p, &q, nt);
+        if (nt > 1) fn_threads_release(nt);
+        return st;
+    }
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
@@ -306,3 +393,8 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
 }
 
 #undef TF
+#undef VD
+#undef LANES
+#undef VL
+#undef VT
+#undef TLANES

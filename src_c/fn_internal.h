@@ -32,6 +32,11 @@
 /* Rows per block and blocks per superblock of the column kernel. */
 #define FN_COL_BLOCK 64
 #define FN_COL_SUPER 64
+/* Units per group of the backward's fused parameter sums, and the most doubles
+ * of partial sums it may hold (else parameters get a pass of their own). */
+#define FN_PARAM_GROUP 64
+#define FN_PARAM_SCRATCH (8.0 * 1024 * 1024)
+
 /* Below this many elements a call runs serially: a parallel region costs more. */
 #define FN_SERIAL_ELEMS 65536
 /* Work (elements) a dynamic chunk of the parallel loops should hold. */
