@@ -15,32 +15,17 @@ loop calls ``y = layer(x)``, later ``dx = layer.backward(dy)``, and updates
 """
 
 from collections.abc import Mapping
-import importlib
 import numbers
 
 import numpy as np
 
 from . import normalization as _nz
-from . import _backward_reference as _ref
+from .backward import batch_norm_backward, layer_norm_backward, rms_norm_backward
 from .running_moments import RunningMoments
 
 __all__ = ["BatchNorm", "LayerNorm", "RMSNorm"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _backward(name):
-    """The compiled backward function when fastnorm exports one, else the reference.
-
-    Looked up at call time (not import time) because ``fastnorm/__init__``
-    may import this module before it binds the compiled functions.
-    """
-    pkg = importlib.import_module(__package__)
-    for mod in (pkg, _nz):
-        fn = getattr(mod, name, None)
-        if fn is not None:
-            return fn
-    return getattr(_ref, name)
 
 
 def _float_dtype(dtype):
@@ -481,7 +466,7 @@ class BatchNorm(_Layer):
         [1.0, 1.0]
         """
         dy, (x, mean, invstd, w, used_batch) = self._cached(dy)
-        dx, dw, db = _backward("batch_norm_backward")(
+        dx, dw, db = batch_norm_backward(
             dy, x, mean, invstd, w, channel_axis=self.channel_axis, training=used_batch)
         self.weight_grad = self._grad(dw, self.weight)
         self.bias_grad = self._grad(db, self.bias)
@@ -751,7 +736,7 @@ class LayerNorm(_RowNorm):
         (True, True)
         """
         dy, (x, mean, rstd, w, axes) = self._cached(dy)
-        dx, dw, db = _backward("layer_norm_backward")(dy, x, mean, rstd, w, axis=axes)
+        dx, dw, db = layer_norm_backward(dy, x, mean, rstd, w, axis=axes)
         self.weight_grad = self._grad(dw, self.weight)
         self.bias_grad = self._grad(db, self.bias)
         return dx
@@ -887,7 +872,7 @@ class RMSNorm(_RowNorm):
         (True, [2.55, 4.53])
         """
         dy, (x, rstd, w, axes) = self._cached(dy)
-        dx, dw = _backward("rms_norm_backward")(dy, x, rstd, w, axis=axes)
+        dx, dw = rms_norm_backward(dy, x, rstd, w, axis=axes)
         self.weight_grad = self._grad(dw, self.weight)
         self.bias_grad = None
         return dx

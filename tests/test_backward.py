@@ -1,7 +1,7 @@
 """Backward passes against central finite differences and closed-form references.
 
 Every backward implementation available is tested: the pure-NumPy reference
-(fastnorm._backward_reference, the specification) and the public
+(tests/backward_reference.py, the specification) and the public
 ``fastnorm.*_backward`` functions once fastnorm exports them (the C kernels).
 The float64 forward functions and closed-form gradients below are written
 independently of fastnorm (rows laid out as a 2-D (groups, values) matrix) so
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastnorm
-from fastnorm import _backward_reference as _ref
+import backward_reference as _ref
 
 F64 = np.float64
 EPS = 0.1  # large on purpose: a backward that ignores the given invstd/rstd shows
