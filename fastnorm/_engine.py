@@ -39,7 +39,7 @@ def _param_order(p, x_shape, red_axes, reduced):
     return np.ascontiguousarray(p.transpose([pos[i] for i in red_axes])).ravel()
 
 
-def _kernel(x, y, plan, op):
+def _kernel(x, y, plan, op, stream=False):
     U = plan.A * plan.K
     if op.stats_given is not None:
         mean, var = op.stats_given
@@ -63,7 +63,7 @@ def _kernel(x, y, plan, op):
         else:
             wk, wr1, wr2 = 0, plan.shape[3], 1
         _ext.seg_norm(x, y, plan.shape + (wk, wr1, wr2), w, b, op.eps, op.mode,
-                      stats_given, mean, var, op.nthreads)
+                      stats_given, mean, var, op.nthreads, stream)
     else:
         _ext.col_norm(x, y, plan.shape, not op.w_on_kept, w, b, op.eps, op.mode,
                       stats_given, mean, var, op.nthreads)
@@ -107,7 +107,7 @@ def run(x, out, op, want_y=True):
         if want_y:
             y[...] = yc.transpose(np.argsort(perm))
         return y, mean, var
-    mean, var = _kernel(x, y, plan, op)
+    mean, var = _kernel(x, y, plan, op, stream=out is not None)
     if op.stats_given is None:
         mean = _units_to_kept(mean, plan, x.shape, kept)
         var = _units_to_kept(var, plan, x.shape, kept)

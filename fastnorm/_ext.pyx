@@ -87,7 +87,7 @@ cdef inline void _check(int status) except *:
 
 
 cdef inline fn_norm_args _args(object w, object b, double eps, int mode, bint stats_given,
-                               object mean, object var, int nthreads):
+                               object mean, object var, int nthreads, bint stream=False):
     cdef fn_norm_args p
     p.mode = mode
     p.stats_given = stats_given
@@ -97,17 +97,18 @@ cdef inline fn_norm_args _args(object w, object b, double eps, int mode, bint st
     p.mean = <double *>_ptr(mean)
     p.var = <double *>_ptr(var)
     p.nthreads = nthreads
-    p.stream = 0
+    p.stream = stream
     return p
 
 
 def seg_norm(cnp.ndarray x, object y, tuple shape, object w, object b, double eps, int mode,
-             bint stats_given, cnp.ndarray mean, cnp.ndarray var, int nthreads):
+             bint stats_given, cnp.ndarray mean, cnp.ndarray var, int nthreads, bint stream=False):
     """Run the SEG kernel. shape = (A, R1, K, R2, xa, xr1, xk, ya, yr1, yk, wk, wr1, wr2),
-    strides in elements relative to the data pointers of x and y."""
+    strides in elements relative to the data pointers of x and y. stream: y is
+    caller-owned memory (out=) that may take non-temporal stores."""
     cdef fn_seg_shape s
     (s.A, s.R1, s.K, s.R2, s.xa, s.xr1, s.xk, s.ya, s.yr1, s.yk, s.wk, s.wr1, s.wr2) = shape
-    cdef fn_norm_args p = _args(w, b, eps, mode, stats_given, mean, var, nthreads)
+    cdef fn_norm_args p = _args(w, b, eps, mode, stats_given, mean, var, nthreads, stream)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *yp = _ptr(y)
     cdef int status
@@ -277,7 +278,7 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
     s.xa = 0; s.xr1 = 0; s.xk = D
     s.ya = 0; s.yr1 = 0; s.yk = D
     s.wk = 0; s.wr1 = 0; s.wr2 = 1
-    cdef fn_norm_args p = _args(weight, bias, e, mode, False, None, None, nt)
+    cdef fn_norm_args p = _args(weight, bias, e, mode, False, None, None, nt, out is not None)
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *yp = cnp.PyArray_DATA(ya)
     cdef int status
@@ -297,12 +298,13 @@ cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b):
 
 
 def add_rows(cnp.ndarray x, cnp.ndarray r, cnp.ndarray s, cnp.ndarray y, tuple strides, Py_ssize_t M,
-             Py_ssize_t D, object w, object b, double eps, int mode, object mean, object var, int nthreads):
+             Py_ssize_t D, object w, object b, double eps, int mode, object mean, object var, int nthreads,
+             bint stream=False):
     """Fused s = x + r, y = norm(s) over M rows of D contiguous values.
     strides = row strides (x, r, s, y) in elements."""
     cdef Py_ssize_t xs, rs, ss, ys
     (xs, rs, ss, ys) = strides
-    cdef fn_norm_args p = _args(w, b, eps, mode, False, mean, var, nthreads)
+    cdef fn_norm_args p = _args(w, b, eps, mode, False, mean, var, nthreads, stream)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *rp = cnp.PyArray_DATA(r)
     cdef void *sp = cnp.PyArray_DATA(s)

@@ -79,7 +79,7 @@ def _add_norm(x, residual, weight, bias, axis, eps, out, residual_out, num_threa
         xv, rv, sv, yv = views
         isz = x.itemsize
         _ext.add_rows(xv, rv, sv, yv, tuple(v.strides[0] // isz for v in views), xv.shape[0], D,
-                      weight, bias, eps, mode, None, None, nthreads)
+                      weight, bias, eps, mode, None, None, nthreads, out is not None)
         return y, s
     # General layouts and axes: the sum, then the normalization (two passes).
     np.add(x, residual, out=s)

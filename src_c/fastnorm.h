@@ -47,7 +47,10 @@ typedef struct {
     double *mean, *var;      /* length A*K: outputs (NULL when not wanted), or inputs when stats_given.
                                 var is the biased variance (mean of squares in FN_MODE_RMS) */
     int nthreads;            /* upper bound on the OpenMP team; the kernel may use fewer */
-    int stream;              /* internal: set by the kernel for outputs too large for cache */
+    int stream;              /* 1: y is memory the caller already owns (out=), so outputs too
+                                large for cache may be written with non-temporal stores. 0 for
+                                fresh allocations: their first-touch page zeroing leaves dirty
+                                lines in cache that streaming stores would have to evict */
 } fn_norm_args;
 
 /* y == NULL computes statistics only. y may equal x (in place). */

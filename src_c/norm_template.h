@@ -378,7 +378,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     const fn_norm_args *p = &args;
     double *own = fn_own_stats(&args, U);
     if (!args.mean) return FN_ENOMEM;
-    args.stream = y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T));
+    args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T));
     double work = (double)U * (double)unit_len;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -430,7 +430,7 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     if (M == 0) return FN_OK;
     fn_norm_args args = *p_in;
     const fn_norm_args *p = &args;
-    args.stream = fn_stream_output((double)M * (double)D * sizeof(T));
+    args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T));
     double work = (double)M * (double)D;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
