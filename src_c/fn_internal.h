@@ -37,6 +37,9 @@
 #define FN_PARAM_GROUP 64
 #define FN_PARAM_SCRATCH (8.0 * 1024 * 1024)
 
+/* Data a core can keep in its L1 cache while working on it. */
+#define FN_L1_BYTES 32768
+
 /* Below this many elements a call runs serially: a parallel region costs more. */
 #define FN_SERIAL_ELEMS 65536
 /* Work (elements) a dynamic chunk of the parallel loops should hold. */
@@ -85,12 +88,16 @@ static inline double fn_m2_from_sums(double s1, double s2, double n)
     return m2 < 0 ? 0 : m2;
 }
 
-/* True when x - mean cannot overflow a T of tsize bytes for any x of a unit of
- * n values with this mean and (biased) variance: |x - mean| <= sqrt(n * var). */
+/* True when the T-precision normalize is safe for a unit of n values with this
+ * mean and (biased) variance: x - mean cannot overflow (|x - mean| <= sqrt(n * var))
+ * and the values are not in float32's denormal range. */
 static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
 {
     double limit = tsize < sizeof(double) ? 1e37 : 1e307;
-    return sqrt(var * n) + fabs(mean) < limit;
+    double span = sqrt(var * n) + fabs(mean);
+    /* tiny data (denormal range in float32) is normalized in double as well:
+     * denormal operands make float arithmetic take microcode assists */
+    return span < limit && (tsize == sizeof(double) || span > 1e-30 || span == 0);
 }
 
 /* Outputs at least this large are written with non-temporal stores: they cannot

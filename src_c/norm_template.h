@@ -131,8 +131,15 @@ static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, doubl
 
 static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
 {
-    double s2 = 0;
-    for (ptrdiff_t i = 0; i < n; i++) s2 += (double)x[i] * (double)x[i];
+    const VD zero = {0};
+    VD q0 = zero, q1 = zero;
+    ptrdiff_t i = 0;
+    for (; i + 2 * LANES <= n; i += 2 * LANES) {
+        VD v0 = TF(load)(x + i), v1 = TF(load)(x + i + LANES);
+        q0 += v0 * v0; q1 += v1 * v1;
+    }
+    double s2 = TF(hsum)(q0 + q1);
+    for (; i < n; i++) s2 += (double)x[i] * (double)x[i];
     *s2o = s2;
 }
 
@@ -223,10 +230,28 @@ static inline void TF(stream_store)(T *p, VT v)
 static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
                                  const T *w, const T *b, int wvec)
 {
-    for (ptrdiff_t i = 0; i < n; i++) {
-        double v = ((double)x[i] - mean) * rstd;
-        if (w) v = v * (double)w[wvec ? i : 0] + (b ? (double)b[wvec ? i : 0] : 0.0);
-        y[i] = (T)v;
+    const VD zero = {0};
+    const VD mv = zero + mean, rv = zero + rstd;
+    ptrdiff_t i = 0;
+    if (!w || !wvec) {
+        double sc = w ? rstd * (double)w[0] : rstd, sh = (w && b) ? (double)b[0] : 0.0;
+        const VD scv = zero + sc, shv = zero + sh;
+        for (; i + LANES <= n; i += LANES) {
+            VL out = __builtin_convertvector((TF(load)(x + i) - mv) * scv + shv, VL);
+            __builtin_memcpy(y + i, &out, sizeof out);
+        }
+        for (; i < n; i++) y[i] = (T)(((double)x[i] - mean) * sc + sh);
+        return;
+    }
+    for (; i + LANES <= n; i += LANES) {
+        VD v = (TF(load)(x + i) - mv) * rv * TF(load)(w + i);
+        if (b) v += TF(load)(b + i);
+        VL out = __builtin_convertvector(v, VL);
+        __builtin_memcpy(y + i, &out, sizeof out);
+    }
+    for (; i < n; i++) {
+        double v = ((double)x[i] - mean) * rstd * (double)w[i];
+        y[i] = (T)(b ? v + (double)b[i] : v);
     }
 }
 
@@ -313,8 +338,12 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
                           ptrdiff_t u0, ptrdiff_t u1)
 {
     int rms = p->mode == FN_MODE_RMS;
-    for (ptrdiff_t g = u0; g < u1; g += FN_UNIT_GROUP) {
-        ptrdiff_t g1 = fn_min(g + FN_UNIT_GROUP, u1);
+    /* only as many units as stay in L1 together: a group that spills would make
+     * the normalize pass re-read from L2 */
+    ptrdiff_t unit_bytes = s->R1 * s->R2 * (ptrdiff_t)sizeof(T);
+    ptrdiff_t group = fn_max(1, fn_min(FN_UNIT_GROUP, FN_L1_BYTES / fn_max(1, unit_bytes)));
+    for (ptrdiff_t g = u0; g < u1; g += group) {
+        ptrdiff_t g1 = fn_min(g + group, u1);
         if (!p->stats_given)
             for (ptrdiff_t u = g; u < g1; u++) {
                 ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
