@@ -492,22 +492,44 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
     const T *x0 = xs + r0 * s->xr;
     T *s1 = (T *)s1d, *s2 = (T *)s2d;
     double n = (double)(r1 - r0);
-    for (ptrdiff_t k = 0; k < K; k++) { s1[k] = 0; s2[k] = 0; }
-    if (rms) {
-        for (ptrdiff_t r = r0; r < r1; r++) {
-            const T *row = xs + r * s->xr;
-#pragma omp simd
-            for (ptrdiff_t k = 0; k < K; k++) s2[k] += row[k] * row[k];
+    /* column chunks of 4 vectors keep their accumulators in registers across the
+     * block's rows; one vector, then single columns, for what is left */
+    const VT tz = {0};
+    ptrdiff_t k = 0;
+    for (; k + 4 * TLANES <= K; k += 4 * TLANES) {
+        VT c0 = tz, c1 = tz, c2 = tz, c3 = tz;
+        if (!rms) {
+            c0 = TF(loadt)(x0 + k); c1 = TF(loadt)(x0 + k + TLANES);
+            c2 = TF(loadt)(x0 + k + 2 * TLANES); c3 = TF(loadt)(x0 + k + 3 * TLANES);
         }
-    } else {
+        VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
         for (ptrdiff_t r = r0; r < r1; r++) {
-            const T *row = xs + r * s->xr;
-#pragma omp simd
-            for (ptrdiff_t k = 0; k < K; k++) {
-                T d = row[k] - x0[k];
-                s1[k] += d; s2[k] += d * d;
-            }
+            const T *row = xs + r * s->xr + k;
+            VT d0 = TF(loadt)(row) - c0, d1 = TF(loadt)(row + TLANES) - c1;
+            VT d2 = TF(loadt)(row + 2 * TLANES) - c2, d3 = TF(loadt)(row + 3 * TLANES) - c3;
+            a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
+            a2 += d2; q2 += d2 * d2; a3 += d3; q3 += d3 * d3;
         }
+        TF(storet)(s1 + k, a0); TF(storet)(s1 + k + TLANES, a1);
+        TF(storet)(s1 + k + 2 * TLANES, a2); TF(storet)(s1 + k + 3 * TLANES, a3);
+        TF(storet)(s2 + k, q0); TF(storet)(s2 + k + TLANES, q1);
+        TF(storet)(s2 + k + 2 * TLANES, q2); TF(storet)(s2 + k + 3 * TLANES, q3);
+    }
+    for (; k + TLANES <= K; k += TLANES) {
+        VT c0 = rms ? tz : TF(loadt)(x0 + k), a0 = tz, q0 = tz;
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            VT d0 = TF(loadt)(xs + r * s->xr + k) - c0;
+            a0 += d0; q0 += d0 * d0;
+        }
+        TF(storet)(s1 + k, a0); TF(storet)(s2 + k, q0);
+    }
+    for (; k < K; k++) {
+        T c = rms ? (T)0 : x0[k], a = 0, q = 0;
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            T d = xs[r * s->xr + k] - c;
+            a += d; q += d * d;
+        }
+        s1[k] = a; s2[k] = q;
     }
     int finite = 1;
     for (ptrdiff_t k = 0; k < K; k++)
@@ -613,8 +635,17 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
 #pragma omp simd
             for (ptrdiff_t k = 0; k < K; k++) yr[k] = (((xr[k] - mh[k]) - ml[k]) * sc[k]) * wr + br;
         } else {
-#pragma omp simd
-            for (ptrdiff_t k = 0; k < K; k++) yr[k] = ((xr[k] - mh[k]) - ml[k]) * sc[k] + sh[k];
+            /* per-column affine: coefficient vectors for 2-vector column chunks */
+            ptrdiff_t k = 0;
+            for (; k + 2 * TLANES <= K; k += 2 * TLANES) {
+                VT v0 = ((TF(loadt)(xr + k) - TF(loadt)(mh + k)) - TF(loadt)(ml + k)) * TF(loadt)(sc + k)
+                        + TF(loadt)(sh + k);
+                VT v1 = ((TF(loadt)(xr + k + TLANES) - TF(loadt)(mh + k + TLANES)) - TF(loadt)(ml + k + TLANES))
+                        * TF(loadt)(sc + k + TLANES) + TF(loadt)(sh + k + TLANES);
+                TF(storet)(yr + k, v0);
+                TF(storet)(yr + k + TLANES, v1);
+            }
+            for (; k < K; k++) yr[k] = ((xr[k] - mh[k]) - ml[k]) * sc[k] + sh[k];
         }
     }
 }
