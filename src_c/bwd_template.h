@@ -2,8 +2,9 @@
  *
  * Included after norm_template.h by norm_isa.h, per dtype and per SIMD path.
  * See fn_bwd_args in fastnorm.h for the formulas. Per-unit sums are folds of
- * fixed-size block sums in a fixed order and parameter gradients are summed over
- * units in unit order, so the results do not depend on the thread count.
+ * fixed-size block sums in a fixed order and parameter gradients are partial sums
+ * over fixed groups of units folded in order (or sums over units in unit order), so
+ * the results do not depend on the thread count.
  */
 #define TF(name) FN_CAT(FN_CAT(name, _), TS)
 #define VD TF(vd)             /* vector types of norm_template.h */

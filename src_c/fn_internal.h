@@ -93,11 +93,14 @@ static inline double fn_m2_from_sums(double s1, double s2, double n)
  * and the values are not in float32's denormal range. */
 static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
 {
+    /* sqrt(n * var) + |mean| < limit, checked without a square root (this sits
+     * on every row's dependency chain) */
     double limit = tsize < sizeof(double) ? 1e37 : 1e307;
-    double span = sqrt(var * n) + fabs(mean);
+    double spread2 = var * n, am = fabs(mean);
+    if (!(spread2 < 0.25 * limit * limit && am < 0.5 * limit)) return 0;
     /* tiny data (denormal range in float32) is normalized in double as well:
      * denormal operands make float arithmetic take microcode assists */
-    return span < limit && (tsize == sizeof(double) || span > 1e-30 || span == 0);
+    return tsize == sizeof(double) || spread2 > 1e-60 || am > 1e-30 || (spread2 == 0 && am == 0);
 }
 
 /* Outputs at least this large are written with non-temporal stores: they cannot

@@ -3,9 +3,14 @@
  * Included by norm_isa.h once per dtype with T (float or double) and TS (f32 or
  * f64) defined; norm_isa.h in turn is compiled once per SIMD path with
  * FN_VBYTES set (16 generic, 32 AVX2, 64 AVX-512), so the same source gives every
- * dtype x ISA kernel. Statistics and the affine transform are computed in double
- * whatever T is: float32 inputs then normalize as a float64 computation rounded
- * once, and values near FLT_MAX cannot overflow the sums of squares.
+ * dtype x ISA kernel. Vector code uses GCC/Clang vector extensions (VT: T lanes,
+ * VD: double lanes), so one source serves every width.
+ *
+ * Precision: block sums run in T-precision lanes (a few terms per lane) and are
+ * merged in double; the normalize step runs in T with the mean split into a high
+ * and a low part. Whenever T-precision could be wrong (overflow, underflow,
+ * denormal data, inf/NaN) the block or range is recomputed in double, so float32
+ * results stay within a few ulp of a float64 computation rounded once.
  *
  * Determinism: statistics are folds of fixed-size block partials in a fixed
  * order. The serial path, the per-unit parallel path and the split path all
@@ -49,13 +54,33 @@ static inline double TF(hsum)(VD v)
     return t[0];
 }
 
+typedef T TF(v32) __attribute__((vector_size(32)));
+typedef T TF(v16) __attribute__((vector_size(16)));
+typedef T TF(v8) __attribute__((vector_size(8)));
+/* the sum of the two halves of a vector, as a vector of half the bytes */
+#define FN_HALVE(src, half_t, bytes) __extension__({ \
+        half_t lo_, hi_;                                   \
+        __builtin_memcpy(&lo_, &(src), bytes);             \
+        __builtin_memcpy(&hi_, (const char *)&(src) + bytes, bytes); \
+        lo_ + hi_; })
+
 static inline double TF(hsumt)(VT v)
 {
-    T t[TLANES];
-    __builtin_memcpy(t, &v, sizeof v);
-    for (int w = TLANES / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) t[l] += t[l + w];
-    return (double)t[0];
+    /* halving in registers: log2(lanes) dependent adds, no trip through memory */
+#if FN_VBYTES == 64
+    TF(v32) h32 = FN_HALVE(v, TF(v32), 32);
+    TF(v16) h16 = FN_HALVE(h32, TF(v16), 16);
+#elif FN_VBYTES == 32
+    TF(v16) h16 = FN_HALVE(v, TF(v16), 16);
+#else
+    TF(v16) h16 = v;
+#endif
+    TF(v8) h8 = FN_HALVE(h16, TF(v8), 8);
+    T t[8 / sizeof(T)];
+    __builtin_memcpy(t, &h8, 8);
+    double s = 0;
+    for (int l = 0; l < (int)(8 / sizeof(T)); l++) s += (double)t[l];
+    return s;
 }
 
 /* The last n < TLANES values of a row as a full vector, padded with `pad`. */
