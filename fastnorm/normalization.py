@@ -279,9 +279,9 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     Examples
     --------
     >>> import numpy as np, fastnorm
-    >>> fastnorm.layer_norm(np.array([[1.0, 3.0], [2.0, 2.0]]), eps=0.0)
+    >>> fastnorm.layer_norm(np.array([[1.0, 3.0], [2.0, 6.0]]), eps=0.0)
     array([[-1.,  1.],
-           [ 0.,  0.]])
+           [-1.,  1.]])
     """
     if not return_stats and (axis == -1 or axis == (-1,)):
         y = _ext.rows_fast(x, weight, bias, eps, out, _engine.MODE_MEANVAR, num_threads, get_num_threads)

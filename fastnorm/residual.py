@@ -125,9 +125,9 @@ def add_layer_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-5, ou
     Examples
     --------
     >>> import numpy as np, fastnorm
-    >>> y, s = fastnorm.add_layer_norm(np.array([[1.0, 2.0]]), np.array([[1.0, 0.0]]), eps=0.0)
+    >>> y, s = fastnorm.add_layer_norm(np.array([[1.0, 2.0]]), np.array([[0.0, 2.0]]), eps=0.0)
     >>> y.tolist(), s.tolist()
-    ([[0.0, 0.0]], [[2.0, 2.0]])
+    ([[-1.0, 1.0]], [[1.0, 4.0]])
     """
     return _add_norm(x, residual, weight, bias, axis, eps, out, residual_out, num_threads,
                      "add_layer_norm", _engine.MODE_MEANVAR)
