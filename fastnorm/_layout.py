@@ -33,10 +33,8 @@ class Plan:
     shape: tuple              # kernel shape tuple (see _ext.seg_norm / _ext.col_norm)
     red_axes: list            # reduced axes in the order the kernel walks them (outer first)
     unit_axes: list           # kept axes in unit order (outer first): u = a*K + k
-    k_axes: list              # the kept axes of the K slot
     A: int = 1
     K: int = 1
-    R: int = 1                # total reduced elements per unit
 
 
 _EMPTY = Run(True, 1, 0, 0)
@@ -85,12 +83,10 @@ def plan(x, y, reduced):
         a = outer_k[0] if len(outer_k) == 2 else _EMPTY
         shape = (a.size, r1.size, k.size, inner.size,
                  a.xstride, r1.xstride, k.xstride, a.ystride, r1.ystride, k.ystride)
-        return Plan(SEG, shape, r1.axes + inner.axes, a.axes + k.axes, k.axes,
-                    A=a.size, K=k.size, R=r1.size * inner.size)
+        return Plan(SEG, shape, r1.axes + inner.axes, a.axes + k.axes, A=a.size, K=k.size)
     if len(outer_r) > 1 or len(outer_k) > 1:
         return None
     r = outer_r[0] if outer_r else _EMPTY
     a = outer_k[0] if outer_k else _EMPTY
     shape = (a.size, r.size, inner.size, a.xstride, r.xstride, a.ystride, r.ystride)
-    return Plan(COL, shape, r.axes, a.axes + inner.axes, inner.axes,
-                A=a.size, K=inner.size, R=r.size)
+    return Plan(COL, shape, r.axes, a.axes + inner.axes, A=a.size, K=inner.size)
