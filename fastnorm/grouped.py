@@ -359,7 +359,10 @@ def _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func)
     shape[cax] = C
     g = dy * weight.reshape(shape) if weight is not None else dy
     g = np.asarray(g, dtype=compute_dtype(x))
-    xm, gm, dxm = (np.ascontiguousarray(np.moveaxis(a, cax, 1)) for a in (x, g, dx))
+    if x.size == 0:
+        z = None if weight is None else np.zeros(C, dtype=x.dtype)
+        return dx, z, (None if z is None else z.copy())
+    xm, gm = (np.ascontiguousarray(np.moveaxis(a, cax, 1)) for a in (x, g))
     if x.size:
         seg = (N * G, C // G * (x.size // (N * C)))
         xr, gr = xm.reshape(seg), gm.reshape(seg)
@@ -368,8 +371,10 @@ def _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func)
         np.moveaxis(dx, cax, 1)[...] = d.reshape(xm.shape).astype(x.dtype, copy=False)
     if weight is None:
         return dx, None, None
-    # parameter gradients in float64: sum over (n, spatial) per channel
-    xh = (xm.reshape(N, G, -1).astype(np.float64) - mean[:, :, None]) * rstd[:, :, None]
+    # parameter gradients in float64: sum over (n, spatial) per channel, around the
+    # exact group mean (the given one may be rounded to x's dtype)
+    x64 = xm.reshape(N, G, -1).astype(np.float64)
+    xh = (x64 - x64.mean(axis=2, keepdims=True)) * rstd[:, :, None]
     dyc = np.moveaxis(np.asarray(dy, dtype=np.float64), cax, 1).reshape(N, C, -1)
     xh = xh.reshape(N, C, -1)
     dweight = np.einsum("ncs,ncs->c", dyc, xh)
