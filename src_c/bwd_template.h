@@ -172,11 +172,12 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
 {
     ptrdiff_t U = s->A * s->K, np_ = p->nparam, ng = (U + FN_PARAM_GROUP - 1) / FN_PARAM_GROUP;
     int nb = p->db ? 2 : 1;
-    T *part = (T *)calloc((size_t)ng * (size_t)nb * (size_t)np_, sizeof(T));
+    ptrdiff_t gs = nb * np_ + 48;   /* group stride, off 4 KiB multiples */
+    T *part = (T *)calloc((size_t)ng * (size_t)gs, sizeof(T));
     if (!part) return FN_ENOMEM;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (ptrdiff_t g = 0; g < ng; g++) {
-        T *pw = part + g * nb * np_, *pb = p->db ? pw + np_ : NULL;
+        T *pw = part + g * gs, *pb = p->db ? pw + np_ + 16 : NULL;
         for (ptrdiff_t u = g * FN_PARAM_GROUP; u < fn_min(U, (g + 1) * FN_PARAM_GROUP); u++) {
             TF(seg_bwd_unit)(s, p, q, u);
             TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
@@ -186,8 +187,8 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
     for (ptrdiff_t j = 0; j < np_; j++) {
         double w = 0, b = 0;
         for (ptrdiff_t g = 0; g < ng; g++) {
-            w += (double)part[g * nb * np_ + j];
-            if (p->db) b += (double)part[g * nb * np_ + np_ + j];
+            w += (double)part[g * gs + j];
+            if (p->db) b += (double)part[g * gs + np_ + 16 + j];
         }
         p->dw[j] = w;
         if (p->db) p->db[j] = b;
