@@ -22,6 +22,7 @@ cdef extern from "fastnorm.h" nogil:
         Py_ssize_t xa, xr
         Py_ssize_t ya, yr
         int w_along_r
+        Py_ssize_t Kg
     ctypedef struct fn_norm_args:
         int mode
         int stats_given
@@ -122,11 +123,14 @@ def seg_norm(cnp.ndarray x, object y, tuple shape, object w, object b, double ep
 
 
 def col_norm(cnp.ndarray x, object y, tuple shape, bint w_along_r, object w, object b, double eps,
-             int mode, bint stats_given, cnp.ndarray mean, cnp.ndarray var, int nthreads):
-    """Run the COL kernel. shape = (A, R, K, xa, xr, ya, yr), strides in elements."""
+             int mode, bint stats_given, cnp.ndarray mean, cnp.ndarray var, int nthreads,
+             Py_ssize_t group=1):
+    """Run the COL kernel. shape = (A, R, K, xa, xr, ya, yr), strides in elements;
+    group > 1 shares statistics across groups of that many consecutive columns."""
     cdef fn_col_shape s
     (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape
     s.w_along_r = w_along_r
+    s.Kg = group
     cdef fn_norm_args p = _args(w, b, eps, mode, stats_given, mean, var, nthreads)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *yp = _ptr(y)
@@ -188,6 +192,7 @@ def col_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, bint w_a
     cdef fn_col_shape s
     (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape
     s.w_along_r = w_along_r
+    s.Kg = 1
     cdef cnp.ndarray s1 = np.empty(s.A * s.K, dtype=np.float64)
     cdef cnp.ndarray s2 = np.empty(s.A * s.K, dtype=np.float64)
     cdef cnp.ndarray cmean = np.empty(s.A * s.K, dtype=np.float64)

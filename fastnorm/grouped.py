@@ -7,7 +7,8 @@ and the kernel shape is written directly, for both memory orders:
 - channels-first (spatial contiguous): units (n, g), each Cg planes of H*W values
   (SEG, affine constant per plane);
 - channels-last (channels contiguous): per-channel column statistics (COL),
-  merged exactly into groups, then a per-(n, c) normalize with those statistics.
+  merged exactly into groups inside the kernel, then the normalize while each
+  sample's slab is in cache.
 
 Statistics stay exact for either layout (no E[x^2] - E[x]^2, unlike PyTorch's
 channels-last GroupNorm).
@@ -80,18 +81,13 @@ def _run(x, y, G, w, b, eps, nthreads, want_y=True):
         _ext.col_norm(xv, yv if want_y else None, shape, False, w, b, eps, _engine.MODE_MEANVAR,
                       False, mean, var, nthreads)
     else:
+        # per-channel column statistics merged into groups inside the kernel, then
+        # the normalize while each sample's slab is still in cache
         C = xv.shape[1]
         mc, vc = np.empty(N * C), np.empty(N * C)
-        _ext.col_norm(xv, None, shape, False, None, None, eps, _engine.MODE_MEANVAR, False, mc, vc, nthreads)
-        mc, vc = mc.reshape(N, G, C // G), vc.reshape(N, G, C // G)
-        # equal counts per channel: the group variance is the mean within-channel
-        # variance plus the variance of the channel means (Chan et al., exact)
-        mean, var = mc.mean(axis=2), vc.mean(axis=2) + mc.var(axis=2)
-        if want_y:
-            per_c = lambda a: np.ascontiguousarray(np.repeat(a, C // G, axis=1)).ravel()
-            _ext.col_norm(xv, yv, shape, False, w, b, eps, _engine.MODE_MEANVAR, True,
-                          per_c(mean), per_c(var), nthreads)
-        return mean, var
+        _ext.col_norm(xv, yv if want_y else None, shape, False, w, b, eps, _engine.MODE_MEANVAR,
+                      False, mc, vc, nthreads, C // G)
+        return mc.reshape(N, G, C // G)[:, :, 0].copy(), vc.reshape(N, G, C // G)[:, :, 0].copy()
     return mean.reshape(N, G), var.reshape(N, G)
 
 

@@ -37,6 +37,8 @@ typedef struct {
     ptrdiff_t xa, xr;        /* strides of x; k has stride 1 */
     ptrdiff_t ya, yr;        /* strides of y; k has stride 1 */
     int w_along_r;           /* 0: affine parameter indexed by k (BatchNorm); 1: by r (LayerNorm) */
+    ptrdiff_t Kg;            /* statistics shared by groups of Kg consecutive columns
+                                (channels-last GroupNorm); 1: per column */
 } fn_col_shape;
 
 typedef struct {

@@ -80,6 +80,22 @@ static inline void fn_merge_cols(double na, double *ma, double *m2a, double nb,
     }
 }
 
+/* Groups of kg consecutive columns with equal counts (channels-last GroupNorm):
+ * each column's mean and biased variance become its group's, the mean of the
+ * means and the mean of the variances plus the variance of the means (exact). */
+static inline void fn_merge_column_groups(double *mean, double *var, ptrdiff_t K, ptrdiff_t kg)
+{
+    if (kg <= 1) return;
+    for (ptrdiff_t g0 = 0; g0 + kg <= K; g0 += kg) {
+        double m = 0, v = 0, d2 = 0;
+        for (ptrdiff_t k = g0; k < g0 + kg; k++) { m += mean[k]; v += var[k]; }
+        m /= (double)kg;
+        for (ptrdiff_t k = g0; k < g0 + kg; k++) d2 += (mean[k] - m) * (mean[k] - m);
+        v = v / (double)kg + d2 / (double)kg;
+        for (ptrdiff_t k = g0; k < g0 + kg; k++) { mean[k] = m; var[k] = v; }
+    }
+}
+
 /* Sum of squared deviations from a block of shifted sums; rounding can leave a
  * tiny negative, NaN stays NaN. */
 static inline double fn_m2_from_sums(double s1, double s2, double n)

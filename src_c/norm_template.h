@@ -691,6 +691,7 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
         if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
         else m2[k] /= n;
     }
+    fn_merge_column_groups(mean, m2, K, s->Kg);
 }
 
 /* scratch: 6K doubles */
@@ -740,6 +741,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
                 if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
                 else m2[k] /= n;
             }
+            fn_merge_column_groups(mean, m2, K, s->Kg);
         }
         free(part);
     }
