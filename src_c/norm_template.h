@@ -197,7 +197,7 @@ static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
 
 /* Partial statistics of one block (n <= FN_BLOCK): mean and m2, or in RMS mode the
  * sum of squares in m2. */
-static inline void TF(block_stats)(const T *x, ptrdiff_t n, int rms, double *mean, double *m2)
+static inline void TF(block_stats)(const T *x, ptrdiff_t n, double inv_n, int rms, double *mean, double *m2)
 {
     if (rms) {
         *mean = 0;
@@ -206,8 +206,12 @@ static inline void TF(block_stats)(const T *x, ptrdiff_t n, int rms, double *mea
     }
     double s1, s2;
     TF(dev_sums)(x, n, x[0], &s1, &s2);
-    *mean = (double)x[0] + s1 / (double)n;
-    *m2 = fn_m2_from_sums(s1, s2, (double)n);
+    /* inv_n = 1 / n, computed once by the caller: divisions sit on every row's
+     * dependency chain and share one slow unit */
+    double d = s1 * inv_n;
+    *mean = (double)x[0] + d;
+    double v = s2 - s1 * d;
+    *m2 = v < 0 ? 0 : v;
 }
 
 static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, int rms)
@@ -315,17 +319,26 @@ static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, do
     if (i < n) TF(store_tail)(y + i, n - i, TF(norm_vec)(x, wv, bv, i, n - i, mh, mhv, mlv, scv, shv));
 }
 
-static inline void TF(finish_stats)(const fn_acc *acc, int rms, double *mean, double *var)
+/* inv_total = 1 / acc->n, computed once by the caller */
+static inline void TF(finish_stats)(const fn_acc *acc, double inv_total, int rms, double *mean, double *var)
 {
     if (acc->n == 0) { *mean = NAN; *var = NAN; return; }
     *mean = rms ? 0.0 : acc->mean;
-    *var = acc->m2 / acc->n;
+    *var = acc->m2 * inv_total;
+}
+
+/* 1 / (length of the last block of a segment), and 1 / (values per unit). */
+static inline double TF(inv_tail)(const fn_seg_shape *s)
+{
+    ptrdiff_t t = s->R2 % FN_BLOCK;
+    return 1.0 / (double)(t ? t : FN_BLOCK);
 }
 
 /* ---------------------------------------------------------------- SEG ---- */
 
 /* Statistics of the unit at xu (R1 segments of R2 values). */
-static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *xu, int rms, double *mean, double *var)
+static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *xu, int rms, double inv_tail,
+                               double inv_total, double *mean, double *var)
 {
     fn_acc acc = {0, 0, 0};
     for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
@@ -333,11 +346,11 @@ static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *xu, int rms, doub
         for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
             ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
             double bm, bm2;
-            TF(block_stats)(seg + i0, m, rms, &bm, &bm2);
+            TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
             TF(acc_block)(&acc, (double)m, bm, bm2, rms);
         }
     }
-    TF(finish_stats)(&acc, rms, mean, var);
+    TF(finish_stats)(&acc, inv_total, rms, mean, var);
 }
 
 /* Normalize elements [i0, i1) of segment r1 of unit (a, k). */
@@ -363,6 +376,7 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
                           ptrdiff_t u0, ptrdiff_t u1)
 {
     int rms = p->mode == FN_MODE_RMS;
+    double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)(s->R1 * s->R2);
     /* only as many units as stay in L1 together: a group that spills would make
      * the normalize pass re-read from L2 */
     ptrdiff_t unit_bytes = s->R1 * s->R2 * (ptrdiff_t)sizeof(T);
@@ -372,7 +386,8 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
         if (!p->stats_given)
             for (ptrdiff_t u = g; u < g1; u++) {
                 ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
-                TF(seg_unit_stats)(s, x + a * s->xa + k * s->xk, rms, &p->mean[u], &p->var[u]);
+                TF(seg_unit_stats)(s, x + a * s->xa + k * s->xk, rms, inv_tail, inv_total,
+                                   &p->mean[u], &p->var[u]);
             }
         if (y)
             for (ptrdiff_t u = g; u < g1; u++) {
@@ -391,6 +406,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
     ptrdiff_t U = s->A * s->K, nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK;
     ptrdiff_t per_unit = s->R1 * nb, n_items = U * per_unit;
     int rms = p->mode == FN_MODE_RMS;
+    double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)(s->R1 * s->R2);
     ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / FN_BLOCK);
     if (!p->stats_given) {
         double *part = (double *)malloc(sizeof(double) * 2 * (size_t)n_items);
@@ -399,7 +415,9 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
         for (ptrdiff_t it = 0; it < n_items; it++) {
             ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
             const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
-            TF(block_stats)(seg + i0, fn_min(FN_BLOCK, s->R2 - i0), rms, &part[2 * it], &part[2 * it + 1]);
+            ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
+            TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
+                            &part[2 * it], &part[2 * it + 1]);
         }
         for (ptrdiff_t u = 0; u < U; u++) {
             fn_acc acc = {0, 0, 0};
@@ -407,7 +425,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
                 ptrdiff_t it = u * per_unit + j, i0 = (j % nb) * FN_BLOCK;
                 TF(acc_block)(&acc, (double)fn_min(FN_BLOCK, s->R2 - i0), part[2 * it], part[2 * it + 1], rms);
             }
-            TF(finish_stats)(&acc, rms, &p->mean[u], &p->var[u]);
+            TF(finish_stats)(&acc, inv_total, rms, &p->mean[u], &p->var[u]);
         }
         free(part);
     }
@@ -463,13 +481,14 @@ static void TF(add_rows_range)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t r
 {
     const fn_seg_shape one = {1, 1, 1, D, 0, 0, 0, 0, 0, 0, 0, 0, 1};
     int rms = p->mode == FN_MODE_RMS;
+    double inv_tail = TF(inv_tail)(&one), inv_total = 1.0 / (double)D;
     for (ptrdiff_t m = m0; m < m1; m++) {
         const T *xr = x + m * xs, *rr = r + m * rs;
         T *sr = sum + m * ss;
 #pragma omp simd
         for (ptrdiff_t i = 0; i < D; i++) sr[i] = xr[i] + rr[i];
         double mean, var;
-        TF(seg_unit_stats)(&one, sr, rms, &mean, &var);
+        TF(seg_unit_stats)(&one, sr, rms, inv_tail, inv_total, &mean, &var);
         if (p->mean) { p->mean[m] = mean; p->var[m] = var; }
         double rstd = 1.0 / sqrt(var + p->eps);
         TF(norm_range)(sr, y + m * ys, D, mean, rstd, (const T *)p->w, (const T *)p->b, 1,
