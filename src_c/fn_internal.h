@@ -31,7 +31,7 @@
 
 /* Rows per block and blocks per superblock of the column kernel. */
 #define FN_COL_BLOCK 64
-#define FN_COL_SUPER 64
+#define FN_COL_SUPER 16
 /* Units per group of the backward's fused parameter sums, and the most doubles
  * of partial sums it may hold (else parameters get a pass of their own). */
 #define FN_PARAM_GROUP 64

@@ -769,12 +769,13 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         if (!coef) return FN_ENOMEM;
         int *ok = (int *)(coef + 4 * K * A);
         for (ptrdiff_t a = 0; a < A; a++) ok[a] = TF(col_coeffs)(s, p, a, coef + 4 * K * a);
-        ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_norm = A * nrb;
+        /* items of about FN_CHUNK_ELEMS values: enough work to amortize the dispatch */
+        ptrdiff_t rows = fn_max(FN_COL_BLOCK, FN_CHUNK_ELEMS / fn_max(1, K));
+        ptrdiff_t nrb = (s->R + rows - 1) / rows, n_norm = A * nrb;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (ptrdiff_t it = 0; it < n_norm; it++) {
-            ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK;
-            TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + FN_COL_BLOCK, s->R),
-                              coef + 4 * K * a, ok[a]);
+            ptrdiff_t a = it / nrb, r0 = (it % nrb) * rows;
+            TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + rows, s->R), coef + 4 * K * a, ok[a]);
         }
         free(coef);
     }
