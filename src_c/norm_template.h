@@ -455,7 +455,21 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
-    if (nt <= 1) {
+    if (p->stats_given && y && s->R1 > 1) {
+        /* nothing to reduce (inference BatchNorm): walk the segments in memory
+         * order, (a, r1, k), so each thread streams through long runs instead of
+         * jumping between the planes of one channel */
+        ptrdiff_t n_items = s->A * s->R1 * s->K, chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, s->R2));
+        ptrdiff_t nchunks = (n_items + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+        for (ptrdiff_t c = 0; c < nchunks; c++) {
+            for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
+                ptrdiff_t k = it % s->K, r1 = (it / s->K) % s->R1, a = it / (s->K * s->R1), u = a * s->K + k;
+                TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
+            }
+            if (p->stream) fn_store_fence();
+        }
+    } else if (nt <= 1) {
         TF(seg_units)(s, x, y, p, 0, U);
     } else if (U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
