@@ -337,7 +337,7 @@ static inline double TF(inv_tail)(const fn_seg_shape *s)
 /* ---------------------------------------------------------------- SEG ---- */
 
 /* Statistics of the unit at xu (R1 segments of R2 values). */
-static void TF(seg_unit_stats)(const fn_seg_shape *s, const T *xu, int rms, double inv_tail,
+static inline __attribute__((always_inline)) void TF(seg_unit_stats)(const fn_seg_shape *s, const T *xu, int rms, double inv_tail,
                                double inv_total, double *mean, double *var)
 {
     fn_acc acc = {0, 0, 0};
@@ -371,7 +371,7 @@ static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, co
 /* Units [u0, u1): first all statistics, then all normalizations, so the
  * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
  * overlap in the out-of-order core instead of running one after another. */
-#define FN_UNIT_GROUP 8
+#define FN_UNIT_GROUP 32
 static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
                           ptrdiff_t u0, ptrdiff_t u1)
 {
