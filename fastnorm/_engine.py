@@ -54,7 +54,7 @@ def _kernel(x, y, plan, op, stream=False):
             w, b = op.w, op.b
         else:
             w = _param_order(op.w, x.shape, plan.red_axes, op.reduced)
-            b = _param_order(op.b, x.shape, plan.red_axes, op.reduced)
+            b = None if op.b is None else _param_order(op.b, x.shape, plan.red_axes, op.reduced)
     if plan.kind == _layout.SEG:
         if op.w is None:
             wk = wr1 = wr2 = 0

@@ -145,8 +145,8 @@ def col_norm(cnp.ndarray x, object y, tuple shape, bint w_along_r, object w, obj
 
 
 cdef inline fn_bwd_args _bwd_args(object w, int mode, bint training, cnp.ndarray mean, cnp.ndarray rstd,
-                                 object dw, object db, cnp.ndarray s1, cnp.ndarray s2, cnp.ndarray cmean,
-                                 int nthreads):
+                                 object dw, object db, cnp.ndarray scratch, int nthreads):
+    """scratch: (3, units) float64, the kernel's per-unit sums and corrected means."""
     cdef fn_bwd_args p
     p.mode = mode
     p.training = training
@@ -156,9 +156,11 @@ cdef inline fn_bwd_args _bwd_args(object w, int mode, bint training, cnp.ndarray
     p.dw = <double *>_ptr(dw)
     p.db = <double *>_ptr(db)
     p.nparam = 0 if dw is None else (<cnp.ndarray>dw).shape[0]
-    p.s1 = <double *>_ptr(s1)
-    p.s2 = <double *>_ptr(s2)
-    p.cmean = <double *>_ptr(cmean)
+    cdef double *sp = <double *>cnp.PyArray_DATA(scratch)
+    cdef Py_ssize_t units = scratch.shape[1]
+    p.s1 = sp
+    p.s2 = sp + units
+    p.cmean = sp + 2 * units
     p.nthreads = nthreads
     return p
 
@@ -169,10 +171,8 @@ def seg_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, object w
     dw, db (float64, one per affine parameter) receive the parameter gradients."""
     cdef fn_seg_shape s
     (s.A, s.R1, s.K, s.R2, s.xa, s.xr1, s.xk, s.ya, s.yr1, s.yk, s.wk, s.wr1, s.wr2) = shape
-    cdef cnp.ndarray s1 = np.empty(s.A * s.K, dtype=np.float64)
-    cdef cnp.ndarray s2 = np.empty(s.A * s.K, dtype=np.float64)
-    cdef cnp.ndarray cmean = np.empty(s.A * s.K, dtype=np.float64)
-    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, cmean, nthreads)
+    cdef cnp.ndarray scratch = np.empty((3, s.A * s.K), dtype=np.float64)
+    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, scratch, nthreads)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *dyp = cnp.PyArray_DATA(dy)
     cdef void *dxp = cnp.PyArray_DATA(dx)
@@ -193,10 +193,8 @@ def col_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, bint w_a
     (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape
     s.w_along_r = w_along_r
     s.Kg = 1
-    cdef cnp.ndarray s1 = np.empty(s.A * s.K, dtype=np.float64)
-    cdef cnp.ndarray s2 = np.empty(s.A * s.K, dtype=np.float64)
-    cdef cnp.ndarray cmean = np.empty(s.A * s.K, dtype=np.float64)
-    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, s1, s2, cmean, nthreads)
+    cdef cnp.ndarray scratch = np.empty((3, s.A * s.K), dtype=np.float64)
+    cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, scratch, nthreads)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *dyp = cnp.PyArray_DATA(dy)
     cdef void *dxp = cnp.PyArray_DATA(dx)

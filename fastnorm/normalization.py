@@ -185,10 +185,8 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
                                    ("running_var", running_var)))
     weight = check_param(weight, (C,), dt, func, "weight")
     bias = check_param(bias, (C,), dt, func, "bias")
-    if weight is not None and bias is None:
-        bias = np.zeros(C, dtype=dt)
-    elif bias is not None and weight is None:
-        weight = np.ones(C, dtype=dt)
+    if bias is not None and weight is None:
+        weight = np.ones(C, dtype=dt)   # the kernels take a bias only with a weight
     n = x.size // C if C else 0
     if training and n == 1:
         raise ValueError(f"{func}: expected more than 1 value per channel when training, got x of shape {x.shape}")
@@ -228,9 +226,7 @@ def _layer_params(x, weight, bias, axes, dt, func, need_bias=True):
     weight = check_param(weight, shape, dt, func, "weight")
     bias = check_param(bias, shape, dt, func, "bias") if need_bias else None
     if weight is None and bias is not None:
-        weight = np.ones(shape, dtype=dt)
-    if weight is not None and bias is None:
-        bias = np.zeros(shape, dtype=dt)
+        weight = np.ones(shape, dtype=dt)   # the kernels take a bias only with a weight
     return weight, bias
 
 
