@@ -187,12 +187,14 @@ def seg_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, object w
 
 
 def col_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, bint w_along_r, object w, int mode,
-            bint training, cnp.ndarray mean, cnp.ndarray rstd, object dw, object db, int nthreads):
-    """Backward through the COL kernel; dy has x's strides, dx the shape's y strides."""
+            bint training, cnp.ndarray mean, cnp.ndarray rstd, object dw, object db, int nthreads,
+            Py_ssize_t Kg=1):
+    """Backward through the COL kernel; dy has x's strides, dx the shape's y strides.
+    Kg > 1: units are groups of Kg columns (mean/rstd per group), w one per column."""
     cdef fn_col_shape s
     (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape
     s.w_along_r = w_along_r
-    s.Kg = 1
+    s.Kg = Kg
     cdef cnp.ndarray scratch = np.empty((3, s.A * s.K), dtype=np.float64)
     cdef fn_bwd_args p = _bwd_args(w, mode, training, mean, rstd, dw, db, scratch, nthreads)
     cdef void *xp = cnp.PyArray_DATA(x)

@@ -28,6 +28,15 @@ from .backward import batch_norm_backward
 __all__ = ["group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward"]
 
 
+def _channels_second(a, cax):
+    """View of `a` with axis cax moved to position 1 (np.moveaxis without its
+    argument checks, which cost more than a small kernel call)."""
+    if cax == 1:
+        return a
+    perm = [0, cax] + [i for i in range(1, a.ndim) if i != cax]
+    return a.transpose(perm)
+
+
 def _nchw(a):
     """(N, C, S) view of `a` (channel axis 1) with the spatial axes flattened, or
     None when they do not collapse without a copy."""
@@ -116,7 +125,7 @@ def _forward(x, cax, G, weight, bias, eps, out, nthreads):
     if x.size == 0:
         N = x.shape[0]
         return y, np.full((N, G), np.nan), np.full((N, G), np.nan)
-    xm, ym = np.moveaxis(x, cax, 1), np.moveaxis(y, cax, 1)
+    xm, ym = _channels_second(x, cax), _channels_second(y, cax)
     if x.dtype == np.float16:
         x32 = xm.astype(np.float32)
         y32 = np.empty_like(x32)
@@ -341,41 +350,66 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channel_a
 
 def _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func):
     dy = _grad_input(dy, x, func)
-    if out is not None and (np.may_share_memory(out, x) or np.may_share_memory(out, dy)):
-        # in place of dy or x: the parameter gradients read both after dx is written
-        dx, dw, db = _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, None, nthreads, func)
-        out[...] = dx
-        return out, dw, db
     N = x.shape[0]
     mean = _stat(mean, (N, G), func, "mean")
     rstd = _stat(rstd, (N, G), func, "rstd")
+    if out is not None and (np.may_share_memory(out, x) or np.may_share_memory(out, dy)):
+        # a partial overlap would feed dx into later reads of x or dy
+        dx, dw, db = _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, None, nthreads, func)
+        out[...] = dx
+        return out, dw, db
     dx = out if out is not None else np.empty_like(x)
-    # G = dy * weight[c] folds the affine into the per-group normalization backward.
-    shape = [1] * x.ndim
-    shape[cax] = C
-    g = dy * weight.reshape(shape) if weight is not None else dy
-    g = np.asarray(g, dtype=compute_dtype(x))
     if x.size == 0:
         z = None if weight is None else np.zeros(C, dtype=x.dtype)
         return dx, z, (None if z is None else z.copy())
-    xm, gm = (np.ascontiguousarray(np.moveaxis(a, cax, 1)) for a in (x, g))
-    if x.size:
-        seg = (N * G, C // G * (x.size // (N * C)))
-        xr, gr = xm.reshape(seg), gm.reshape(seg)
-        d, _, _ = _engine.run_backward(xr, gr, None, _engine.Op((False, True), _engine.MODE_MEANVAR,
-                                       nthreads=nthreads), mean.reshape(-1), rstd.reshape(-1), True, False)
-        np.moveaxis(dx, cax, 1)[...] = d.reshape(xm.shape).astype(x.dtype, copy=False)
+    dt = compute_dtype(x)
+    xm, dym, dxm = (_channels_second(a, cax) for a in (x, dy, dx))
+    dw = np.empty(C) if weight is not None else None
+    db = np.empty(C) if weight is not None else None
+    if x.dtype != dt:
+        # float16: the kernels run in float32
+        d32 = np.empty(xm.shape, dtype=dt)
+        _grouped_backward_kernel(xm.astype(dt), dym, d32, G, weight, mean, rstd, dw, db, nthreads)
+        dxm[...] = d32
+    else:
+        _grouped_backward_kernel(xm, dym, dxm, G, weight, mean, rstd, dw, db, nthreads)
     if weight is None:
         return dx, None, None
-    # parameter gradients in float64: sum over (n, spatial) per channel, around the
-    # exact group mean (the given one may be rounded to x's dtype)
-    x64 = xm.reshape(N, G, -1).astype(np.float64)
-    xh = (x64 - x64.mean(axis=2, keepdims=True)) * rstd[:, :, None]
-    dyc = np.moveaxis(np.asarray(dy, dtype=np.float64), cax, 1).reshape(N, C, -1)
-    xh = xh.reshape(N, C, -1)
-    dweight = np.einsum("ncs,ncs->c", dyc, xh)
-    dbias = dyc.sum(axis=(0, 2))
-    return dx, dweight.astype(x.dtype), dbias.astype(x.dtype)
+    return dx, dw.astype(x.dtype), db.astype(x.dtype)
+
+
+def _same_strides(a, b):
+    """Whether a and b (same shape) walk memory alike; size-1 axes do not count."""
+    return all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides))
+
+
+def _grouped_backward_kernel(x, dy, dx, G, w, mean, rstd, dw, db, nthreads):
+    """dx (and dw, db when not None) for (N, C, ...) arrays with channel axis 1,
+    written by one engine call (after copies only when no kernel shape fits)."""
+    xv, dyv, dxv = _nchw(x), _nchw(dy), _nchw(dx)
+    plan = None
+    if xv is not None and dyv is not None and dxv is not None and dxv.flags.aligned:
+        if not _same_strides(dyv, xv):
+            # the kernels read dy with x's strides
+            dyv = np.empty_like(xv)
+            dyv[...] = dy.reshape(xv.shape)
+            if not _same_strides(dyv, xv):
+                dyv = None
+        if dyv is not None:
+            plan = _shape(xv, dxv, G)
+    if plan is None:
+        xc = np.array(x, order="C")     # a copy: fresh C strides even on size-1 axes
+        dxc = np.empty_like(xc)
+        _grouped_backward_kernel(xc, np.array(dy, order="C"), dxc, G, w, mean, rstd, dw, db, nthreads)
+        dx[...] = dxc
+        return
+    kind, shape = plan
+    m, r = mean.reshape(-1), rstd.reshape(-1)
+    if kind == "seg":
+        _ext.seg_bwd(xv, dyv, dxv, shape, w, _engine.MODE_MEANVAR, True, m, r, dw, db, nthreads)
+    else:
+        Cg = xv.shape[1] // G
+        _ext.col_bwd(xv, dyv, dxv, shape, False, w, _engine.MODE_MEANVAR, True, m, r, dw, db, nthreads, Cg)
 
 
 def instance_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, channel_axis=1,

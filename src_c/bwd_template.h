@@ -79,6 +79,26 @@ static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, doubl
     }
 }
 
+/* bwd_dx for a row whose parameter is one value wv (GroupNorm's per-channel
+ * weight inside a group): dx = scale * (wv * dy - c1 - xhat * c2). */
+static inline void TF(bwd_dx_scalar_w)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
+                                       double wv, double scale, double c1, double c2)
+{
+    const VT z = {0};
+    const T mh = (T)mean, ml = (T)(mean - (double)mh);
+    const VT mhv = z + mh, mlv = z + ml, rv = z + (T)rstd, sv = z + (T)scale, wvv = z + (T)wv,
+             c1v = z + (T)c1, c2v = z + (T)c2;
+    ptrdiff_t i = 0;
+    for (; i + TLANES <= n; i += TLANES) {
+        VT xh = ((TF(loadt)(x + i) - mhv) - mlv) * rv;
+        TF(storet)(dx + i, sv * (wvv * TF(loadt)(dy + i) - c1v - xh * c2v));
+    }
+    for (; i < n; i++) {
+        double xh = ((double)x[i] - mean) * rstd;
+        dx[i] = (T)(scale * (wv * (double)dy[i] - c1 - xh * c2));
+    }
+}
+
 /* Per-unit dx coefficients from the unit sums. */
 static inline void TF(bwd_coeffs)(const fn_bwd_args *p, double wu, double n, double s1, double s2,
                                   double rstd, double *scale, double *c1, double *c2)
@@ -96,6 +116,7 @@ typedef struct {
     T *dx;
     const T *wred;       /* parameters along the reduced axes (LayerNorm), else NULL */
     const T *wunit;      /* one parameter per unit (BatchNorm), else NULL */
+    const T *wplane;     /* one parameter per (k, r1) row (GroupNorm's channels), else NULL */
 } TF(seg_bwd_ptrs);
 
 static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
@@ -227,15 +248,114 @@ static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, cons
     }
 }
 
+/* Parameters per row (k, r1), constant along r2: GroupNorm's per-channel affine
+ * inside groups of channels. Each row's sums are taken without the parameter
+ * (sum(x - m), sum(dy), sum(dy * (x - m)) into rows[3 * r1 ...]) and kept, so the
+ * unit's sums weight them by the row's parameter and the parameter gradients
+ * need no second pass over dy and x. */
+static void TF(seg_bwd_plane_row)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                  ptrdiff_t u, ptrdiff_t r1, double *row)
+{
+    double S[3] = {0, 0, 0};
+    for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
+        double b[3];
+        TF(seg_bwd_block)(s, p, q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, b);
+        S[0] += b[0]; S[1] += b[1]; S[2] += b[2];
+    }
+    row[0] = S[0]; row[1] = S[1]; row[2] = S[2];
+}
+
+static inline double TF(plane_w)(const fn_seg_shape *s, const TF(seg_bwd_ptrs) *q, ptrdiff_t u, ptrdiff_t r1)
+{
+    return (double)q->wplane[(u % s->K) * s->wk + r1 * s->wr1];
+}
+
+/* Unit u from its row sums: finish the statistics, then dx row by row. */
+static void TF(seg_bwd_plane_unit)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                   ptrdiff_t u, const double *rows)
+{
+    double S0 = 0, S1 = 0, S2 = 0, n = (double)(s->R1 * s->R2);
+    for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
+        double wv = TF(plane_w)(s, q, u, r1);
+        S0 += rows[3 * r1]; S1 += wv * rows[3 * r1 + 1]; S2 += wv * rows[3 * r1 + 2];
+    }
+    TF(bwd_unit_finish)(p, u, n, S0, S1, S2);
+}
+
+static void TF(seg_bwd_plane_dx)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                 ptrdiff_t u, ptrdiff_t r1)
+{
+    ptrdiff_t a = u / s->K, k = u % s->K;
+    double scale, c1, c2, rstd = p->rstd[u];
+    TF(bwd_coeffs)(p, 1.0, (double)(s->R1 * s->R2), p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
+    ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1, yo = a * s->ya + k * s->yk + r1 * s->yr1;
+    TF(bwd_dx_scalar_w)(q->x + xo, q->dy + xo, q->dx + yo, s->R2, p->cmean[u], rstd,
+                        TF(plane_w)(s, q, u, r1), scale, c1, c2);
+}
+
+static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
+{
+    ptrdiff_t U = s->A * s->K, R1 = s->R1, n_rows = U * R1;
+    double *rows = (double *)malloc(sizeof(double) * 3 * (size_t)n_rows);
+    if (!rows) return FN_ENOMEM;
+    if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
+        /* a unit at a time: its dx pass re-reads x and dy from cache */
+        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, R1 * s->R2));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
+        for (ptrdiff_t u = 0; u < U; u++) {
+            for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_row)(s, p, q, u, r1, rows + 3 * (u * R1 + r1));
+            TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
+            if (q->dx)
+                for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_dx)(s, p, q, u, r1);
+        }
+    } else {
+        /* few units: rows are the work items (the same sums in the same order) */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (ptrdiff_t it = 0; it < n_rows; it++) TF(seg_bwd_plane_row)(s, p, q, it / R1, it % R1, rows + 3 * it);
+        for (ptrdiff_t u = 0; u < U; u++) TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
+        if (q->dx) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+            for (ptrdiff_t it = 0; it < n_rows; it++) TF(seg_bwd_plane_dx)(s, p, q, it / R1, it % R1);
+        }
+    }
+    if (p->dw) {
+        /* parameter (k, r1) collects rstd * sum(dy * (x - corrected mean)) and sum(dy)
+         * over a, in order */
+        int rms = p->mode == FN_MODE_RMS;
+        for (ptrdiff_t k = 0; k < s->K; k++)
+            for (ptrdiff_t r1 = 0; r1 < R1; r1++) {
+                double dw = 0, db = 0;
+                for (ptrdiff_t a = 0; a < s->A; a++) {
+                    ptrdiff_t u = a * s->K + k;
+                    const double *row = rows + 3 * (u * R1 + r1);
+                    double corr = rms ? 0.0 : p->cmean[u] - p->mean[u];
+                    dw += p->rstd[u] * (row[2] - corr * row[1]);
+                    db += row[1];
+                }
+                p->dw[k * s->wk + r1 * s->wr1] = dw;
+                if (p->db) p->db[k * s->wk + r1 * s->wr1] = db;
+            }
+    }
+    free(rows);
+    return FN_OK;
+}
+
 static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
 {
     ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
     if (U == 0) return FN_OK;
     const T *w = (const T *)p->w;
-    TF(seg_bwd_ptrs) q = {x, dy, dx, (w && s->wk == 0) ? w : NULL, (w && s->wk != 0) ? w : NULL};
+    int plane = w && s->wk != 0 && s->wr1 != 0 && s->R1 > 1;
+    TF(seg_bwd_ptrs) q = {x, dy, dx, (w && s->wk == 0) ? w : NULL, (w && s->wk != 0 && !plane) ? w : NULL,
+                          plane ? w : NULL};
     double work = (double)U * (double)unit_len;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
+    if (plane) {
+        int st = TF(seg_bwd_planes)(s, p, &q, nt);
+        if (nt > 1) fn_threads_release(nt);
+        return st;
+    }
     /* decided by the shape alone, so the parameter sums do not depend on nt */
     int grouped = p->dw && q.wred && s->wr2 == 1 && U >= 2 * FN_PARAM_GROUP
                   && (double)((U + FN_PARAM_GROUP - 1) / FN_PARAM_GROUP) * (double)p->nparam <= FN_PARAM_SCRATCH;
@@ -293,11 +413,11 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
 /* Sums (around the given mean, see bwd_sums) of superblock sb of slab a into
  * s0[K], s1[K], s2[K]. */
 static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
-                              const T *wred, ptrdiff_t a, ptrdiff_t sb, double *s0, double *s1, double *s2)
+                              const T *wred, const double *mean, ptrdiff_t a, ptrdiff_t sb,
+                              double *s0, double *s1, double *s2)
 {
     ptrdiff_t K = s->K, rows = FN_COL_BLOCK * FN_COL_SUPER;
     ptrdiff_t r0 = sb * rows, r1 = fn_min(r0 + rows, s->R);
-    const double *mean = p->mean + a * K;
     int rms = p->mode == FN_MODE_RMS;
     for (ptrdiff_t k = 0; k < K; k++) { s0[k] = 0; s1[k] = 0; s2[k] = 0; }
     for (ptrdiff_t r = r0; r < r1; r++) {
@@ -311,16 +431,105 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
     }
 }
 
+/* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
+ * with one parameter per column. Column sums are taken without the parameter and
+ * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
+ * gradients follow without another pass over the sums' inputs. */
+static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p,
+                              int nt)
+{
+    ptrdiff_t A = s->A, K = s->K, Kg = s->Kg, NG = K / Kg, rows = FN_COL_BLOCK * FN_COL_SUPER;
+    const T *w = (const T *)p->w;
+    int rms = p->mode == FN_MODE_RMS;
+    ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb, AK = A * K;
+    /* part: superblock sums; col: per-column sums; per column of each slab the
+     * group's mean (given, then corrected), rstd, c1 and c2 */
+    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 8 * (size_t)AK));
+    if (!part) return FN_ENOMEM;
+    double *col = part + 3 * K * n_items, *mg = col + 3 * AK, *cm = mg + AK, *cr = cm + AK,
+           *cc1 = cr + AK, *cc2 = cc1 + AK;
+    for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (ptrdiff_t it = 0; it < n_items; it++) {
+        double *q = part + 3 * K * it;
+        TF(col_bwd_super)(s, p, x, dy, NULL, mg + (it / nsb) * K, it / nsb, it % nsb, q, q + K, q + 2 * K);
+    }
+    double n = (double)s->R * (double)Kg;
+    for (ptrdiff_t a = 0; a < A; a++) {
+        double *ca = col + 3 * K * a;
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double S[3] = {0, 0, 0};
+            for (ptrdiff_t sb = 0; sb < nsb; sb++) {
+                const double *q = part + 3 * K * (a * nsb + sb);
+                S[0] += q[k]; S[1] += q[K + k]; S[2] += q[2 * K + k];
+            }
+            ca[k] = S[0]; ca[K + k] = S[1]; ca[2 * K + k] = S[2];
+        }
+        for (ptrdiff_t g = 0; g < NG; g++) {
+            double s0 = 0, s1 = 0, s2 = 0, scale, c1, c2;
+            for (ptrdiff_t k = g * Kg; k < (g + 1) * Kg; k++) {
+                double wv = w ? (double)w[k] : 1.0;
+                s0 += ca[k]; s1 += wv * ca[K + k]; s2 += wv * ca[2 * K + k];
+            }
+            ptrdiff_t u = a * NG + g;
+            TF(bwd_unit_finish)(p, u, n, s0, s1, s2);
+            TF(bwd_coeffs)(p, 1.0, n, p->s1[u], p->s2[u], p->rstd[u], &scale, &c1, &c2);
+            for (ptrdiff_t k = g * Kg; k < (g + 1) * Kg; k++) {
+                cm[a * K + k] = p->cmean[u]; cr[a * K + k] = p->rstd[u];
+                cc1[a * K + k] = c1; cc2[a * K + k] = c2;
+            }
+        }
+    }
+    if (dx) {
+        ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+        for (ptrdiff_t it = 0; it < n_dx; it++) {
+            ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
+            const double *m = cm + a * K, *rs = cr + a * K, *c1 = cc1 + a * K, *c2 = cc2 + a * K;
+            for (ptrdiff_t r = r0; r < r1; r++) {
+                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+                T *dxr = dx + a * s->ya + r * s->yr;
+#pragma omp simd
+                for (ptrdiff_t k = 0; k < K; k++) {
+                    double g = (double)dyr[k] * (w ? (double)w[k] : 1.0), xh = ((double)xr[k] - m[k]) * rs[k];
+                    dxr[k] = (T)(rs[k] * (g - c1[k] - xh * c2[k]));
+                }
+            }
+        }
+    }
+    if (p->dw) {
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double dwk = 0, dbk = 0;
+            for (ptrdiff_t a = 0; a < A; a++) {
+                const double *ca = col + 3 * K * a;
+                double corr = cm[a * K + k] - mg[a * K + k];
+                dwk += cr[a * K + k] * (ca[2 * K + k] - corr * ca[K + k]);
+                dbk += ca[K + k];
+            }
+            p->dw[k] = dwk;
+            if (p->db) p->db[k] = dbk;
+        }
+    }
+    free(part);
+    return FN_OK;
+}
+
 static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
 {
     ptrdiff_t A = s->A, K = s->K, U = A * K, rows = FN_COL_BLOCK * FN_COL_SUPER;
     if (U == 0) return FN_OK;
+    if (s->Kg < 1 || K % s->Kg != 0) return FN_EINVAL;
     const T *w = (const T *)p->w;
     const T *wred = (w && s->w_along_r) ? w : NULL, *wunit = (w && !s->w_along_r) ? w : NULL;
     int rms = p->mode == FN_MODE_RMS;
     double work = (double)U * (double)s->R;
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
+    if (s->Kg > 1) {
+        int st = TF(col_bwd_groups)(s, x, dy, dx, p, nt);
+        if (nt > 1) fn_threads_release(nt);
+        return st;
+    }
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
     double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U));
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
@@ -328,7 +537,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (ptrdiff_t it = 0; it < n_items; it++) {
         double *q = part + 3 * K * it;
-        TF(col_bwd_super)(s, p, x, dy, wred, it / nsb, it % nsb, q, q + K, q + 2 * K);
+        TF(col_bwd_super)(s, p, x, dy, wred, p->mean + (it / nsb) * K, it / nsb, it % nsb, q, q + K, q + 2 * K);
     }
     double n = (double)s->R;
     for (ptrdiff_t a = 0; a < A; a++)

@@ -368,6 +368,40 @@ static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, co
                    w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0, safe, p->stream);
 }
 
+/* Units of a third to a half of L1 each, [u0, u1): the statistics of unit u + 1 are
+ * taken block by block between the normalize blocks of unit u, so each thread
+ * streams its next input from memory while it writes its current output, as a
+ * copy does, instead of alternating a read-only phase with a write phase. The
+ * blocks are merged in the same order as seg_unit_stats merges them. */
+static void TF(seg_units_pipelined)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                                    ptrdiff_t u0, ptrdiff_t u1)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)(s->R1 * s->R2);
+    ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK;
+    TF(seg_unit_stats)(s, x + (u0 / s->K) * s->xa + (u0 % s->K) * s->xk, rms, inv_tail, inv_total,
+                       &p->mean[u0], &p->var[u0]);
+    for (ptrdiff_t u = u0; u < u1; u++) {
+        ptrdiff_t a = u / s->K, k = u % s->K, un = u + 1;
+        const T *xn = un < u1 ? x + (un / s->K) * s->xa + (un % s->K) * s->xk : NULL;
+        double mean = p->mean[u], var = p->var[u];
+        fn_acc acc = {0, 0, 0};
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                ptrdiff_t i0 = j * FN_BLOCK, m = fn_min(FN_BLOCK, s->R2 - i0);
+                TF(seg_norm_part)(s, x, y, p, a, k, r1, i0, i0 + m, mean, var);
+                if (xn) {
+                    double bm, bm2;
+                    TF(block_stats)(xn + r1 * s->xr1 + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
+                                    &bm, &bm2);
+                    TF(acc_block)(&acc, (double)m, bm, bm2, rms);
+                }
+            }
+        if (xn) TF(finish_stats)(&acc, inv_total, rms, &p->mean[un], &p->var[un]);
+    }
+    if (p->stream) fn_store_fence();
+}
+
 /* Units [u0, u1): first all statistics, then all normalizations, so the
  * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
  * overlap in the out-of-order core instead of running one after another. */
@@ -455,6 +489,10 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
+    /* pipelining needs the unit being normalized and the next one to share L1; it
+     * replaces groups of at most two units (see seg_units) */
+    ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
+    int pipelined = y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
     if (p->stats_given && y && s->R1 > 1) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of
@@ -470,12 +508,18 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
             if (p->stream) fn_store_fence();
         }
     } else if (nt <= 1) {
-        TF(seg_units)(s, x, y, p, 0, U);
+        if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
+        else TF(seg_units)(s, x, y, p, 0, U);
     } else if (U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
+        /* a pipelined chunk starts with a statistics-only unit: make chunks long */
+        if (pipelined) chunk = fn_max(chunk, U / (8 * (ptrdiff_t)nt));
         ptrdiff_t nchunks = (U + chunk - 1) / chunk;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (ptrdiff_t c = 0; c < nchunks; c++) TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+        for (ptrdiff_t c = 0; c < nchunks; c++) {
+            if (pipelined) TF(seg_units_pipelined)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+            else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+        }
     } else {
         status = TF(seg_split)(s, x, y, p, nt);
     }

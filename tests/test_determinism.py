@@ -1,7 +1,7 @@
 """Bitwise determinism: every op gives the same bits for num_threads = 1, 2, 3, 4, 7
 and across repeated calls, on inputs large enough (> 65536 elements) to take the
 parallel paths: few huge rows, many short rows, NCHW with C = 1..3, channels-last,
-and channels-first layer_norm (axis=1).
+channels-first layer_norm (axis=1), and GroupNorm / InstanceNorm in both memory orders.
 """
 
 import numpy as np
@@ -23,6 +23,10 @@ CASES = {
     "nhwc": ((8, 45, 45, 5), "channels", -1),
     "channels-first-ln": ((8, 3, 60, 61), "rows", 1),
     "channels-first-ln-c64": ((4, 64, 20, 21), "rows", 1),
+    "rows-16k": ((24, 4096), "rows", -1),   # float32 rows pipelined unit to unit
+    "groups-nchw": ((8, 16, 32, 32), "groups", 1),
+    "groups-nhwc": ((8, 32, 32, 16), "groups", -1),
+    "instances-16k": ((4, 8, 64, 64), "groups", 1),
 }
 
 
@@ -43,6 +47,17 @@ def _run(kind, x, dy, ax, nt):
         out += list(fastnorm.rms_norm_backward(dy, x, r, w, axis=ax, num_threads=nt))
         out += list(fastnorm.moments(x, axis=ax, num_threads=nt))
         out += list(fastnorm.moments(x, axis=None, num_threads=nt))
+    elif kind == "groups":
+        C = x.shape[ax]
+        w = np.linspace(0.5, 2, C).astype(x.dtype)
+        b = np.linspace(-1, 1, C).astype(x.dtype)
+        for G in (4, C):
+            y, m, r = fastnorm.group_norm(x, G, w, b, channel_axis=ax, return_stats=True, num_threads=nt)
+            out += [y, m, r]
+            out += list(fastnorm.group_norm_backward(dy, x, G, m, r, w, channel_axis=ax, num_threads=nt))
+        y, m, r = fastnorm.instance_norm(x, w, b, channel_axis=ax, return_stats=True, num_threads=nt)
+        out += [y, m, r]
+        out += list(fastnorm.instance_norm_backward(dy, x, m, r, w, channel_axis=ax, num_threads=nt))
     else:
         C = x.shape[ax]
         w = np.linspace(0.5, 2, C).astype(x.dtype)

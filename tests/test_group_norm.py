@@ -304,6 +304,48 @@ def test_backward_out_is_dy(rng):
     np.testing.assert_allclose(db, ref_db, rtol=1e-12)
 
 
+def _ref_backward(x, G, w, dy, eps, channel_axis):
+    """Closed-form float64 GroupNorm backward: (dx, dweight, dbias)."""
+    xm = np.moveaxis(np.asarray(x, np.float64), channel_axis, 1)
+    N, C = xm.shape[:2]
+    _, m, r = ref_group_norm(x, G, eps=eps, channel_axis=channel_axis)
+    xh = (xm.reshape(N, G, -1) - m[:, :, None]) * r[:, :, None]
+    dyc = np.moveaxis(np.asarray(dy, np.float64), channel_axis, 1)
+    g = (dyc * w.astype(np.float64).reshape((1, C) + (1,) * (xm.ndim - 2))).reshape(N, G, -1)
+    dx = r[:, :, None] * (g - g.mean(2, keepdims=True) - xh * (g * xh).mean(2, keepdims=True))
+    dw = (dyc.reshape(N, C, -1) * xh.reshape(N, C, -1)).sum(axis=(0, 2))
+    db = dyc.reshape(N, C, -1).sum(axis=(0, 2))
+    return np.moveaxis(dx.reshape(xm.shape), 1, channel_axis), dw, db
+
+
+# Large enough for the parallel kernels: few units (work split by rows), many
+# units (one unit per work item), channels-last groups of columns.
+@pytest.mark.parametrize("shape, G, channel_axis", [
+    ((2, 8, 64, 64), 2, 1), ((8, 16, 32, 32), 4, 1), ((1, 4, 128, 128), 1, 1),
+    ((2, 64, 64, 8), 2, -1), ((4, 32, 32, 16), 4, -1), ((4, 32, 32, 16), 16, -1)])
+def test_backward_large_every_thread_count(rng, dtype, shape, G, channel_axis):
+    x = (rng.normal(size=shape) * 3.0 + 5.0).astype(dtype)
+    C = x.shape[channel_axis]
+    w = rng.normal(size=C).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    _, mean, rstd = fastnorm.group_norm(x, G, w, channel_axis=channel_axis, return_stats=True)
+    rdx, rdw, rdb = _ref_backward(x, G, w, dy, 1e-5, channel_axis)
+    first = None
+    for nt in (1, 2, 3, 4):
+        dx, dw, db = fastnorm.group_norm_backward(dy, x, G, mean, rstd, w, channel_axis=channel_axis,
+                                                  num_threads=nt)
+        if first is None:
+            first = (dx, dw, db)
+            mag = np.abs(rdx).max()
+            assert_close(dx / mag, rdx / mag, dtype, scale=10)
+            n = x.size / C
+            assert_close(dw / n, rdw / n, dtype, scale=10)
+            assert_close(db / n, rdb / n, dtype, scale=10)
+        else:
+            for a, b in zip(first, (dx, dw, db)):
+                np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------
 # PyTorch
 # ---------------------------------------------------------------------------
