@@ -3,10 +3,11 @@
 - OpenMP is detected by compiling, linking and running a probe program. When that
   fails the build goes on serially with a loud warning; FASTNORM_DISABLE_OPENMP=1
   skips OpenMP on purpose.
-- The kernels are compiled once per SIMD path (src_c/norm_{generic,avx2,avx512}.c),
-  each unit with its own -m flags; the code that runs at import picks one after
-  checking CPUID and XCR0. Nothing else gets ISA flags, so the wheel runs on any
-  x86-64. FASTNORM_DISABLE_SIMD=1 builds the generic path only.
+- The kernels (the normalization engine and LRN) are compiled once per SIMD path
+  (src_c/norm_{generic,avx2,avx512}.c), each unit with its own -m flags; the code
+  that runs at import picks one after checking CPUID and XCR0. Nothing else gets
+  ISA flags, so the wheel runs on any x86-64. FASTNORM_DISABLE_SIMD=1 builds the
+  generic path only.
 """
 import os
 import platform
@@ -104,7 +105,7 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastnorm._ext",
-        sources=["fastnorm/_ext.pyx", "src_c/fn_runtime.c", "src_c/norm_generic.c", "src_c/lrn.c"],
+        sources=["fastnorm/_ext.pyx", "src_c/fn_runtime.c", "src_c/norm_generic.c"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=[os.path.join("src_c", f) for f in os.listdir("src_c") if f.endswith(".h")]

@@ -1,5 +1,6 @@
 # Included by _ext.pyx: thin wrappers around the local response normalization
-# kernels (src_c/lrn.h), in the same module so they share the engine's thread budget.
+# kernels (src_c/lrn.h), in the same module so they share the engine's thread budget
+# and its SIMD path (fn_lrn_* dispatch through the table fn_runtime.c selected).
 """LRN wrappers.
 
 Callers (fastnorm.family) have already validated every argument and described

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include "fastnorm.h"
+#include "lrn.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -166,6 +167,10 @@ typedef struct {
                         float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const fn_norm_args *);
     int (*add_rows_f64)(const double *, ptrdiff_t, const double *, ptrdiff_t, double *, ptrdiff_t,
                         double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const fn_norm_args *);
+    int (*lrn_f32)(const fn_lrn_shape *, const float *, float *, const fn_lrn_args *);
+    int (*lrn_f64)(const fn_lrn_shape *, const double *, double *, const fn_lrn_args *);
+    int (*lrn_bwd_f32)(const fn_lrn_shape *, const float *, const float *, float *, const fn_lrn_args *);
+    int (*lrn_bwd_f64)(const fn_lrn_shape *, const double *, const double *, double *, const fn_lrn_args *);
 } fn_isa_table;
 
 #endif

@@ -327,6 +327,18 @@ int fn_add_rows_f64(const double *x, ptrdiff_t xs, const double *r, ptrdiff_t rs
                     double *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p)
 { return fn_table()->add_rows_f64(x, xs, r, rs, sum, ss, y, ys, M, D, p); }
 
+int fn_lrn_f32(const fn_lrn_shape *s, const float *x, float *y, const fn_lrn_args *p)
+{ return fn_table()->lrn_f32(s, x, y, p); }
+int fn_lrn_f64(const fn_lrn_shape *s, const double *x, double *y, const fn_lrn_args *p)
+{ return fn_table()->lrn_f64(s, x, y, p); }
+int fn_lrn_bwd_f32(const fn_lrn_shape *s, const float *x, const float *dy, float *dx, const fn_lrn_args *p)
+{ return fn_table()->lrn_bwd_f32(s, x, dy, dx, p); }
+int fn_lrn_bwd_f64(const fn_lrn_shape *s, const double *x, const double *dy, double *dx, const fn_lrn_args *p)
+{ return fn_table()->lrn_bwd_f64(s, x, dy, dx, p); }
+
+/* Kept for lrn.h's interface: LRN shares the engine's OpenMP build. */
+int fn_lrn_openmp_enabled(void) { return fn_openmp_enabled(); }
+
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
 {
     const size_t chunk = (size_t)1 << 16;

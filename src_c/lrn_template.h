@@ -1,8 +1,10 @@
 /* lrn_template.h - LRN forward and backward, written once over the element type T.
  *
- * Included by lrn.c with T (float or double) and TS (f32 or f64) defined. All
- * arithmetic after the load is in double: window sums, the divisor power and
- * the output product, rounded to T once at the store.
+ * Included by norm_isa.h with T (float or double) and TS (f32 or f64) defined,
+ * after lrn_common.h, so every dtype x SIMD path gets its kernels; they are
+ * static and reached through the ISA's fn_isa_table. All arithmetic after the
+ * load is in double: window sums, the divisor power and the output product,
+ * rounded to T once at the store.
  */
 #define LF(name) FN_CAT(FN_CAT(name, _), TS)
 
@@ -51,7 +53,7 @@ static void LF(lrn_tile)(const fn_lrn_shape *s, const T *x, T *y, const fn_lrn_a
     }
 }
 
-int FN_CAT(fn_lrn_, TS)(const fn_lrn_shape *s, const T *x, T *y, const fn_lrn_args *p)
+static int LF(lrn)(const fn_lrn_shape *s, const T *x, T *y, const fn_lrn_args *p)
 {
     int st = lrn_check(s, p);
     if (st != FN_OK) return st;
@@ -143,7 +145,7 @@ static void LF(lrn_bwd_tile)(const fn_lrn_shape *s, const T *x, const T *dy, T *
     }
 }
 
-int FN_CAT(fn_lrn_bwd_, TS)(const fn_lrn_shape *s, const T *x, const T *dy, T *dx, const fn_lrn_args *p)
+static int LF(lrn_bwd)(const fn_lrn_shape *s, const T *x, const T *dy, T *dx, const fn_lrn_args *p)
 {
     int st = lrn_check(s, p);
     if (st != FN_OK) return st;

@@ -2,13 +2,16 @@
  *
  * A compilation unit defines FN_ISA (generic, avx2, avx512) and FN_VBYTES, then
  * includes this header; setup.py compiles each unit with its own -m flags and
- * fn_runtime.c picks one table at import. */
+ * fn_runtime.c picks one table at import. The LRN kernels ride along, so they
+ * get the same vector width as the rest of the engine. */
 #include "fn_internal.h"
+#include "lrn_common.h"
 
 #define T float
 #define TS f32
 #include "norm_template.h"
 #include "bwd_template.h"
+#include "lrn_template.h"
 #undef T
 #undef TS
 
@@ -16,6 +19,7 @@
 #define TS f64
 #include "norm_template.h"
 #include "bwd_template.h"
+#include "lrn_template.h"
 #undef T
 #undef TS
 
@@ -23,4 +27,5 @@ const fn_isa_table FN_CAT(fn_table_, FN_ISA) = {
     FN_STR(FN_ISA), seg_norm_f32, seg_norm_f64, col_norm_f32, col_norm_f64,
     seg_bwd_f32, seg_bwd_f64, col_bwd_f32, col_bwd_f64,
     add_rows_f32, add_rows_f64,
+    lrn_f32, lrn_f64, lrn_bwd_f32, lrn_bwd_f64,
 };

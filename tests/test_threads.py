@@ -5,7 +5,8 @@
 - threadpoolctl.threadpool_limits(1) makes fastnorm serial
 - results with 1 and 2 threads agree; concurrent calls from Python threads
 - show_config(); every SIMD path this CPU supports (FASTNORM_FORCE_ISA, one
-  subprocess per ISA) against the float64 reference
+  subprocess per ISA) against the float64 reference, the engine's kernels and
+  the LRN kernels (compiled per ISA as well)
 """
 
 import os
@@ -258,6 +259,57 @@ def test_every_supported_isa_matches_reference(isa):
     if isa not in _supported_isas():
         pytest.skip(f"{isa} not supported by this CPU")
     p = run_python(ISA_CODE.replace("{isa!r}", repr(isa)),
+                   env_update={"FASTNORM_FORCE_ISA": isa}, timeout=300)
+    assert p.stdout.split()[0] == "ok"
+
+
+LRN_ISA_CODE = textwrap.dedent("""
+    import numpy as np
+    import fastnorm
+    from fastnorm.family import local_response_norm as lrn, local_response_norm_backward as lrn_bwd
+    from reference import make_layout
+    from test_lrn import lrn_ref, lrn_bwd_ref, tol
+    isa = {isa!r}
+    assert fastnorm._ext.isa_name() == isa, (fastnorm._ext.isa_name(), isa)
+    rng = np.random.default_rng(2)
+    checked = 0
+    for dt in (np.float32, np.float64):
+        # every power kind of the kernel (0.75, 0.5, 1, 0, general), both channel
+        # axes (the tile width follows the position count), odd layouts
+        for beta in (0.75, 0.5, 1.0, 0.0, 0.3):
+            for shape, ca in (((2, 9, 4, 3), 1), ((2, 5, 3, 11), -1), ((3, 17), 1), ((1, 6, 130), 1)):
+                for size in (1, 4, 5):
+                    for layout in ("C", "negative", "strided"):
+                        a = (rng.standard_normal(shape) * 2).astype(dt)
+                        g = rng.standard_normal(shape).astype(dt)
+                        x, dy = make_layout(a, layout), make_layout(g, layout)
+                        y = lrn(x, size, alpha=0.3, beta=beta, k=1.5, channel_axis=ca)
+                        np.testing.assert_allclose(y, lrn_ref(a, size, 0.3, beta, 1.5, ca), **tol(dt))
+                        dx = lrn_bwd(dy, x, size, alpha=0.3, beta=beta, k=1.5, channel_axis=ca)
+                        np.testing.assert_allclose(dx, lrn_bwd_ref(g, a, size, 0.3, beta, 1.5, ca),
+                                                   **tol(dt))
+                        checked += 1
+        # big inputs: the parallel path of this ISA, equal to its serial path
+        a = rng.standard_normal((4, 20, 30, 48)).astype(dt)
+        g = rng.standard_normal(a.shape).astype(dt)
+        for ca in (1, -1):
+            y1 = lrn(a, 5, alpha=0.3, channel_axis=ca, num_threads=1)
+            y2 = lrn(a, 5, alpha=0.3, channel_axis=ca, num_threads=2)
+            np.testing.assert_array_equal(y1, y2)
+            np.testing.assert_allclose(y2, lrn_ref(a, 5, 0.3, channel_axis=ca), **tol(dt))
+            d1 = lrn_bwd(g, a, 5, alpha=0.3, channel_axis=ca, num_threads=1)
+            d2 = lrn_bwd(g, a, 5, alpha=0.3, channel_axis=ca, num_threads=2)
+            np.testing.assert_array_equal(d1, d2)
+            np.testing.assert_allclose(d2, lrn_bwd_ref(g, a, 5, 0.3, 0.75, 1.0, ca), **tol(dt))
+    print("ok", checked)
+""")
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_supported_isa_lrn_matches_reference(isa):
+    if isa not in _supported_isas():
+        pytest.skip(f"{isa} not supported by this CPU")
+    p = run_python(LRN_ISA_CODE.replace("{isa!r}", repr(isa)),
                    env_update={"FASTNORM_FORCE_ISA": isa}, timeout=300)
     assert p.stdout.split()[0] == "ok"
 

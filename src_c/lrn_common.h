@@ -1,7 +1,9 @@
-/* lrn.c - local response normalization kernels, forward and backward.
+/* lrn_common.h - local response normalization: the dtype-free helpers on the
+ * double scratch, shared by both dtypes of lrn_template.h.
  *
- * The body is written once over T in lrn_template.h and included here for float
- * and double; this file holds the dtype-free helpers on the double scratch.
+ * Included by norm_isa.h, so like the rest of the engine the LRN kernels are
+ * compiled once per SIMD path and reached through the function table that
+ * fn_runtime.c picks at import; everything here is static for that reason.
  *
  * Window sums without cancellation: a running sum that adds the entering square
  * and subtracts the leaving one loses the small values after a large one went
@@ -15,6 +17,9 @@
  * channels of up to LRN_TILE positions in per-thread scratch allocated once per
  * call, so a tile reads x once and may write its output over it (in place).
  */
+#ifndef FN_LRN_COMMON_H
+#define FN_LRN_COMMON_H
+
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -23,7 +28,7 @@
 #include "fn_internal.h"
 #include "lrn.h"
 #if defined(__SSE2__)
-#include <emmintrin.h>   /* baseline on x86-64: no ISA flag needed */
+#include <emmintrin.h>   /* baseline on x86-64; the AVX units get the VEX forms */
 #define LRN_SSE2 1
 #endif
 
@@ -168,23 +173,4 @@ static int lrn_check(const fn_lrn_shape *s, const fn_lrn_args *p)
     return FN_OK;
 }
 
-int fn_lrn_openmp_enabled(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
 #endif
-}
-
-#define T float
-#define TS f32
-#include "lrn_template.h"
-#undef T
-#undef TS
-
-#define T double
-#define TS f64
-#include "lrn_template.h"
-#undef T
-#undef TS
