@@ -4,16 +4,19 @@ normalization and folding an inference BatchNorm into the layer before it.
 - ``local_response_norm`` and its backward run C kernels (src_c/lrn_template.h)
   through ``fastnorm._ext``: OpenMP-parallel, GIL released, any layout described
   by strides, window sums in float64 without cancellation.
-- ``weight_norm`` and ``fold_batch_norm`` act on weight tensors, which are small:
-  they are computed in float64 with NumPy and returned in the weight's dtype.
+- ``weight_norm`` and its backward take their per-slice sums from the engine
+  (``fastnorm._engine``, RMS statistics and the RMS backward), with NumPy only
+  for the broadcast product and slices beyond float64's safe range.
+- ``fold_batch_norm`` acts on weight tensors, which are small: it is computed in
+  float64 with NumPy and returned in the weight's dtype.
 """
 import math
 import operator
 
 import numpy as np
 
-from . import _ext
-from ._config import resolve_threads
+from . import _engine, _ext
+from ._config import get_num_threads, resolve_threads
 from ._validate import as_input, channel_axis_index, check_eps, check_out, compute_dtype, normalize_axes, same_memory
 
 __all__ = ["local_response_norm", "local_response_norm_backward", "weight_norm",
@@ -274,6 +277,18 @@ def local_response_norm_backward(dy, x, size, *, alpha=1e-4, beta=0.75, k=1.0, c
 
 
 # ---------------------------------------------------------- weight norm ----
+#
+# The per-slice sums come from the engine (src_c), as for the other norms: its
+# RMS statistics give the mean of squares ms of each slice, so ||v|| =
+# sqrt(n * ms) with n the slice length, and the backward is the engine's RMS
+# backward (see weight_norm_backward). The engine sums squares and products of
+# the raw values, so float64 data beyond about 1e+-145 could overflow there or
+# lose squares to underflow. Slices outside the safe range (all-zero, inf and
+# NaN slices too) are recomputed by the NumPy formulas below, which scale by
+# max|v| first; float32 and float16 data never leave it.
+_WN_TINY = 1e-290    # a mean square below this may have lost squares to underflow
+_WN_HUGE = 1e290     # ||v|| * ||dw|| above this may overflow the sums of products
+
 
 def _float_array(a, func, name):
     a = np.asarray(a)
@@ -283,11 +298,14 @@ def _float_array(a, func, name):
 
 
 def _wn_setup(v, g, axis, func):
+    """Validate; return v, g, the engine's view ve of v (exactly one kept axis,
+    kax: a leading axis of length 1 when axis is None), kax and g per slice
+    (float64, 1-D)."""
     v = as_input(v, func, "v")
     g = _float_array(g, func, "g")
     if axis is None:
-        red = tuple(range(v.ndim))
         shapes = [()]
+        ve, kax = v.reshape((1,) + v.shape if v.ndim else (1, 1)), 0
     else:
         if isinstance(axis, (bool, np.bool_)):
             raise TypeError(f"{func}: axis must be an int or None, got {axis!r}")
@@ -296,20 +314,34 @@ def _wn_setup(v, g, axis, func):
         except TypeError:
             raise TypeError(f"{func}: axis must be an int or None, got {axis!r}") from None
         (ax,) = normalize_axes(axis, v.ndim, func)
-        red = tuple(i for i in range(v.ndim) if i != ax)
         shapes = [tuple(v.shape[i] if i == ax else 1 for i in range(v.ndim)), (v.shape[ax],)]
+        ve, kax = v, ax
     if g.shape not in shapes:
         want = " or ".join(str(s) for s in dict.fromkeys(shapes))
         raise ValueError(f"{func}: g has shape {g.shape}, expected {want}")
-    keep = tuple(1 if i in red else v.shape[i] for i in range(v.ndim))
-    v64 = v.astype(np.float64)
-    # ||v|| scaled by max|v| so that float64 weights near 1e200 do not overflow.
+    return v, g, ve, kax, g.astype(np.float64).reshape(-1)
+
+
+def _wn_slice_shape(ve, kax, c):
+    """Shape that broadcasts c values per slice against ve."""
+    return tuple(c if i == kax else 1 for i in range(ve.ndim))
+
+
+def _wn_mean_squares(a, kax, nthreads):
+    """Mean of squares of every slice of a along kax (float64, 1-D), from the engine."""
+    reduced = tuple(i != kax for i in range(a.ndim))
+    ac = a.astype(np.float32) if a.dtype == np.float16 else a
+    op = _engine.Op(reduced, _engine.MODE_RMS, nthreads=nthreads)
+    return _engine.run(ac, None, op, want_y=False)[2].reshape(-1)
+
+
+def _wn_numpy_norm(a64, red):
+    """||a|| over red (keepdims) in NumPy, scaled by max|a| so that float64
+    weights near 1e200 do not overflow (nor those near 1e-200 underflow)."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        m = np.max(np.abs(v64), axis=red, keepdims=True) if v.size else np.zeros(keep)
+        m = np.max(np.abs(a64), axis=red, keepdims=True)
         ms = np.where(m > 0, m, 1.0)
-        norm = m * np.sqrt(np.sum(np.square(v64 / ms), axis=red, keepdims=True))
-    g64 = g.astype(np.float64).reshape(keep)
-    return v, g, red, v64, g64, norm
+        return m * np.sqrt(np.sum(np.square(a64 / ms), axis=red, keepdims=True))
 
 
 def weight_norm(v, g, *, axis=0):
@@ -317,8 +349,10 @@ def weight_norm(v, g, *, axis=0):
 
     The norm is the Euclidean norm over every axis of v except `axis` (one norm
     per slice along `axis`, e.g. per output channel of a convolution weight), as
-    ``torch.nn.utils.weight_norm`` (``weight_g``, ``weight_v``). Computed in
-    float64 and returned in v's dtype.
+    ``torch.nn.utils.weight_norm`` (``weight_g``, ``weight_v``). The sums of
+    squares run in fastnorm's engine, as rms_norm's statistics (float16 is read
+    as float32; threads as set by :func:`fastnorm.set_num_threads`);
+    ``v * (g / ||v||)`` is formed in float64 and rounded once to v's dtype.
 
     Parameters
     ----------
@@ -354,10 +388,25 @@ def weight_norm(v, g, *, axis=0):
            [0., 1.]])
     """
     func = "weight_norm"
-    v, g, red, v64, g64, norm = _wn_setup(v, g, axis, func)
+    v, g, ve, kax, g64 = _wn_setup(v, g, axis, func)
+    w = np.empty_like(v)
+    if v.size == 0:
+        return w
+    C = ve.shape[kax]
+    n = v.size // C
+    ms = _wn_mean_squares(ve, kax, get_num_threads())
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        norm = np.sqrt(n * ms)
+        bad = np.flatnonzero(~((ms >= _WN_TINY) & np.isfinite(norm)))
+    if bad.size:
+        red = tuple(i for i in range(ve.ndim) if i != kax)
+        sub = np.take(ve, bad, axis=kax).astype(np.float64)
+        norm[bad] = _wn_numpy_norm(sub, red).reshape(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        w = v64 * (g64 / norm)
-    return w.astype(v.dtype)
+        scale = (g64 / norm).reshape(_wn_slice_shape(ve, kax, C))
+        # float64 products written to w: one rounding, no float64 copy of v
+        np.multiply(ve, scale, out=w.reshape(ve.shape), dtype=np.float64)
+    return w
 
 
 def weight_norm_backward(dw, v, g, *, axis=0):
@@ -365,6 +414,13 @@ def weight_norm_backward(dw, v, g, *, axis=0):
 
     With ``u = v / ||v||`` per slice: ``dg = sum(dw * u)`` over the normalized
     axes and ``dv = g / ||v|| * (dw - u * dg)``.
+
+    This is the RMS-norm backward of fastnorm's engine: with the slice
+    statistics ``rstd = 1 / sqrt(mean(v**2))``, ``xhat = v * rstd = sqrt(n) * u``
+    (n values per slice) and the per-slice weight ``g / sqrt(n)``, the engine's
+    ``dx`` is dv and its weight gradient ``sum(dw * xhat)`` is ``sqrt(n) * dg``.
+    Computed in float64 whatever the input dtypes, so float32 weights and
+    gradients of any magnitude stay in range; results are rounded once.
 
     Parameters
     ----------
@@ -397,15 +453,51 @@ def weight_norm_backward(dw, v, g, *, axis=0):
     """
     func = "weight_norm_backward"
     dw = _float_array(dw, func, "dw")
-    v, g, red, v64, g64, norm = _wn_setup(v, g, axis, func)
+    v, g, ve, kax, g64 = _wn_setup(v, g, axis, func)
     if dw.shape != v.shape:
         raise ValueError(f"{func}: dw has shape {dw.shape}, expected v's shape {v.shape}")
-    dw64 = dw.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        u = v64 / norm
-        dg = np.sum(dw64 * u, axis=red, keepdims=True)
-        dv = (g64 / norm) * (dw64 - u * dg)
-    return dv.astype(v.dtype), dg.reshape(g.shape).astype(g.dtype)
+    if v.size == 0:
+        # empty slices: dg is an empty sum
+        return np.empty_like(v), np.zeros(g.shape, dtype=g.dtype)
+    C = ve.shape[kax]
+    n = v.size // C
+    nthreads = get_num_threads()
+    v64 = ve.astype(np.float64, copy=False)
+    dw64 = dw.astype(np.float64, copy=False).reshape(ve.shape)
+    if not dw64.flags.aligned:
+        dw64 = dw64.copy()
+    ms = _wn_mean_squares(v64, kax, nthreads)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        norm = np.sqrt(n * ms)
+        ok = (ms >= _WN_TINY) & np.isfinite(norm)
+        if max(v.dtype.itemsize, dw.dtype.itemsize) > 4:
+            # float64 data: the products dw * v must neither overflow nor
+            # underflow (|dw * v| <= ||dw|| * ||v||); float32 ones cannot
+            msd = _wn_mean_squares(dw64, kax, nthreads)
+            ok &= (msd >= _WN_TINY) & (norm * np.sqrt(n * msd) <= _WN_HUGE)
+        rstd = 1.0 / np.sqrt(ms)
+    rn = math.sqrt(n)
+    reduced = tuple(i != kax for i in range(ve.ndim))
+    op = _engine.Op(reduced, _engine.MODE_RMS, 0.0, g64 / rn, None, w_on_kept=True,
+                    nthreads=nthreads)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        dv64, dgn, _ = _engine.run_backward(v64, dw64, None, op, None, rstd, True, True)
+        dg = dgn / rn
+    # a non-finite dg (inf or NaN in dw) also takes the NumPy formulas: the engine's
+    # RMS sums would turn some of their infs into NaNs
+    bad = np.flatnonzero(~(ok & np.isfinite(dg)))
+    if bad.size:
+        red = tuple(i for i in range(ve.ndim) if i != kax)
+        sv, sd = np.take(v64, bad, axis=kax), np.take(dw64, bad, axis=kax)
+        gb = g64[bad].reshape(_wn_slice_shape(ve, kax, bad.size))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nb = _wn_numpy_norm(sv, red)
+            u = sv / nb
+            sdg = np.sum(sd * u, axis=red, keepdims=True)
+            index = tuple(bad if i == kax else slice(None) for i in range(ve.ndim))
+            dv64[index] = (gb / nb) * (sd - u * sdg)
+            dg[bad] = sdg.reshape(-1)
+    return dv64.reshape(v.shape).astype(v.dtype), dg.reshape(g.shape).astype(g.dtype)
 
 
 # ------------------------------------------------------- BN folding ----

@@ -100,6 +100,100 @@ def test_zero_slice_is_nan():
     assert np.all(np.isnan(w[0])) and np.array_equal(w[1], [1.0, 0.0])
 
 
+def wn_bwd_ref(dw, v, g, axis):
+    """dv, dg from the formulas, float64 (g's shape as given)."""
+    v = np.asarray(v, dtype=np.float64)
+    dw = np.asarray(dw, dtype=np.float64)
+    red = tuple(range(v.ndim)) if axis is None else tuple(i for i in range(v.ndim) if i != axis % v.ndim)
+    n = np.sqrt(np.sum(v * v, axis=red, keepdims=True))
+    gb = np.asarray(g, dtype=np.float64).reshape(n.shape)
+    u = v / n
+    dg = np.sum(dw * u, axis=red, keepdims=True)
+    return gb / n * (dw - u * dg), dg.reshape(np.shape(g))
+
+
+@pytest.mark.parametrize("vmag,dwmag", [(1e200, 1.0), (1e-200, 1.0), (1.0, 1e-200), (1e150, 1e150),
+                                        (1e-160, 1e-160), (1e200, 1e-100)])
+@pytest.mark.parametrize("axis", [0, None])
+def test_backward_extreme_magnitudes(vmag, dwmag, axis, rng):
+    """float64 slices whose sums would overflow or underflow in the engine take the
+    scaled NumPy path: dv scales as dwmag / vmag, dg as dwmag."""
+    v = rng.standard_normal((4, 6))
+    g = rng.uniform(0.5, 2, g_shape(v, axis))
+    dw = rng.standard_normal(v.shape)
+    edv, edg = wn_bwd_ref(dw, v, g, axis)
+    dv, dg = weight_norm_backward(dw * dwmag, v * vmag, g, axis=axis)
+    np.testing.assert_allclose(dv / (dwmag / vmag), edv, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dg / dwmag, edg, rtol=1e-12, atol=1e-14)
+    if axis == 0:
+        # one extreme slice among moderate ones: each takes its own path
+        vm = v.copy()
+        vm[0] *= vmag
+        dv, dg = weight_norm_backward(dw, vm, g, axis=0)
+        np.testing.assert_allclose(dv[0] * vmag, edv[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(dv[1:], edv[1:], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(dg, edg, rtol=1e-12, atol=1e-14)
+
+
+def test_non_finite_inputs():
+    v = np.array([[3.0, 4.0], [np.inf, 1.0], [np.nan, 1.0], [1.0, 2.0], [0.0, 0.0]])
+    g = np.ones(5)
+    dw = np.array([[1.0, 2.0], [1.0, 1.0], [1.0, 1.0], [np.inf, 1.0], [1.0, 1.0]])
+    with np.errstate(all="raise"):
+        w = weight_norm(v, g)
+        dv, dg = weight_norm_backward(dw, v, g)
+    with np.errstate(all="ignore"):
+        edv, edg = wn_bwd_ref(dw, v, g, 0)
+    np.testing.assert_allclose(w[0], [0.6, 0.8], rtol=1e-15)
+    assert np.all(np.isnan(w[1:3])) and np.all(np.isnan(w[4]))
+    np.testing.assert_allclose(dv, edv, rtol=1e-14)  # and the formulas' inf / NaN pattern
+    np.testing.assert_allclose(dg, edg, rtol=1e-14)
+
+
+def test_float16_and_zero_d(rng):
+    v = rng.standard_normal((4, 5)).astype(np.float16)
+    g = rng.uniform(0.5, 2, 4).astype(np.float16)
+    dw = rng.standard_normal(v.shape).astype(np.float16)
+    w = weight_norm(v, g)
+    assert w.dtype == np.float16
+    np.testing.assert_allclose(w, wn_ref(v, g, 0), rtol=1e-3, atol=1e-3)
+    dv, dg = weight_norm_backward(dw, v, g)
+    assert dv.dtype == np.float16 and dg.dtype == np.float16
+    edv, edg = wn_bwd_ref(dw, v, g, 0)
+    np.testing.assert_allclose(dv, edv, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(dg, edg, rtol=2e-3, atol=2e-3)
+    # 0-d v: axis=None, ||v|| = |v|
+    w = weight_norm(np.array(-3.0), np.array(2.0), axis=None)
+    assert w.shape == () and w == -2.0
+    dv, dg = weight_norm_backward(np.array(5.0), np.array(-3.0), np.array(2.0), axis=None)
+    assert dv.shape == () and dg.shape == () and dv == 0.0 and dg == -5.0
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 0), 0), ((0, 3), 0), ((2, 0, 2), -1), ((0, 4), None)])
+def test_empty(shape, axis, dtype):
+    v = np.ones(shape, dtype=dtype)
+    g = np.ones(g_shape(v, axis), dtype=dtype)
+    w = weight_norm(v, g, axis=axis)
+    assert w.shape == shape and w.dtype == dtype
+    dv, dg = weight_norm_backward(v, v, g, axis=axis)
+    assert dv.shape == shape and dv.dtype == dtype
+    assert dg.shape == g.shape and dg.dtype == dtype and np.all(dg == 0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, None])
+def test_large_parallel(axis, dtype, rng):
+    """Above the engine's serial cutoff: the OpenMP paths."""
+    v = rng.standard_normal((96, 80, 3, 3)).astype(dtype)
+    g = rng.uniform(0.5, 2, g_shape(v, axis, torch_shape=False)).astype(dtype)
+    dw = rng.standard_normal(v.shape).astype(dtype)
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(weight_norm(v, g, axis=axis), wn_ref(v, g, axis), rtol=rtol, atol=rtol)
+    dv, dg = weight_norm_backward(dw, v, g, axis=axis)
+    edv, edg = wn_bwd_ref(dw, v, g, axis)
+    np.testing.assert_allclose(dv, edv, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dg, edg, rtol=rtol, atol=rtol)
+
+
 @pytest.mark.parametrize("shape,axis", [((5, 3, 3, 2), 0), ((5, 3, 3, 2), 2), ((4, 6), None)])
 def test_against_torch(shape, axis, dtype, rng):
     torch = pytest.importorskip("torch")
