@@ -100,7 +100,7 @@ static inline void TF(store_tail)(T *y, ptrdiff_t n, VT v)
 
 /* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values, entirely in
  * double: the reference the fast version falls back to. */
-static void TF(dev_sums_exact)(const T *x, ptrdiff_t n, double c, double *s1o, double *s2o)
+__attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdiff_t n, double c, double *s1o, double *s2o)
 {
     const VD zero = {0};
     const VD cv = zero + c;
@@ -154,7 +154,7 @@ static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, doubl
     *s1o = s1; *s2o = s2;
 }
 
-static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
+__attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
 {
     const VD zero = {0};
     VD q0 = zero, q1 = zero;
@@ -197,7 +197,7 @@ static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
 
 /* Partial statistics of one block (n <= FN_BLOCK): mean and m2, or in RMS mode the
  * sum of squares in m2. */
-static inline void TF(block_stats)(const T *x, ptrdiff_t n, double inv_n, int rms, double *mean, double *m2)
+static inline __attribute__((always_inline)) void TF(block_stats)(const T *x, ptrdiff_t n, double inv_n, int rms, double *mean, double *m2)
 {
     if (rms) {
         *mean = 0;
