@@ -66,7 +66,7 @@ def _kernel(x, y, plan, op, stream=False):
                       stats_given, mean, var, op.nthreads, stream)
     else:
         _ext.col_norm(x, y, plan.shape, not op.w_on_kept, w, b, op.eps, op.mode,
-                      stats_given, mean, var, op.nthreads)
+                      stats_given, mean, var, op.nthreads, 1, stream)
     return mean, var
 
 

@@ -124,14 +124,15 @@ def seg_norm(cnp.ndarray x, object y, tuple shape, object w, object b, double ep
 
 def col_norm(cnp.ndarray x, object y, tuple shape, bint w_along_r, object w, object b, double eps,
              int mode, bint stats_given, cnp.ndarray mean, cnp.ndarray var, int nthreads,
-             Py_ssize_t group=1):
+             Py_ssize_t group=1, bint stream=False):
     """Run the COL kernel. shape = (A, R, K, xa, xr, ya, yr), strides in elements;
-    group > 1 shares statistics across groups of that many consecutive columns."""
+    group > 1 shares statistics across groups of that many consecutive columns.
+    stream: as in seg_norm."""
     cdef fn_col_shape s
     (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape
     s.w_along_r = w_along_r
     s.Kg = group
-    cdef fn_norm_args p = _args(w, b, eps, mode, stats_given, mean, var, nthreads)
+    cdef fn_norm_args p = _args(w, b, eps, mode, stats_given, mean, var, nthreads, stream)
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *yp = _ptr(y)
     cdef int status

@@ -220,21 +220,34 @@ static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, 
     else fn_acc_merge(acc, n, mean, m2);
 }
 
-/* One vector of normalized values at x[i .. i + cnt) (cnt <= TLANES; a padded
- * tail when shorter): ((x - mh) - ml) * sc, then * w + b (vector parameters wv, bv,
- * either may be NULL) or + sh (scalar shift). */
-static inline VT TF(norm_vec)(const T *x, const T *wv, const T *bv, ptrdiff_t i, ptrdiff_t cnt,
-                              T mh, VT mhv, VT mlv, VT scv, VT shv)
+/* One vector of normalized values at x[i .. i + TLANES): ((x - mh) - ml) * sc,
+ * then * w + b (vector parameters wv, bv, either may be NULL) or + sh (scalar
+ * shift). */
+static inline VT TF(norm_vec)(const T *x, const T *wv, const T *bv, ptrdiff_t i,
+                              VT mhv, VT mlv, VT scv, VT shv)
 {
-    int full = cnt == TLANES;
-    VT xv = full ? TF(loadt)(x + i) : TF(load_tail)(x + i, cnt, mh);
-    VT v = ((xv - mhv) - mlv) * scv;
+    VT v = ((TF(loadt)(x + i) - mhv) - mlv) * scv;
     if (wv) {
-        v = v * (full ? TF(loadt)(wv + i) : TF(load_tail)(wv + i, cnt, 0));
-        if (bv) v = v + (full ? TF(loadt)(bv + i) : TF(load_tail)(bv + i, cnt, 0));
+        v = v * TF(loadt)(wv + i);
+        if (bv) v = v + TF(loadt)(bv + i);
         return v;
     }
     return v + shv;
+}
+
+/* The same for the cnt < TLANES values at x[i ..]: they are copied into padded
+ * vectors and go through the very code of the full vectors, so that a value's
+ * rounding (FMA contraction included) does not depend on its place in the row. */
+static inline void TF(norm_part_vec)(const T *x, const T *wv, const T *bv, T *y, ptrdiff_t i, ptrdiff_t cnt,
+                                     T mh, VT mhv, VT mlv, VT scv, VT shv)
+{
+    T bx[TLANES], bw[TLANES], bb[TLANES];
+    for (int j = 0; j < TLANES; j++) {
+        bx[j] = j < cnt ? x[i + j] : mh;
+        bw[j] = wv && j < cnt ? wv[i + j] : (T)0;
+        bb[j] = bv && j < cnt ? bv[i + j] : (T)0;
+    }
+    TF(store_tail)(y + i, cnt, TF(norm_vec)(bx, wv ? bw : NULL, bv ? bb : NULL, 0, mhv, mlv, scv, shv));
 }
 
 /* A non-temporal store of one vector to an address aligned to FN_VBYTES. */
@@ -309,14 +322,14 @@ static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, do
          * large output would evict from cache anyway */
         ptrdiff_t head = (ptrdiff_t)(((FN_VBYTES - (uintptr_t)y % FN_VBYTES) % FN_VBYTES) / sizeof(T));
         head = fn_min(head, n);
-        if (head) TF(store_tail)(y, head, TF(norm_vec)(x, wv, bv, 0, head, mh, mhv, mlv, scv, shv));
+        if (head) TF(norm_part_vec)(x, wv, bv, y, 0, head, mh, mhv, mlv, scv, shv);
         for (i = head; i + TLANES <= n; i += TLANES)
-            TF(stream_store)(y + i, TF(norm_vec)(x, wv, bv, i, TLANES, mh, mhv, mlv, scv, shv));
+            TF(stream_store)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
     } else {
         for (; i + TLANES <= n; i += TLANES)
-            TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, TLANES, mh, mhv, mlv, scv, shv));
+            TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
     }
-    if (i < n) TF(store_tail)(y + i, n - i, TF(norm_vec)(x, wv, bv, i, n - i, mh, mhv, mlv, scv, shv));
+    if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
 }
 
 /* inv_total = 1 / acc->n, computed once by the caller */
@@ -693,8 +706,9 @@ static ptrdiff_t TF(col_super_rows)(const fn_col_shape *s, ptrdiff_t sb)
 
 /* Per-column coefficients of slab a in T precision: y = ((x - mh) - ml) * sc + sh,
  * times a per-row weight afterwards when w_along_r (then sh = 0). Returns 0 when
- * one of them is not finite in T; the slab then normalizes in double. c holds 4K
- * values of T. */
+ * one of them is not finite in T; the slab then normalizes in double. c holds 8K
+ * values of T: mh, ml, sc, sh, each written twice in a row (2K values), so that a
+ * vector of columns starting anywhere in [0, K) can be loaded without wrapping. */
 static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c)
 {
     const T *w = (const T *)p->w, *b = (const T *)p->b;
@@ -704,12 +718,14 @@ static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_
         double mean = p->mean[a * K + k], rstd = 1.0 / sqrt(p->var[a * K + k] + p->eps);
         T mh = (T)mean;
         c[k] = mh;
-        c[K + k] = (T)(mean - (double)mh);
-        c[2 * K + k] = (T)(per_k ? rstd * (double)w[k] : rstd);
-        c[3 * K + k] = per_k && b ? b[k] : (T)0;
-        ok &= isfinite(c[k]) && isfinite(c[2 * K + k])
+        c[2 * K + k] = (T)(mean - (double)mh);
+        c[4 * K + k] = (T)(per_k ? rstd * (double)w[k] : rstd);
+        c[6 * K + k] = per_k && b ? b[k] : (T)0;
+        ok &= isfinite(c[k]) && isfinite(c[4 * K + k])
               && fn_t_safe(mean, p->var[a * K + k], (double)s->R, sizeof(T));
     }
+    for (int j = 0; j < 4; j++)
+        for (ptrdiff_t k = 0; k < K; k++) c[2 * j * K + K + k] = c[2 * j * K + k];
     return ok;
 }
 
@@ -719,8 +735,35 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
 {
     ptrdiff_t K = s->K;
     const T *w = (const T *)p->w, *b = (const T *)p->b;
-    const T *mh = c, *ml = c + K, *sc = c + 2 * K, *sh = c + 3 * K;
+    const T *mh = c, *ml = c + 2 * K, *sc = c + 4 * K, *sh = c + 6 * K;
     int along_r = w && s->w_along_r;
+    /* non-temporal stores (see fn_norm_args.stream) where every row starts on a
+     * vector boundary */
+    if (p->stream && ok && !along_r && s->xr == K && s->yr == K && K >= TLANES && ((uintptr_t)y % sizeof(T)) == 0) {
+        /* caller-owned output too large for cache, rows contiguous: the rows are
+         * one flat range written with aligned non-temporal stores, whatever the
+         * alignment of a row; the column of each vector comes from the doubled
+         * coefficient arrays */
+        const T *xf = x + a * s->xa + r0 * K;
+        T *yf = y + a * s->ya + r0 * K;
+        ptrdiff_t n = (r1 - r0) * K, i = 0;
+        ptrdiff_t head = fn_min(n, (ptrdiff_t)(((FN_VBYTES - (uintptr_t)yf % FN_VBYTES) % FN_VBYTES) / sizeof(T)));
+        for (; i < head; i++) yf[i] = ((xf[i] - mh[i]) - ml[i]) * sc[i] + sh[i];
+        ptrdiff_t col = head;
+        for (; i + TLANES <= n; i += TLANES) {
+            VT v = ((TF(loadt)(xf + i) - TF(loadt)(mh + col)) - TF(loadt)(ml + col)) * TF(loadt)(sc + col)
+                   + TF(loadt)(sh + col);
+            TF(stream_store)(yf + i, v);
+            col += TLANES;
+            if (col >= K) col -= K;
+        }
+        for (; i < n; i++) {
+            ptrdiff_t k = i % K;
+            yf[i] = ((xf[i] - mh[k]) - ml[k]) * sc[k] + sh[k];
+        }
+        fn_store_fence();
+        return;
+    }
     for (ptrdiff_t r = r0; r < r1; r++) {
         const T *xr = x + a * s->xa + r * s->xr;
         T *yr = y + a * s->ya + r * s->yr;
@@ -771,7 +814,7 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
     fn_merge_column_groups(mean, m2, K, s->Kg);
 }
 
-/* scratch: 6K doubles */
+/* scratch: 8K doubles (statistics, then the coefficients) */
 static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t a, double *scratch)
 {
     if (!p->stats_given) TF(col_slab_stats)(s, x, p, a, scratch);
@@ -823,17 +866,17 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         free(part);
     }
     if (y) {
-        T *coef = (T *)malloc(sizeof(T) * 4 * (size_t)K * (size_t)A + sizeof(int) * (size_t)A);
+        T *coef = (T *)malloc(sizeof(T) * 8 * (size_t)K * (size_t)A + sizeof(int) * (size_t)A);
         if (!coef) return FN_ENOMEM;
-        int *ok = (int *)(coef + 4 * K * A);
-        for (ptrdiff_t a = 0; a < A; a++) ok[a] = TF(col_coeffs)(s, p, a, coef + 4 * K * a);
+        int *ok = (int *)(coef + 8 * K * A);
+        for (ptrdiff_t a = 0; a < A; a++) ok[a] = TF(col_coeffs)(s, p, a, coef + 8 * K * a);
         /* items of about FN_CHUNK_ELEMS values: enough work to amortize the dispatch */
         ptrdiff_t rows = fn_max(FN_COL_BLOCK, FN_CHUNK_ELEMS / fn_max(1, K));
         ptrdiff_t nrb = (s->R + rows - 1) / rows, n_norm = A * nrb;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (ptrdiff_t it = 0; it < n_norm; it++) {
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * rows;
-            TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + rows, s->R), coef + 4 * K * a, ok[a]);
+            TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + rows, s->R), coef + 8 * K * a, ok[a]);
         }
         free(coef);
     }
@@ -849,13 +892,14 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
     double *own = fn_own_stats(&args, A * K);
     if (!args.mean) return FN_ENOMEM;
     double work = (double)A * (double)s->R * (double)K;
+    args.stream = p_in->stream && y != NULL && fn_stream_output(work * sizeof(T));
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
     if (nt <= 1 || A >= 4 * (ptrdiff_t)nt) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            double *scratch = (double *)malloc(sizeof(double) * 6 * (size_t)K);
+            double *scratch = (double *)malloc(sizeof(double) * 8 * (size_t)K);
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;

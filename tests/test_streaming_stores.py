@@ -1,0 +1,71 @@
+"""Caller-owned outputs of 48 MB and more are written with non-temporal stores
+(fn_norm_args.stream). The stored values must be exactly those of the regular
+stores: every case compares ``out=`` against the allocating call bit for bit,
+including outputs whose rows do not start on a vector boundary and column counts
+that are not a multiple of the vector width (the column kernel writes such rows
+as one flat range).
+"""
+
+import numpy as np
+import pytest
+
+import fastnorm
+
+STREAM_BYTES = 48 * 1024 * 1024
+
+
+def _out_like(x, offset):
+    """A C-contiguous out of x's shape whose data starts `offset` elements past a
+    64-byte boundary."""
+    buf = np.empty(x.size + 64, dtype=x.dtype)
+    start = (-buf.ctypes.data % 64) // x.itemsize + offset
+    out = buf[start:start + x.size].reshape(x.shape)
+    assert out.flags.c_contiguous and out.nbytes >= STREAM_BYTES
+    return out
+
+
+@pytest.fixture(scope="module")
+def columns():
+    rng = np.random.default_rng(5)
+    # 67 columns: rows of 268 bytes, so almost no row starts on a vector boundary
+    return {K: (rng.standard_normal((STREAM_BYTES // (4 * K) + 257, K)) * 3 + 20).astype(np.float32)
+            for K in (64, 67)}
+
+
+@pytest.mark.parametrize("K", [64, 67])
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_batch_norm_columns(columns, K, offset):
+    x = columns[K]
+    w = np.linspace(0.5, 2.0, K).astype(np.float32)
+    b = np.linspace(-1.0, 1.0, K).astype(np.float32)
+    ref = fastnorm.batch_norm(x, w, b, training=True, channel_axis=1)
+    out = _out_like(x, offset)
+    got = fastnorm.batch_norm(x, w, b, training=True, channel_axis=1, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, ref)
+    rm = x[:1000].mean(axis=0).astype(np.float32)
+    rv = x[:1000].var(axis=0).astype(np.float32)
+    ref = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, channel_axis=1)
+    fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, channel_axis=1, out=out)
+    np.testing.assert_array_equal(out, ref)
+    # and against the float64 formula on a few rows
+    m, v = x.astype(np.float64).mean(axis=0), x.astype(np.float64).var(axis=0)
+    rows = x[::50000].astype(np.float64)
+    expected = (rows - m) / np.sqrt(v + 1e-5) * w + b
+    np.testing.assert_allclose(out[::50000], (rows - rm) / np.sqrt(rv.astype(np.float64) + 1e-5) * w + b,
+                               rtol=1e-5, atol=1e-5)
+    assert expected.shape == out[::50000].shape
+
+
+@pytest.mark.parametrize("offset", [0, 3])
+def test_layer_norm_and_rms_rows(offset):
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((STREAM_BYTES // (4 * 4099) + 3, 4099)) + 7).astype(np.float32)
+    w = rng.standard_normal(4099).astype(np.float32)
+    out = _out_like(x, offset)
+    np.testing.assert_array_equal(fastnorm.layer_norm(x, w, w, out=out), fastnorm.layer_norm(x, w, w))
+    np.testing.assert_array_equal(fastnorm.rms_norm(x, w, out=out), fastnorm.rms_norm(x, w))
+    x64 = x[:4].astype(np.float64)
+    m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+    np.testing.assert_allclose(fastnorm.layer_norm(x, w, w, out=out)[:4], (x64 - m) / np.sqrt(v + 1e-5) * w + w,
+                               rtol=1e-4, atol=1e-4)
