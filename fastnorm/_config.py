@@ -80,6 +80,68 @@ def resolve_threads(num_threads, func):
     return _check_threads(num_threads, func)
 
 
+def set_buffer_cache(max_bytes):
+    """Set how much freed output memory fastnorm keeps for reuse.
+
+    Outputs of 4 MiB and more that fastnorm allocates (``y = layer_norm(x)``) come
+    from a cache of recycled blocks: when such an array is garbage-collected its
+    memory is kept, up to `max_bytes` in all, and handed to the next output of a
+    similar size. Reused memory is already mapped, so the call skips the page
+    faults that make a fresh large array slow to write (2-3x for 100 MB). The
+    arrays are ordinary NumPy arrays. The default limit is 1 GiB, or the
+    ``FASTNORM_BUFFER_CACHE_MB`` environment variable read at import; 0 turns the
+    cache off and frees what it holds.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Most bytes held by freed blocks, >= 0. Blocks beyond it are freed now.
+
+    Returns
+    -------
+    int
+        The previous limit.
+
+    Raises
+    ------
+    TypeError
+        If `max_bytes` is not an integer.
+    ValueError
+        If `max_bytes` < 0.
+
+    Examples
+    --------
+    >>> import fastnorm
+    >>> old = fastnorm.set_buffer_cache(0)        # no recycling
+    >>> _ = fastnorm.set_buffer_cache(old)         # back to the previous limit
+    """
+    if isinstance(max_bytes, bool):
+        raise TypeError(f"set_buffer_cache: max_bytes must be an int, got {max_bytes!r}")
+    try:
+        max_bytes = operator.index(max_bytes)
+    except TypeError:
+        raise TypeError(f"set_buffer_cache: max_bytes must be an int, got {max_bytes!r}") from None
+    if max_bytes < 0:
+        raise ValueError(f"set_buffer_cache: max_bytes must be >= 0, got {max_bytes}")
+    return _ext.buffer_cache_limit(min(max_bytes, 2**62))[0]
+
+
+def _apply_buffer_cache_env():
+    text = os.environ.get("FASTNORM_BUFFER_CACHE_MB", "").strip()
+    if not text:
+        return
+    try:
+        mb = float(text)
+        if not mb >= 0:
+            raise ValueError
+    except ValueError:
+        import warnings
+        warnings.warn(f"FASTNORM_BUFFER_CACHE_MB ignored: expected a number of MiB >= 0, got {text!r}",
+                      RuntimeWarning, stacklevel=3)
+        return
+    _ext.buffer_cache_limit(int(min(mb, 2.0**40) * 2**20))
+
+
 def show_config(file=None):
     """Print fastnorm's version, OpenMP and thread settings, and SIMD paths.
 
@@ -106,6 +168,8 @@ def show_config(file=None):
         f"  simd supported:  {', '.join(_ext.supported_isas())}",
         f"  simd active:     {_ext.isa_name()}"
         + (f"  (FASTNORM_FORCE_ISA={os.environ['FASTNORM_FORCE_ISA']})" if os.environ.get("FASTNORM_FORCE_ISA") else ""),
+        "  output cache:    {:.0f} MiB held, limit {:.0f} MiB".format(
+            *(v / 2**20 for v in reversed(_ext.buffer_cache_limit()))),
     ]
     print("\n".join(lines), file=out)
 

@@ -85,10 +85,14 @@ def run(x, out, op, want_y=True):
     when given, else a new array with x's memory layout.
     """
     kept = [i for i in range(x.ndim) if not op.reduced[i]]
+    stream = out is not None
+    y = None
     if want_y:
-        y = out if out is not None else np.empty_like(x)
-    else:
-        y = None
+        y = out
+        if out is None:
+            # large outputs come from recycled memory (_ext.new_output); a reused
+            # buffer is mapped already and takes streaming stores like out=
+            y, stream = _ext.new_output(x)
     plan = _layout.plan(x, y, op.reduced)
     if plan is None and out is not None:
         # Perhaps only `out` does not follow x's layout: compute into a fresh array.
@@ -107,7 +111,7 @@ def run(x, out, op, want_y=True):
         if want_y:
             y[...] = yc.transpose(np.argsort(perm))
         return y, mean, var
-    mean, var = _kernel(x, y, plan, op, stream=out is not None)
+    mean, var = _kernel(x, y, plan, op, stream=stream)
     if op.stats_given is None:
         mean = _units_to_kept(mean, plan, x.shape, kept)
         var = _units_to_kept(var, plan, x.shape, kept)
@@ -139,7 +143,7 @@ def run_backward(x, dy, out, op, mean, rstd, training, want_params):
     or (C,) when op.w_on_kept), None unless want_params.
     """
     kept = [i for i in range(x.ndim) if not op.reduced[i]]
-    dx = out if out is not None else np.empty_like(x)
+    dx = out if out is not None else _ext.new_output(x)[0]
     plan = _layout.plan(x, dx, op.reduced)
     if plan is None and out is not None:
         tmp, dw, db = run_backward(x, dy, None, op, mean, rstd, training, want_params)

@@ -75,6 +75,8 @@ cdef extern from "fastnorm.h" nogil:
 MODE_MEANVAR = 0
 MODE_RMS = 1
 
+include "_bufcache.pxi"
+
 
 cdef inline void *_ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -246,8 +248,9 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
     if bias is not None and (weight is None or not _param_ok(bias, typenum, D)):
         return None
     cdef cnp.ndarray ya
+    cdef bint stream = out is not None
     if out is None:
-        ya = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), typenum, 0)
+        ya = _new_output(xa, &stream)
     elif out is x:
         if not cnp.PyArray_ISWRITEABLE(xa):
             return None
@@ -284,7 +287,7 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
     s.xa = 0; s.xr1 = 0; s.xk = D
     s.ya = 0; s.yr1 = 0; s.yk = D
     s.wk = 0; s.wr1 = 0; s.wr2 = 1
-    cdef fn_norm_args p = _args(weight, bias, e, mode, False, None, None, nt, out is not None)
+    cdef fn_norm_args p = _args(weight, bias, e, mode, False, None, None, nt, stream)
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *yp = cnp.PyArray_DATA(ya)
     cdef int status

@@ -121,7 +121,7 @@ def _common(x, weight, bias, channel_axis, eps, out, num_threads, func, others=(
 
 def _forward(x, cax, G, weight, bias, eps, out, nthreads):
     """y and (mean, var) (N, G) for channel axis cax."""
-    y = out if out is not None else np.empty_like(x)
+    y = out if out is not None else _ext.new_output(x)[0]
     if x.size == 0:
         N = x.shape[0]
         return y, np.full((N, G), np.nan), np.full((N, G), np.nan)
@@ -358,7 +358,7 @@ def _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func)
         dx, dw, db = _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, None, nthreads, func)
         out[...] = dx
         return out, dw, db
-    dx = out if out is not None else np.empty_like(x)
+    dx = out if out is not None else _ext.new_output(x)[0]
     if x.size == 0:
         z = None if weight is None else np.zeros(C, dtype=x.dtype)
         return dx, z, (None if z is None else z.copy())

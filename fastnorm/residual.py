@@ -70,8 +70,11 @@ def _add_norm(x, residual, weight, bias, axis, eps, out, residual_out, num_threa
     if out is not None and np.may_share_memory(out, residual) and not same_memory(out, residual):
         raise ValueError(f"{func}: out partially overlaps residual")
 
-    s = residual_out if residual_out is not None else np.empty_like(x)
-    y = out if out is not None else np.empty_like(x)
+    s = residual_out if residual_out is not None else _ext.new_output(x)[0]
+    stream = out is not None
+    y = out
+    if out is None:
+        y, stream = _ext.new_output(x)
     D = x.shape[-1] if x.ndim else 1
     fused = axes == (x.ndim - 1,) and x.dtype != np.float16 and x.size > 0
     views = [_rows(a, D) for a in (x, residual, s, y)] if fused else [None]
@@ -79,7 +82,7 @@ def _add_norm(x, residual, weight, bias, axis, eps, out, residual_out, num_threa
         xv, rv, sv, yv = views
         isz = x.itemsize
         _ext.add_rows(xv, rv, sv, yv, tuple(v.strides[0] // isz for v in views), xv.shape[0], D,
-                      weight, bias, eps, mode, None, None, nthreads, out is not None)
+                      weight, bias, eps, mode, None, None, nthreads, stream)
         return y, s
     # General layouts and axes: the sum, then the normalization (two passes).
     np.add(x, residual, out=s)

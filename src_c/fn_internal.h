@@ -38,6 +38,10 @@
 #define FN_PARAM_GROUP 64
 #define FN_PARAM_SCRATCH (8.0 * 1024 * 1024)
 
+/* Most units (rows) whose statistics are taken before any of them is
+ * normalized, so that their dependency chains overlap. */
+#define FN_UNIT_GROUP 32
+
 /* Data a core can keep in its L1 cache while working on it. */
 #define FN_L1_BYTES 32768
 

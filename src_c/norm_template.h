@@ -381,6 +381,42 @@ static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, co
                    w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0, safe, p->stream);
 }
 
+/* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units. */
+static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
+                                                                    const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    ptrdiff_t n = s->R2, cnt = g1 - g;
+    double inv_n = 1.0 / (double)n, eps = p->eps;
+    double s1[FN_UNIT_GROUP], s2[FN_UNIT_GROUP], c0[FN_UNIT_GROUP], rstd[FN_UNIT_GROUP];
+    for (ptrdiff_t j = 0; j < cnt; j++) {
+        ptrdiff_t u = g + j, a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
+        const T *xu = x + a * s->xa + k * s->xk;
+        if (rms) {
+            s1[j] = 0; c0[j] = 0;
+            s2[j] = TF(sq_sum)(xu, n);
+        } else {
+            c0[j] = (double)xu[0];
+            TF(dev_sums)(xu, n, xu[0], &s1[j], &s2[j]);
+        }
+    }
+    double *mean = p->mean + g, *var = p->var + g;
+    for (ptrdiff_t j = 0; j < cnt; j++) {
+        double d = s1[j] * inv_n, m2 = s2[j] - s1[j] * d;
+        mean[j] = rms ? 0.0 : c0[j] + d;
+        var[j] = (rms ? s2[j] : (m2 < 0 ? 0 : m2)) * inv_n;
+        rstd[j] = 1.0 / sqrt(var[j] + eps);
+    }
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    for (ptrdiff_t j = 0; j < cnt; j++) {
+        ptrdiff_t u = g + j, a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
+        ptrdiff_t widx = k * s->wk;
+        TF(norm_range)(x + a * s->xa + k * s->xk, y + a * s->ya + k * s->yk, n, mean[j], rstd[j],
+                       w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0,
+                       fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
+    }
+}
+
 /* Units of a third to a half of L1 each, [u0, u1): the statistics of unit u + 1 are
  * taken block by block between the normalize blocks of unit u, so each thread
  * streams its next input from memory while it writes its current output, as a
@@ -418,7 +454,6 @@ static void TF(seg_units_pipelined)(const fn_seg_shape *s, const T *x, T *y, con
 /* Units [u0, u1): first all statistics, then all normalizations, so the
  * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
  * overlap in the out-of-order core instead of running one after another. */
-#define FN_UNIT_GROUP 32
 static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
                           ptrdiff_t u0, ptrdiff_t u1)
 {
@@ -428,8 +463,18 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
      * the normalize pass re-read from L2 */
     ptrdiff_t unit_bytes = s->R1 * s->R2 * (ptrdiff_t)sizeof(T);
     ptrdiff_t group = fn_max(1, fn_min(FN_UNIT_GROUP, FN_L1_BYTES / fn_max(1, unit_bytes)));
+    /* single-block rows (LayerNorm over up to FN_BLOCK values) take the lean path:
+     * no block merges, and the per-row scalar steps (mean, variance, 1/sqrt, the
+     * safety test) run as vector loops over the group instead of one dependency
+     * chain per row. The arithmetic is that of block_stats + finish_stats +
+     * seg_norm_part, so the results are the same bits. */
+    int lean = s->R1 == 1 && s->R2 >= 1 && s->R2 <= FN_BLOCK && y && !p->stats_given;
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
+        if (lean) {
+            TF(seg_rows_lean)(s, x, y, p, g, g1);
+            continue;
+        }
         if (!p->stats_given)
             for (ptrdiff_t u = g; u < g1; u++) {
                 ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;

@@ -956,6 +956,14 @@ def test_set_num_threads_bad(n, exc):
     assert fastnorm.get_num_threads() == before
 
 
+@pytest.mark.parametrize("n,exc", [(-1, ValueError), (True, TypeError), (1.0, TypeError),
+                                   (None, TypeError), ("4", TypeError)], ids=repr)
+def test_set_buffer_cache_bad(n, exc):
+    before = fastnorm._ext.buffer_cache_limit()[0]
+    _raises(exc, "max_bytes", fastnorm.set_buffer_cache, n)
+    assert fastnorm._ext.buffer_cache_limit()[0] == before
+
+
 def test_get_num_threads_and_show_config_take_no_bad_arguments():
     with pytest.raises(TypeError):
         fastnorm.get_num_threads(4)
@@ -968,7 +976,7 @@ def test_get_num_threads_and_show_config_take_no_bad_arguments():
 
 COVERED = set(FUNCS) | set(FAMILY) | {"BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm",
                                       "InstanceNorm", "RunningMoments", "set_num_threads",
-                                      "get_num_threads", "show_config"}
+                                      "get_num_threads", "set_buffer_cache", "show_config"}
 
 
 def test_every_public_name_is_covered():
