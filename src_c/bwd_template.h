@@ -417,16 +417,100 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
                               double *s0, double *s1, double *s2)
 {
     ptrdiff_t K = s->K, rows = FN_COL_BLOCK * FN_COL_SUPER;
-    ptrdiff_t r0 = sb * rows, r1 = fn_min(r0 + rows, s->R);
+    ptrdiff_t r_begin = sb * rows, r_end = fn_min(r_begin + rows, s->R);
     int rms = p->mode == FN_MODE_RMS;
+    const T *xs = x + a * s->xa, *dys = dy + a * s->xa;
     for (ptrdiff_t k = 0; k < K; k++) { s0[k] = 0; s1[k] = 0; s2[k] = 0; }
+    /* Chunks of two vectors of columns: each block of FN_COL_BLOCK rows is summed
+     * in T-precision lanes (one column per lane, at most FN_COL_BLOCK terms each)
+     * around the mean rounded to T, then added to the double sums; the shift is
+     * moved to the exact mean at the end, as in bwd_sums. */
+    const VT z = {0};
+    ptrdiff_t kv = K - K % (2 * TLANES);
+    for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += FN_COL_BLOCK) {
+        ptrdiff_t r1 = fn_min(r0 + FN_COL_BLOCK, r_end);
+        for (ptrdiff_t k = 0; k < kv; k += 2 * TLANES) {
+            T mb[2 * TLANES];
+            for (int j = 0; j < 2 * TLANES; j++) mb[j] = rms ? (T)0 : (T)mean[k + j];
+            const VT m0 = TF(loadt)(mb), m1 = TF(loadt)(mb + TLANES);
+            VT c0 = z, c1 = z, a0 = z, a1 = z, b0 = z, b1 = z;
+            for (ptrdiff_t r = r0; r < r1; r++) {
+                const T *xr = xs + r * s->xr + k, *dyr = dys + r * s->xr + k;
+                VT d0 = TF(loadt)(xr) - m0, d1 = TF(loadt)(xr + TLANES) - m1;
+                VT g0 = TF(loadt)(dyr), g1 = TF(loadt)(dyr + TLANES);
+                if (wred) { VT wv = z + wred[r]; g0 *= wv; g1 *= wv; }
+                c0 += d0; c1 += d1; a0 += g0; a1 += g1; b0 += g0 * d0; b1 += g1 * d1;
+            }
+            T tc[2 * TLANES], ta[2 * TLANES], tb[2 * TLANES];
+            TF(storet)(tc, c0); TF(storet)(tc + TLANES, c1);
+            TF(storet)(ta, a0); TF(storet)(ta + TLANES, a1);
+            TF(storet)(tb, b0); TF(storet)(tb + TLANES, b1);
+            for (int j = 0; j < 2 * TLANES; j++) {
+                s0[k + j] += (double)tc[j]; s1[k + j] += (double)ta[j]; s2[k + j] += (double)tb[j];
+            }
+        }
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const T *xr = xs + r * s->xr, *dyr = dys + r * s->xr;
+            double wr = wred ? (double)wred[r] : 1.0;
+            for (ptrdiff_t k = kv; k < K; k++) {
+                double g = (double)dyr[k] * wr, d = (double)xr[k] - (rms ? 0.0 : mean[k]);
+                s0[k] += d; s1[k] += g; s2[k] += g * d;
+            }
+        }
+    }
+    double n = (double)(r_end - r_begin);
+    for (ptrdiff_t k = 0; k < kv; k++) {
+        double delta = rms ? 0.0 : (double)(T)mean[k] - mean[k];
+        s0[k] += n * delta;
+        s2[k] += s1[k] * delta;
+    }
+}
+
+/* Per-column T coefficients of one slab for the T-precision dx,
+ *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
+ * from double per-column mean, rstd and coefficients (scale, c1, c2 at stride cs).
+ * cf holds 6K values; returns 0 when one is not finite in T (dx then runs in
+ * double). */
+static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
+                             const double *c1, const double *c2, ptrdiff_t cs, T *cf)
+{
+    int ok = 1;
+    for (ptrdiff_t k = 0; k < K; k++) {
+        T mh = (T)mean[k];
+        cf[k] = mh;
+        cf[K + k] = (T)(mean[k] - (double)mh);
+        cf[2 * K + k] = (T)rstd[k];
+        cf[3 * K + k] = (T)scale[k * cs];
+        cf[4 * K + k] = (T)c1[k * cs];
+        cf[5 * K + k] = (T)c2[k * cs];
+        for (int j = 0; j < 6; j++) ok &= isfinite(cf[j * K + k]) != 0;
+    }
+    return ok;
+}
+
+/* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
+ * along r) or dy * wcol[k] (parameters per column) or dy. */
+static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
+                            const T *wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *cf)
+{
+    ptrdiff_t K = s->K;
+    const T *mh = cf, *ml = cf + K, *rs = cf + 2 * K, *sc = cf + 3 * K, *c1 = cf + 4 * K, *c2 = cf + 5 * K;
     for (ptrdiff_t r = r0; r < r1; r++) {
         const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
-        double wr = wred ? (double)wred[r] : 1.0;
+        T *dxr = dx + a * s->ya + r * s->yr;
+        if (wcol) {
 #pragma omp simd
-        for (ptrdiff_t k = 0; k < K; k++) {
-            double g = (double)dyr[k] * wr, d = (double)xr[k] - (rms ? 0.0 : mean[k]);
-            s0[k] += d; s1[k] += g; s2[k] += g * d;
+            for (ptrdiff_t k = 0; k < K; k++) {
+                T xh = ((xr[k] - mh[k]) - ml[k]) * rs[k];
+                dxr[k] = sc[k] * (dyr[k] * wcol[k] - c1[k] - xh * c2[k]);
+            }
+        } else {
+            T wr = wred ? wred[r] : (T)1;
+#pragma omp simd
+            for (ptrdiff_t k = 0; k < K; k++) {
+                T xh = ((xr[k] - mh[k]) - ml[k]) * rs[k];
+                dxr[k] = sc[k] * (dyr[k] * wr - c1[k] - xh * c2[k]);
+            }
         }
     }
 }
@@ -444,8 +528,11 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb, AK = A * K;
     /* part: superblock sums; col: per-column sums; per column of each slab the
      * group's mean (given, then corrected), rstd, c1 and c2 */
-    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 8 * (size_t)AK));
+    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 8 * (size_t)AK)
+                                    + sizeof(T) * 6 * (size_t)AK + sizeof(int) * (size_t)A);
     if (!part) return FN_ENOMEM;
+    T *cf = (T *)(part + 3 * K * n_items + 8 * AK);
+    int *cf_ok = (int *)(cf + 6 * AK);
     double *col = part + 3 * K * n_items, *mg = col + 3 * AK, *cm = mg + AK, *cr = cm + AK,
            *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
@@ -481,10 +568,17 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
         }
     }
     if (dx) {
+        for (ptrdiff_t a = 0; a < A; a++)
+            cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, 1,
+                                         cf + 6 * K * a);
         ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
         for (ptrdiff_t it = 0; it < n_dx; it++) {
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
+            if (cf_ok[a]) {
+                TF(col_dx_rows)(s, x, dy, dx, NULL, w, a, r0, r1, cf + 6 * K * a);
+                continue;
+            }
             const double *m = cm + a * K, *rs = cr + a * K, *c1 = cc1 + a * K, *c2 = cc2 + a * K;
             for (ptrdiff_t r = r0; r < r1; r++) {
                 const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
@@ -531,9 +625,12 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         return st;
     }
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
-    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U));
+    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U)
+                                    + sizeof(T) * 6 * (size_t)U + sizeof(int) * (size_t)A);
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
     double *coef = part + 3 * K * n_items;
+    T *cf = (T *)(coef + 3 * U);
+    int *cf_ok = (int *)(cf + 6 * U);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (ptrdiff_t it = 0; it < n_items; it++) {
         double *q = part + 3 * K * it;
@@ -553,10 +650,17 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
                            &coef[3 * u], &coef[3 * u + 1], &coef[3 * u + 2]);
         }
     if (dx) {
+        for (ptrdiff_t a = 0; a < A; a++)
+            cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
+                                         coef + 3 * a * K + 1, coef + 3 * a * K + 2, 3, cf + 6 * K * a);
         ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
         for (ptrdiff_t it = 0; it < n_dx; it++) {
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
+            if (cf_ok[a]) {
+                TF(col_dx_rows)(s, x, dy, dx, wred, NULL, a, r0, r1, cf + 6 * K * a);
+                continue;
+            }
             const double *mean = p->cmean + a * K, *rstd = p->rstd + a * K, *c = coef + 3 * a * K;
             for (ptrdiff_t r = r0; r < r1; r++) {
                 const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
