@@ -68,7 +68,8 @@ def usable_cores():
 # --------------------------------------------------------------------------
 
 #: Arrays of x's size an ideal kernel reads + writes, per op (default 2).
-IO_FACTOR = {"add_layer_norm": 4, "layer_norm_backward": 3, "batch_norm_backward": 3}
+IO_FACTOR = {"add_layer_norm": 4, "layer_norm_backward": 3, "batch_norm_backward": 3,
+             "group_norm_backward": 3}
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Case:
                      "batch_norm_train": "bntrain", "batch_norm_eval": "bneval",
                      "group_norm": "gn", "instance_norm": "in", "add_layer_norm": "addln",
                      "layer_norm_backward": "lnbwd",
-                     "batch_norm_backward": "bnbwd"}.get(self.op, self.op)
+                     "batch_norm_backward": "bnbwd", "group_norm_backward": "gnbwd"}.get(self.op, self.op)
             dims = "x".join(str(s) for s in self.shape)
             dt = "f32" if self.dtype == "float32" else "f64"
             lay = "" if self.layout == "rows" else "_" + self.layout.lower()
@@ -441,6 +442,16 @@ class FastnormPeer(Peer):
         kw = self._kw_out(f, dict(channel_axis=ca, num_threads=threads), out)
         return None if kw is None else (lambda: f(dy, x, m, r, w, **kw))
 
+    def op_group_norm_backward(self, case, inp, threads, out):
+        """Return a callable running ``group_norm_backward`` (``out``: dx buffer or None)."""
+        x, w, b, dy, ca, g = inp["x"], inp["weight"], inp["bias"], inp["dy"], case.channel_axis, case.groups
+        if not hasattr(self.fn, "group_norm_backward"):
+            return None
+        _, m, r = self.fn.group_norm(x, g, w, b, eps=case.eps, channel_axis=ca, return_stats=True)
+        f = self.fn.group_norm_backward
+        kw = self._kw_out(f, dict(channel_axis=ca, num_threads=threads), out)
+        return None if kw is None else (lambda: f(dy, x, g, m, r, w, **kw))
+
     def op_group_norm(self, case, inp, threads, out):  # API from a later issue
         """Return a callable running ``group_norm`` on ``case`` (``out``: buffer or None)."""
         import inspect
@@ -744,6 +755,11 @@ class TorchPeer(Peer):
         F, eps = self.F, case.eps
         return self._grad(lambda x, w, b: F.batch_norm(x, None, None, w, b, True, 0.1, eps),
                           case, inp)
+
+    def op_group_norm_backward(self, case, inp, threads, out):
+        """Return a callable running autograd of ``group_norm`` (backward only)."""
+        F, g, eps = self.F, case.groups, case.eps
+        return self._grad(lambda x, w, b: F.group_norm(x, g, w, b, eps), case, inp)
 
     def op_group_norm(self, case, inp, threads, out):
         """Return a callable running ``group_norm`` on ``case`` (``out``: buffer or None)."""
@@ -1281,6 +1297,17 @@ def reference_head(case, inp, k=2):
         xh = (x - m) * r
         g = dy * wv
         return r * (g - g.mean(axes, keepdims=True) - xh * (g * xh).mean(axes, keepdims=True))
+    if case.op == "group_norm_backward":
+        # per (sample, group) statistics: the first k samples need nothing else
+        ca, G = case.channel_axis, case.groups
+        xc = np.moveaxis(x, ca, 1)
+        gc = np.moveaxis(inp["dy"][:k].astype(np.float64) * wb, ca, 1)
+        xg, gg = xc.reshape(xc.shape[0], G, -1), gc.reshape(xc.shape[0], G, -1)
+        m, v = xg.mean(-1, keepdims=True), xg.var(-1, keepdims=True)
+        r = 1.0 / np.sqrt(v + case.eps)
+        xh = (xg - m) * r
+        dx = r * (gg - gg.mean(-1, keepdims=True) - xh * (gg * xh).mean(-1, keepdims=True))
+        return np.moveaxis(dx.reshape(xc.shape), 1, ca)
     raise ValueError(case.op)
 
 

@@ -53,6 +53,10 @@ CORE_CASES = [
          layout="NCHW"),
     Case("BatchNorm backward NHWC (32, 56, 56, 64)", "batch_norm_backward", (32, 56, 56, 64),
          layout="NHWC"),
+    Case("GroupNorm backward (8, 256, 32, 32), 32 groups", "group_norm_backward", (8, 256, 32, 32),
+         layout="NCHW", groups=32),
+    Case("GroupNorm backward NHWC (8, 32, 32, 256), 32 groups", "group_norm_backward",
+         (8, 32, 32, 256), layout="NHWC", groups=32),
 ]
 
 
