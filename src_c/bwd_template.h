@@ -196,14 +196,13 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
     ptrdiff_t gs = nb * np_ + 48;   /* group stride, off 4 KiB multiples */
     T *part = (T *)calloc((size_t)ng * (size_t)gs, sizeof(T));
     if (!part) return FN_ENOMEM;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (ptrdiff_t g = 0; g < ng; g++) {
+    FN_PARALLEL_SHARES(nt, ng, g,
         T *pw = part + g * gs, *pb = p->db ? pw + np_ + 16 : NULL;
         for (ptrdiff_t u = g * FN_PARAM_GROUP; u < fn_min(U, (g + 1) * FN_PARAM_GROUP); u++) {
             TF(seg_bwd_unit)(s, p, q, u);
             TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
         }
-    }
+    );
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (ptrdiff_t j = 0; j < np_; j++) {
         double w = 0, b = 0;
@@ -224,8 +223,7 @@ static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, cons
 {
     ptrdiff_t U = s->A * s->K, nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, n_items = s->R1 * nb;
     int rms = p->mode == FN_MODE_RMS;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (ptrdiff_t it = 0; it < n_items; it++) {
+    FN_PARALLEL_SHARES(nt, n_items, it,
         ptrdiff_t r1 = it / nb, i0 = (it % nb) * FN_BLOCK, m = fn_min(FN_BLOCK, s->R2 - i0);
         double *dw = p->dw + r1 * s->wr1 + i0, *db = p->db ? p->db + r1 * s->wr1 + i0 : NULL;
         for (ptrdiff_t i = 0; i < m; i++) { dw[i] = 0; if (db) db[i] = 0; }
@@ -234,18 +232,18 @@ static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, cons
             const T *x = q->x + xo, *dy = q->dy + xo;
             double mean = rms ? 0.0 : p->cmean[u], rstd = p->rstd[u];
             if (db) {
-#pragma omp simd
+                _Pragma("omp simd")
                 for (ptrdiff_t i = 0; i < m; i++) {
                     double g = (double)dy[i];
                     dw[i] += g * (((double)x[i] - mean) * rstd);
                     db[i] += g;
                 }
             } else {
-#pragma omp simd
+                _Pragma("omp simd")
                 for (ptrdiff_t i = 0; i < m; i++) dw[i] += (double)dy[i] * (((double)x[i] - mean) * rstd);
             }
         }
-    }
+    );
 }
 
 /* Parameters per row (k, r1), constant along r2: GroupNorm's per-channel affine
@@ -301,21 +299,20 @@ static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         /* a unit at a time: its dx pass re-reads x and dy from cache */
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, R1 * s->R2));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
-        for (ptrdiff_t u = 0; u < U; u++) {
-            for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_row)(s, p, q, u, r1, rows + 3 * (u * R1 + r1));
-            TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
-            if (q->dx)
-                for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_dx)(s, p, q, u, r1);
-        }
+        FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
+            for (ptrdiff_t u = u_c_ * chunk; u < fn_min(U, (u_c_ + 1) * chunk); u++) {
+                for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_row)(s, p, q, u, r1, rows + 3 * (u * R1 + r1));
+                TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
+                if (q->dx)
+                    for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_dx)(s, p, q, u, r1);
+            }
+        );
     } else {
         /* few units: rows are the work items (the same sums in the same order) */
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (ptrdiff_t it = 0; it < n_rows; it++) TF(seg_bwd_plane_row)(s, p, q, it / R1, it % R1, rows + 3 * it);
+        FN_PARALLEL_SHARES(nt, n_rows, it, TF(seg_bwd_plane_row)(s, p, q, it / R1, it % R1, rows + 3 * it); );
         for (ptrdiff_t u = 0; u < U; u++) TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
         if (q->dx) {
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-            for (ptrdiff_t it = 0; it < n_rows; it++) TF(seg_bwd_plane_dx)(s, p, q, it / R1, it % R1);
+            FN_PARALLEL_SHARES(nt, n_rows, it, TF(seg_bwd_plane_dx)(s, p, q, it / R1, it % R1); );
         }
     }
     if (p->dw) {
@@ -366,17 +363,19 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     }
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
-        for (ptrdiff_t u = 0; u < U; u++) TF(seg_bwd_unit)(s, p, &q, u);
+        FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
+            for (ptrdiff_t u = u_c_ * chunk; u < fn_min(U, (u_c_ + 1) * chunk); u++) TF(seg_bwd_unit)(s, p, &q, u);
+        );
     } else {
         ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = s->R1 * nb, n_items = U * per_unit;
         double *part = (double *)malloc(sizeof(double) * 3 * (size_t)n_items);
         if (!part) { fn_threads_release(nt); return FN_ENOMEM; }
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
-        for (ptrdiff_t it = 0; it < n_items; it++) {
-            ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-            TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, &part[3 * it]);
-        }
+        FN_PARALLEL_SHARES(nt, (n_items + 15) / 16, c,
+            for (ptrdiff_t it = c * 16; it < fn_min(n_items, (c + 1) * 16); it++) {
+                ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+                TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, &part[3 * it]);
+            }
+        );
         for (ptrdiff_t u = 0; u < U; u++) {
             double S[3] = {0, 0, 0};
             for (ptrdiff_t j = 0; j < per_unit; j++)
@@ -385,11 +384,12 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
         }
         free(part);
         if (dx) {
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
-            for (ptrdiff_t it = 0; it < n_items; it++) {
-                ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-                TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 1, NULL);
-            }
+            FN_PARALLEL_SHARES(nt, (n_items + 15) / 16, c,
+                for (ptrdiff_t it = c * 16; it < fn_min(n_items, (c + 1) * 16); it++) {
+                    ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+                    TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 1, NULL);
+                }
+            );
         }
     }
     if (p->dw) {
@@ -536,11 +536,10 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     double *col = part + 3 * K * n_items, *mg = col + 3 * AK, *cm = mg + AK, *cr = cm + AK,
            *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (ptrdiff_t it = 0; it < n_items; it++) {
+    FN_PARALLEL_SHARES(nt, n_items, it,
         double *q = part + 3 * K * it;
         TF(col_bwd_super)(s, p, x, dy, NULL, mg + (it / nsb) * K, it / nsb, it % nsb, q, q + K, q + 2 * K);
-    }
+    );
     double n = (double)s->R * (double)Kg;
     for (ptrdiff_t a = 0; a < A; a++) {
         double *ca = col + 3 * K * a;
@@ -572,8 +571,7 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
             cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, 1,
                                          cf + 6 * K * a);
         ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-        for (ptrdiff_t it = 0; it < n_dx; it++) {
+        FN_PARALLEL_SHARES(nt, n_dx, it,
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
             if (cf_ok[a]) {
                 TF(col_dx_rows)(s, x, dy, dx, NULL, w, a, r0, r1, cf + 6 * K * a);
@@ -583,13 +581,13 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
             for (ptrdiff_t r = r0; r < r1; r++) {
                 const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
                 T *dxr = dx + a * s->ya + r * s->yr;
-#pragma omp simd
+                    _Pragma("omp simd")
                 for (ptrdiff_t k = 0; k < K; k++) {
                     double g = (double)dyr[k] * (w ? (double)w[k] : 1.0), xh = ((double)xr[k] - m[k]) * rs[k];
                     dxr[k] = (T)(rs[k] * (g - c1[k] - xh * c2[k]));
                 }
             }
-        }
+         );
     }
     if (p->dw) {
         for (ptrdiff_t k = 0; k < K; k++) {
@@ -631,11 +629,10 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     double *coef = part + 3 * K * n_items;
     T *cf = (T *)(coef + 3 * U);
     int *cf_ok = (int *)(cf + 6 * U);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (ptrdiff_t it = 0; it < n_items; it++) {
+    FN_PARALLEL_SHARES(nt, n_items, it,
         double *q = part + 3 * K * it;
         TF(col_bwd_super)(s, p, x, dy, wred, p->mean + (it / nsb) * K, it / nsb, it % nsb, q, q + K, q + 2 * K);
-    }
+    );
     double n = (double)s->R;
     for (ptrdiff_t a = 0; a < A; a++)
         for (ptrdiff_t k = 0; k < K; k++) {
@@ -654,8 +651,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
                                          coef + 3 * a * K + 1, coef + 3 * a * K + 2, 3, cf + 6 * K * a);
         ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-        for (ptrdiff_t it = 0; it < n_dx; it++) {
+        FN_PARALLEL_SHARES(nt, n_dx, it,
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
             if (cf_ok[a]) {
                 TF(col_dx_rows)(s, x, dy, dx, wred, NULL, a, r0, r1, cf + 6 * K * a);
@@ -666,13 +662,13 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
                 const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
                 T *dxr = dx + a * s->ya + r * s->yr;
                 double wr = wred ? (double)wred[r] : 1.0;
-#pragma omp simd
+                    _Pragma("omp simd")
                 for (ptrdiff_t k = 0; k < K; k++) {
                     double g = (double)dyr[k] * wr, xh = ((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k];
                     dxr[k] = (T)(c[3 * k] * (g - c[3 * k + 1] - xh * c[3 * k + 2]));
                 }
             }
-        }
+         );
     }
     if (p->dw && wunit) {
         for (ptrdiff_t k = 0; k < K; k++) {

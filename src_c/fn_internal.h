@@ -157,6 +157,59 @@ void fn_threads_release(int n);
 static inline ptrdiff_t fn_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 static inline ptrdiff_t fn_max(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
 
+/* Work sharing with cache affinity and load balance. Items [0, n) are split into
+ * one contiguous share per thread; a thread takes the items of its own share in
+ * order, then those left in the other shares. Uncontended, each thread gets the
+ * same share call after call, so data a previous call left in its cache is
+ * found there again (dynamic scheduling hands the items out in a different
+ * order each time); when a thread is descheduled, the others finish its share.
+ * Every item is claimed exactly once: owner and thieves advance the same
+ * counter. */
+typedef struct { ptrdiff_t next, end; char pad[64 - 2 * sizeof(ptrdiff_t)]; } fn_share;
+
+#define FN_MAX_SHARES 64
+
+static inline void fn_shares_init(fn_share *sh, int nt, ptrdiff_t n)
+{
+    for (int t = 0; t < nt; t++) {
+        sh[t].next = n * t / nt;
+        sh[t].end = n * (t + 1) / nt;
+    }
+}
+
+/* The next item for thread tid, or -1 when none is left. */
+static inline ptrdiff_t fn_shares_claim(fn_share *sh, int nt, int tid)
+{
+    for (int k = 0; k < nt; k++) {
+        fn_share *q = &sh[(tid + k) % nt];
+        if (__atomic_load_n(&q->next, __ATOMIC_RELAXED) >= q->end) continue;
+        ptrdiff_t c = __atomic_fetch_add(&q->next, 1, __ATOMIC_RELAXED);
+        if (c < q->end) return c;
+    }
+    return -1;
+}
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FN_THREAD_ID() omp_get_thread_num()
+#else
+#define FN_THREAD_ID() 0
+#endif
+
+/* for (item = 0..n-1) { ... }, on nt threads (at most FN_MAX_SHARES), see
+ * fn_share. The body is the variadic part, so it may hold commas. */
+#define FN_PARALLEL_SHARES(nt, n, item, ...) do {                                   \
+        fn_share fn_sh_[FN_MAX_SHARES];                                           \
+        int fn_nt_ = (nt) < FN_MAX_SHARES ? (nt) : FN_MAX_SHARES;                 \
+        fn_shares_init(fn_sh_, fn_nt_, (n));                                      \
+        _Pragma("omp parallel num_threads(fn_nt_) if (fn_nt_ > 1)")               \
+        {                                                                         \
+            int fn_tid_ = FN_THREAD_ID();                                         \
+            ptrdiff_t item;                                                       \
+            while ((item = fn_shares_claim(fn_sh_, fn_nt_, fn_tid_)) >= 0) { __VA_ARGS__ } \
+        }                                                                         \
+    } while (0)
+
 typedef struct {
     const char *name;
     int (*seg_f32)(const fn_seg_shape *, const float *, float *, const fn_norm_args *);

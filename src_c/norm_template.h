@@ -503,14 +503,14 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
     if (!p->stats_given) {
         double *part = (double *)malloc(sizeof(double) * 2 * (size_t)n_items);
         if (!part) return FN_ENOMEM;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
-        for (ptrdiff_t it = 0; it < n_items; it++) {
-            ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-            const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
-            ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
-            TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
-                            &part[2 * it], &part[2 * it + 1]);
-        }
+        FN_PARALLEL_SHARES(nt, (n_items + chunk - 1) / chunk, c,
+            for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
+                ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+                const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
+                ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
+                TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
+                                &part[2 * it], &part[2 * it + 1]);
+            });
         for (ptrdiff_t u = 0; u < U; u++) {
             fn_acc acc = {0, 0, 0};
             for (ptrdiff_t j = 0; j < per_unit; j++) {
@@ -522,14 +522,15 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
         free(part);
     }
     if (y) {
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
-        for (ptrdiff_t it = 0; it < n_items; it++) {
-            ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-            ptrdiff_t a = u / s->K, k = u % s->K;
-            TF(seg_norm_part)(s, x, y, p, a, k, r1, i0, fn_min(i0 + FN_BLOCK, s->R2),
-                              p->mean[u], p->var[u]);
+        FN_PARALLEL_SHARES(nt, (n_items + chunk - 1) / chunk, c,
+            for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
+                ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
+                ptrdiff_t a = u / s->K, k = u % s->K;
+                TF(seg_norm_part)(s, x, y, p, a, k, r1, i0, fn_min(i0 + FN_BLOCK, s->R2),
+                                  p->mean[u], p->var[u]);
+            }
             if (p->stream) fn_store_fence();
-        }
+        );
     }
     return FN_OK;
 }
@@ -557,14 +558,13 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
          * jumping between the planes of one channel */
         ptrdiff_t n_items = s->A * s->R1 * s->K, chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, s->R2));
         ptrdiff_t nchunks = (n_items + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-        for (ptrdiff_t c = 0; c < nchunks; c++) {
+        FN_PARALLEL_SHARES(nt, nchunks, c,
             for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
                 ptrdiff_t k = it % s->K, r1 = (it / s->K) % s->R1, a = it / (s->K * s->R1), u = a * s->K + k;
                 TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
             }
             if (p->stream) fn_store_fence();
-        }
+        );
     } else if (nt <= 1) {
         if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
         else TF(seg_units)(s, x, y, p, 0, U);
@@ -573,11 +573,10 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         /* a pipelined chunk starts with a statistics-only unit: make chunks long */
         if (pipelined) chunk = fn_max(chunk, U / (8 * (ptrdiff_t)nt));
         ptrdiff_t nchunks = (U + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (ptrdiff_t c = 0; c < nchunks; c++) {
+        FN_PARALLEL_SHARES(nt, nchunks, c, {
             if (pipelined) TF(seg_units_pipelined)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
-        }
+        });
     } else {
         status = TF(seg_split)(s, x, y, p, nt);
     }
@@ -627,9 +626,8 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
         TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, 0, M);
     } else {
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, D)), nchunks = (M + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (ptrdiff_t c = 0; c < nchunks; c++)
-            TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, c * chunk, fn_min(M, (c + 1) * chunk));
+        FN_PARALLEL_SHARES(nt, nchunks, c,
+            TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, c * chunk, fn_min(M, (c + 1) * chunk)););
         fn_threads_release(nt);
     }
     if (args.stream) fn_store_fence();
@@ -879,18 +877,20 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
     if (!p->stats_given) {
         double *part = (double *)malloc(sizeof(double) * 2 * (size_t)K * (size_t)n_items);
         if (!part) return FN_ENOMEM;
-#pragma omp parallel num_threads(nt)
+        fn_share sh[FN_MAX_SHARES];
+        int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+        fn_shares_init(sh, ntc, n_items);
+#pragma omp parallel num_threads(ntc)
         {
             double *scratch = (double *)malloc(sizeof(double) * 4 * (size_t)K);
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;
             }
-#pragma omp for schedule(dynamic, 1)
-            for (ptrdiff_t it = 0; it < n_items; it++)
-                if (scratch)
-                    TF(col_super_stats)(s, x, it / nsb, it % nsb, rms, scratch,
-                                        part + 2 * K * it, part + 2 * K * it + K);
+            ptrdiff_t it;
+            while (scratch && (it = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0)
+                TF(col_super_stats)(s, x, it / nsb, it % nsb, rms, scratch,
+                                    part + 2 * K * it, part + 2 * K * it + K);
             free(scratch);
         }
         if (status != FN_OK) { free(part); return status; }
@@ -918,11 +918,10 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         /* items of about FN_CHUNK_ELEMS values: enough work to amortize the dispatch */
         ptrdiff_t rows = fn_max(FN_COL_BLOCK, FN_CHUNK_ELEMS / fn_max(1, K));
         ptrdiff_t nrb = (s->R + rows - 1) / rows, n_norm = A * nrb;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (ptrdiff_t it = 0; it < n_norm; it++) {
+        FN_PARALLEL_SHARES(nt, n_norm, it,
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * rows;
             TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + rows, s->R), coef + 8 * K * a, ok[a]);
-        }
+        );
         free(coef);
     }
     return FN_OK;
@@ -942,16 +941,19 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
     if (nt <= 1 || A >= 4 * (ptrdiff_t)nt) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
+        fn_share sh[FN_MAX_SHARES];
+        int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+        fn_shares_init(sh, ntc, A);
+#pragma omp parallel num_threads(ntc) if (ntc > 1)
         {
             double *scratch = (double *)malloc(sizeof(double) * 8 * (size_t)K);
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;
             }
-#pragma omp for schedule(dynamic, 1)
-            for (ptrdiff_t a = 0; a < A; a++)
-                if (scratch) TF(col_slab)(s, x, y, p, a, scratch);
+            ptrdiff_t a;
+            while (scratch && (a = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0)
+                TF(col_slab)(s, x, y, p, a, scratch);
             free(scratch);
         }
     } else {
