@@ -44,6 +44,11 @@
 
 /* Data a core can keep in its L1 cache while working on it. */
 #define FN_L1_BYTES 32768
+/* ... and in its L2 (half of a 2 MiB L2: the output passes through it too). */
+#define FN_L2_BYTES (1024 * 1024)
+/* Segments shorter than this many bytes are too short for the hardware
+ * prefetchers to follow a walk that jumps from segment to segment. */
+#define FN_SHORT_SEGMENT_BYTES 4096
 
 /* Below this many elements a call runs serially: a parallel region costs more. */
 #define FN_SERIAL_ELEMS 65536

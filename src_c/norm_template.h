@@ -381,6 +381,44 @@ static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, co
                    w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0, safe, p->stream);
 }
 
+/* Units [u0, u1) made of many short segments (BatchNorm over N planes of 14x14):
+ * one unit's segments lie a whole row of units apart, too short a run for the
+ * prefetchers. The units of a chunk are walked together, segment row by segment
+ * row (r1 outer, unit inner), so memory is read in long runs; each unit's blocks
+ * are merged in the same order as seg_unit_stats merges them, so the statistics
+ * are the same bits. The normalize walks the same way, from L2. */
+#define FN_MAX_CHUNK_UNITS 64
+static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                                  ptrdiff_t u0, ptrdiff_t u1)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)(s->R1 * s->R2);
+    for (ptrdiff_t g0 = u0; g0 < u1; g0 += FN_MAX_CHUNK_UNITS) {
+        ptrdiff_t g1 = fn_min(g0 + FN_MAX_CHUNK_UNITS, u1);
+        if (!p->stats_given) {
+            fn_acc acc[FN_MAX_CHUNK_UNITS];
+            for (ptrdiff_t u = g0; u < g1; u++) acc[u - g0] = (fn_acc){0, 0, 0};
+            for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+                for (ptrdiff_t u = g0; u < g1; u++) {
+                    const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
+                    for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
+                        ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
+                        double bm, bm2;
+                        TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
+                        TF(acc_block)(&acc[u - g0], (double)m, bm, bm2, rms);
+                    }
+                }
+            for (ptrdiff_t u = g0; u < g1; u++)
+                TF(finish_stats)(&acc[u - g0], inv_total, rms, &p->mean[u], &p->var[u]);
+        }
+        if (y)
+            for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+                for (ptrdiff_t u = g0; u < g1; u++)
+                    TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, r1, 0, s->R2, p->mean[u], p->var[u]);
+    }
+    if (y && p->stream) fn_store_fence();
+}
+
 /* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units. */
 static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
                                                                     const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1)
@@ -551,7 +589,9 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     /* pipelining needs the unit being normalized and the next one to share L1; it
      * replaces groups of at most two units (see seg_units) */
     ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
-    int pipelined = y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
+    int rowwise = !p->stats_given && s->R1 > 1 && s->K > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES
+                  && unit_bytes > FN_L1_BYTES;
+    int pipelined = !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
     if (p->stats_given && y && s->R1 > 1) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of
@@ -565,6 +605,8 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
             }
             if (p->stream) fn_store_fence();
         );
+    } else if (nt <= 1 && rowwise) {
+        TF(seg_units_rowwise)(s, x, y, p, 0, U);
     } else if (nt <= 1) {
         if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
         else TF(seg_units)(s, x, y, p, 0, U);
@@ -572,9 +614,14 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
         /* a pipelined chunk starts with a statistics-only unit: make chunks long */
         if (pipelined) chunk = fn_max(chunk, U / (8 * (ptrdiff_t)nt));
+        /* row-wise chunks: as many units as L2 holds, at least two chunks per thread */
+        if (rowwise)
+            chunk = fn_max(1, fn_min(fn_min(FN_MAX_CHUNK_UNITS, FN_L2_BYTES / fn_max(1, unit_bytes)),
+                                     U / (2 * (ptrdiff_t)nt)));
         ptrdiff_t nchunks = (U + chunk - 1) / chunk;
         FN_PARALLEL_SHARES(nt, nchunks, c, {
-            if (pipelined) TF(seg_units_pipelined)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+            if (rowwise) TF(seg_units_rowwise)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+            else if (pipelined) TF(seg_units_pipelined)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
         });
     } else {

@@ -20,6 +20,7 @@ CASES = {
     "nchw-c2": ((16, 2, 50, 50), "channels", 1),
     "nchw-c3": ((9, 3, 57, 61), "channels", 1),
     "channels-last": ((40001, 3), "channels", -1),
+    "nchw-small-planes": ((64, 40, 7, 7), "channels", 1),     # walked row by row of units
     "nhwc": ((8, 45, 45, 5), "channels", -1),
     "channels-first-ln": ((8, 3, 60, 61), "rows", 1),
     "channels-first-ln-c64": ((4, 64, 20, 21), "rows", 1),
