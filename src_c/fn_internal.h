@@ -172,7 +172,7 @@ static inline ptrdiff_t fn_max(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b;
  * counter. */
 typedef struct { ptrdiff_t next, end; char pad[64 - 2 * sizeof(ptrdiff_t)]; } fn_share;
 
-#define FN_MAX_SHARES 64
+#define FN_MAX_SHARES 256
 
 static inline void fn_shares_init(fn_share *sh, int nt, ptrdiff_t n)
 {
