@@ -280,7 +280,7 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
         if type(num_threads) is not int or num_threads < 1:
             return None
         nt = num_threads
-    elif size >= 65536:
+    elif size + (size // D) * 256 >= 65536:   # fn_work(rows, D) >= FN_SERIAL_ELEMS (src_c/fn_internal.h)
         nt = default_threads()
     cdef fn_seg_shape s
     s.A = 1; s.R1 = 1; s.K = size // D; s.R2 = D

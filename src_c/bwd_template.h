@@ -345,7 +345,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     int plane = w && s->wk != 0 && s->wr1 != 0 && s->R1 > 1;
     TF(seg_bwd_ptrs) q = {x, dy, dx, (w && s->wk == 0) ? w : NULL, (w && s->wk != 0 && !plane) ? w : NULL,
                           plane ? w : NULL};
-    double work = (double)U * (double)unit_len;
+    double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     if (plane) {

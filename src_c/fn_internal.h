@@ -50,8 +50,14 @@
  * prefetchers to follow a walk that jumps from segment to segment. */
 #define FN_SHORT_SEGMENT_BYTES 4096
 
-/* Below this many elements a call runs serially: a parallel region costs more. */
+/* Below this much work a call runs serially: a parallel region costs more. Work
+ * is counted in elements plus, per unit (row), FN_UNIT_WORK elements for its fixed
+ * cost (reductions across lanes, coefficients, the unit's set-up): 512 rows of 64
+ * values take as long as a million streamed ones would take a sixth of. */
 #define FN_SERIAL_ELEMS 65536
+#define FN_UNIT_WORK 256
+
+static inline double fn_work(double units, double unit_len) { return units * (unit_len + FN_UNIT_WORK); }
 /* Work (elements) a dynamic chunk of the parallel loops should hold. */
 #define FN_CHUNK_ELEMS 16384
 

@@ -582,7 +582,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     double *own = fn_own_stats(&args, U);
     if (!args.mean) return FN_ENOMEM;
     args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T));
-    double work = (double)U * (double)unit_len;
+    double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
@@ -666,7 +666,7 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     fn_norm_args args = *p_in;
     const fn_norm_args *p = &args;
     args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T));
-    double work = (double)M * (double)D;
+    double work = fn_work((double)M, (double)D);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     if (nt <= 1) {
