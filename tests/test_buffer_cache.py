@@ -25,7 +25,9 @@ def _held():
 
 @pytest.fixture
 def cache_limit():
-    old = fastnorm.set_buffer_cache(512 * MIB)
+    """An empty cache (earlier tests may have left blocks) with a 512 MiB limit."""
+    old = fastnorm.set_buffer_cache(0)
+    fastnorm.set_buffer_cache(512 * MIB)
     yield
     fastnorm.set_buffer_cache(old)
 
