@@ -515,6 +515,27 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
     }
 }
 
+/* The same in double, from the double per-column values that col_dx_coeffs
+ * rounds (mean, rstd, and scale, c1, c2 at stride cs): for slabs whose T
+ * coefficients are not finite. */
+static void TF(col_dx_rows_exact)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
+                                  const T *wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const double *mean,
+                                  const double *rstd, const double *scale, const double *c1, const double *c2,
+                                  ptrdiff_t cs)
+{
+    ptrdiff_t K = s->K;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+        T *dxr = dx + a * s->ya + r * s->yr;
+        double wr = wred ? (double)wred[r] : 1.0;
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double g = (double)dyr[k] * wr * (wcol ? (double)wcol[k] : 1.0), xh = ((double)xr[k] - mean[k]) * rstd[k];
+            dxr[k] = (T)(scale[k * cs] * (g - c1[k * cs] - xh * c2[k * cs]));
+        }
+    }
+}
+
 /* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
  * with one parameter per column. Column sums are taken without the parameter and
  * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
@@ -573,21 +594,12 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
         ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
         FN_PARALLEL_SHARES(nt, n_dx, it,
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
-            if (cf_ok[a]) {
+            if (cf_ok[a])
                 TF(col_dx_rows)(s, x, dy, dx, NULL, w, a, r0, r1, cf + 6 * K * a);
-                continue;
-            }
-            const double *m = cm + a * K, *rs = cr + a * K, *c1 = cc1 + a * K, *c2 = cc2 + a * K;
-            for (ptrdiff_t r = r0; r < r1; r++) {
-                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
-                T *dxr = dx + a * s->ya + r * s->yr;
-                    _Pragma("omp simd")
-                for (ptrdiff_t k = 0; k < K; k++) {
-                    double g = (double)dyr[k] * (w ? (double)w[k] : 1.0), xh = ((double)xr[k] - m[k]) * rs[k];
-                    dxr[k] = (T)(rs[k] * (g - c1[k] - xh * c2[k]));
-                }
-            }
-         );
+            else
+                TF(col_dx_rows_exact)(s, x, dy, dx, NULL, w, a, r0, r1, cm + a * K, cr + a * K, cr + a * K,
+                                      cc1 + a * K, cc2 + a * K, 1);
+        );
     }
     if (p->dw) {
         for (ptrdiff_t k = 0; k < K; k++) {
@@ -653,22 +665,13 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
         FN_PARALLEL_SHARES(nt, n_dx, it,
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
-            if (cf_ok[a]) {
+            const double *c = coef + 3 * a * K;
+            if (cf_ok[a])
                 TF(col_dx_rows)(s, x, dy, dx, wred, NULL, a, r0, r1, cf + 6 * K * a);
-                continue;
-            }
-            const double *mean = p->cmean + a * K, *rstd = p->rstd + a * K, *c = coef + 3 * a * K;
-            for (ptrdiff_t r = r0; r < r1; r++) {
-                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
-                T *dxr = dx + a * s->ya + r * s->yr;
-                double wr = wred ? (double)wred[r] : 1.0;
-                    _Pragma("omp simd")
-                for (ptrdiff_t k = 0; k < K; k++) {
-                    double g = (double)dyr[k] * wr, xh = ((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k];
-                    dxr[k] = (T)(c[3 * k] * (g - c[3 * k + 1] - xh * c[3 * k + 2]));
-                }
-            }
-         );
+            else
+                TF(col_dx_rows_exact)(s, x, dy, dx, wred, NULL, a, r0, r1, p->cmean + a * K, p->rstd + a * K,
+                                      c, c + 1, c + 2, 3);
+        );
     }
     if (p->dw && wunit) {
         for (ptrdiff_t k = 0; k < K; k++) {
