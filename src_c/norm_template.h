@@ -350,19 +350,23 @@ static inline double TF(inv_tail)(const fn_seg_shape *s)
 /* ---------------------------------------------------------------- SEG ---- */
 
 /* Statistics of the unit at xu (R1 segments of R2 values). */
+/* Merges the blocks of one segment (R2 values at seg) into acc, in order. */
+static inline __attribute__((always_inline)) void TF(acc_segment)(fn_acc *acc, const T *seg, ptrdiff_t R2,
+                                                                  int rms, double inv_tail)
+{
+    for (ptrdiff_t i0 = 0; i0 < R2; i0 += FN_BLOCK) {
+        ptrdiff_t m = fn_min(FN_BLOCK, R2 - i0);
+        double bm, bm2;
+        TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
+        TF(acc_block)(acc, (double)m, bm, bm2, rms);
+    }
+}
+
 static inline __attribute__((always_inline)) void TF(seg_unit_stats)(const fn_seg_shape *s, const T *xu, int rms, double inv_tail,
                                double inv_total, double *mean, double *var)
 {
     fn_acc acc = {0, 0, 0};
-    for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
-        const T *seg = xu + r1 * s->xr1;
-        for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
-            ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
-            double bm, bm2;
-            TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
-            TF(acc_block)(&acc, (double)m, bm, bm2, rms);
-        }
-    }
+    for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) TF(acc_segment)(&acc, xu + r1 * s->xr1, s->R2, rms, inv_tail);
     TF(finish_stats)(&acc, inv_total, rms, mean, var);
 }
 
@@ -399,15 +403,9 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
             fn_acc acc[FN_MAX_CHUNK_UNITS];
             for (ptrdiff_t u = g0; u < g1; u++) acc[u - g0] = (fn_acc){0, 0, 0};
             for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
-                for (ptrdiff_t u = g0; u < g1; u++) {
-                    const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
-                    for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
-                        ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0);
-                        double bm, bm2;
-                        TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
-                        TF(acc_block)(&acc[u - g0], (double)m, bm, bm2, rms);
-                    }
-                }
+                for (ptrdiff_t u = g0; u < g1; u++)
+                    TF(acc_segment)(&acc[u - g0], x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1,
+                                    s->R2, rms, inv_tail);
             for (ptrdiff_t u = g0; u < g1; u++)
                 TF(finish_stats)(&acc[u - g0], inv_total, rms, &p->mean[u], &p->var[u]);
         }
