@@ -53,40 +53,6 @@ static void LF(lrn_tile)(const fn_lrn_shape *s, const T *x, T *y, const fn_lrn_a
     }
 }
 
-static int LF(lrn)(const fn_lrn_shape *s, const T *x, T *y, const fn_lrn_args *p)
-{
-    int st = lrn_check(s, p);
-    if (st != FN_OK) return st;
-    if (s->O == 0 || s->C == 0 || s->Ni == 0) return FN_OK;
-    fn_lrn_args q = *p;
-    q.before = fn_min(p->before, s->C - 1);
-    q.after = fn_min(p->after, s->C - 1);
-    lrn_plan pl;
-    lrn_make_plan(s, &q, 2, &pl);
-    int nt = lrn_threads(s, &q, &pl);
-    double *scratch = (double *)malloc(sizeof(double) * (size_t)pl.per_thread * (size_t)nt);
-    if (!scratch) {
-        fn_threads_release(nt);
-        return FN_ENOMEM;
-    }
-    if (nt <= 1) {
-        for (ptrdiff_t it = 0; it < pl.items; it++) LF(lrn_tile)(s, x, y, &q, &pl, q.before, it, scratch);
-    } else {
-#pragma omp parallel num_threads(nt)
-        {
-#ifdef _OPENMP
-            double *mine = scratch + (size_t)omp_get_thread_num() * (size_t)pl.per_thread;
-#else
-            double *mine = scratch;
-#endif
-#pragma omp for schedule(dynamic, 1)
-            for (ptrdiff_t it = 0; it < pl.items; it++) LF(lrn_tile)(s, x, y, &q, &pl, q.before, it, mine);
-        }
-    }
-    free(scratch);
-    fn_threads_release(nt);
-    return FN_OK;
-}
 
 /* Backward of one tile. With base[c] = k + scale * window_sum(x^2)[c] and
  * r[c] = base[c]^-beta:  t[c] = dy[c] * x[c] * r[c] / base[c], and
@@ -145,7 +111,9 @@ static void LF(lrn_bwd_tile)(const fn_lrn_shape *s, const T *x, const T *dy, T *
     }
 }
 
-static int LF(lrn_bwd)(const fn_lrn_shape *s, const T *x, const T *dy, T *dx, const fn_lrn_args *p)
+/* Runs the forward (dy == NULL) or the backward over all tiles: clamps the
+ * window, plans the tiles, and gives each thread its own scratch. */
+static int LF(lrn_run)(const fn_lrn_shape *s, const T *x, const T *dy, T *out, const fn_lrn_args *p)
 {
     int st = lrn_check(s, p);
     if (st != FN_OK) return st;
@@ -154,30 +122,39 @@ static int LF(lrn_bwd)(const fn_lrn_shape *s, const T *x, const T *dy, T *dx, co
     q.before = fn_min(p->before, s->C - 1);
     q.after = fn_min(p->after, s->C - 1);
     lrn_plan pl;
-    lrn_make_plan(s, &q, 3, &pl);
+    lrn_make_plan(s, &q, dy ? 3 : 2, &pl);
     int nt = lrn_threads(s, &q, &pl);
     double *scratch = (double *)malloc(sizeof(double) * (size_t)pl.per_thread * (size_t)nt);
     if (!scratch) {
         fn_threads_release(nt);
         return FN_ENOMEM;
     }
-    if (nt <= 1) {
-        for (ptrdiff_t it = 0; it < pl.items; it++) LF(lrn_bwd_tile)(s, x, dy, dx, &q, &pl, it, scratch);
-    } else {
-#pragma omp parallel num_threads(nt)
-        {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
 #ifdef _OPENMP
-            double *mine = scratch + (size_t)omp_get_thread_num() * (size_t)pl.per_thread;
+        double *mine = scratch + (size_t)omp_get_thread_num() * (size_t)pl.per_thread;
 #else
-            double *mine = scratch;
+        double *mine = scratch;
 #endif
 #pragma omp for schedule(dynamic, 1)
-            for (ptrdiff_t it = 0; it < pl.items; it++) LF(lrn_bwd_tile)(s, x, dy, dx, &q, &pl, it, mine);
+        for (ptrdiff_t it = 0; it < pl.items; it++) {
+            if (dy) LF(lrn_bwd_tile)(s, x, dy, out, &q, &pl, it, mine);
+            else LF(lrn_tile)(s, x, out, &q, &pl, q.before, it, mine);
         }
     }
     free(scratch);
     fn_threads_release(nt);
     return FN_OK;
+}
+
+static int LF(lrn)(const fn_lrn_shape *s, const T *x, T *y, const fn_lrn_args *p)
+{
+    return LF(lrn_run)(s, x, NULL, y, p);
+}
+
+static int LF(lrn_bwd)(const fn_lrn_shape *s, const T *x, const T *dy, T *dx, const fn_lrn_args *p)
+{
+    return LF(lrn_run)(s, x, dy, dx, p);
 }
 
 #undef LF
