@@ -1,9 +1,9 @@
 """Thread count and build/runtime configuration."""
-import operator
 import os
 import sys
 
 from . import _ext
+from ._validate import check_int
 
 _default_threads = None   # set by set_num_threads; None: follow OpenMP
 
@@ -63,15 +63,7 @@ def get_num_threads():
 
 
 def _check_threads(n, func, name="num_threads"):
-    if isinstance(n, bool):
-        raise TypeError(f"{func}: {name} must be an int, got {n!r}")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{func}: {name} must be an int, got {n!r}") from None
-    if n < 1:
-        raise ValueError(f"{func}: {name} must be >= 1, got {n}")
-    return n
+    return check_int(n, func, name, 1)
 
 
 def resolve_threads(num_threads, func):
@@ -115,14 +107,7 @@ def set_buffer_cache(max_bytes):
     >>> old = fastnorm.set_buffer_cache(0)        # no recycling
     >>> _ = fastnorm.set_buffer_cache(old)         # back to the previous limit
     """
-    if isinstance(max_bytes, bool):
-        raise TypeError(f"set_buffer_cache: max_bytes must be an int, got {max_bytes!r}")
-    try:
-        max_bytes = operator.index(max_bytes)
-    except TypeError:
-        raise TypeError(f"set_buffer_cache: max_bytes must be an int, got {max_bytes!r}") from None
-    if max_bytes < 0:
-        raise ValueError(f"set_buffer_cache: max_bytes must be >= 0, got {max_bytes}")
+    max_bytes = check_int(max_bytes, "set_buffer_cache", "max_bytes", 0)
     return _ext.buffer_cache_limit(min(max_bytes, 2**62))[0]
 
 

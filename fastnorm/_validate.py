@@ -22,6 +22,20 @@ def as_input(x, func, name="x"):
     raise TypeError(f"{func}: {name} must be a float32 or float64 array, got dtype {x.dtype}")
 
 
+def check_int(value, func, name, minimum):
+    """`value` as a Python int >= minimum: TypeError for non-integers (bools
+    included), ValueError below the minimum, each naming `name`."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be an int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{func}: {name} must be an int, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{func}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
 def compute_dtype(x):
     return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
 

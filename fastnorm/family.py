@@ -17,7 +17,8 @@ import numpy as np
 
 from . import _engine, _ext
 from ._config import get_num_threads, resolve_threads
-from ._validate import as_input, channel_axis_index, check_eps, check_out, compute_dtype, normalize_axes, same_memory
+from ._validate import (as_input, channel_axis_index, check_eps, check_int, check_out, compute_dtype,
+                        normalize_axes, same_memory)
 
 __all__ = ["local_response_norm", "local_response_norm_backward", "weight_norm",
            "weight_norm_backward", "fold_batch_norm"]
@@ -26,15 +27,7 @@ __all__ = ["local_response_norm", "local_response_norm_backward", "weight_norm",
 # ------------------------------------------------------------------ LRN ----
 
 def _check_size(size, func):
-    if isinstance(size, (bool, np.bool_)):
-        raise TypeError(f"{func}: size must be an int, got {size!r}")
-    try:
-        size = operator.index(size)
-    except TypeError:
-        raise TypeError(f"{func}: size must be an int, got {size!r}") from None
-    if size < 1:
-        raise ValueError(f"{func}: size must be >= 1, got {size}")
-    return size
+    return check_int(size, func, "size", 1)
 
 
 def _check_real(v, func, name):

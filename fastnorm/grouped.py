@@ -13,14 +13,13 @@ and the kernel shape is written directly, for both memory orders:
 Statistics stay exact for either layout (no E[x^2] - E[x]^2, unlike PyTorch's
 channels-last GroupNorm).
 """
-import operator
 
 import numpy as np
 
 from . import _engine, _ext
 from ._config import resolve_threads
-from ._validate import (as_input, channel_axis_index, check_eps, check_momentum, check_out, check_param,
-                        check_running, compute_dtype)
+from ._validate import (as_input, channel_axis_index, check_eps, check_int, check_momentum, check_out,
+                        check_param, check_running, compute_dtype)
 from .backward import _grad_input, _stat
 from .normalization import batch_norm
 from .backward import batch_norm_backward
@@ -196,14 +195,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
 
 
 def _check_groups(num_groups, C, func):
-    if isinstance(num_groups, bool):
-        raise TypeError(f"{func}: num_groups must be an int, got {num_groups!r}")
-    try:
-        G = operator.index(num_groups)
-    except TypeError:
-        raise TypeError(f"{func}: num_groups must be an int, got {num_groups!r}") from None
-    if G < 1:
-        raise ValueError(f"{func}: num_groups must be >= 1, got {G}")
+    G = check_int(num_groups, func, "num_groups", 1)
     if C % G:
         raise ValueError(f"{func}: num_groups={G} does not divide the {C} channels")
     return G
