@@ -298,7 +298,7 @@ static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const
     if (!rows) return FN_ENOMEM;
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         /* a unit at a time: its dx pass re-reads x and dy from cache */
-        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, R1 * s->R2));
+        ptrdiff_t chunk = fn_chunk_items(U, R1 * s->R2, nt);
         FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
             for (ptrdiff_t u = u_c_ * chunk; u < fn_min(U, (u_c_ + 1) * chunk); u++) {
                 for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_row)(s, p, q, u, r1, rows + 3 * (u * R1 + r1));
@@ -362,7 +362,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
         return st;
     }
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
-        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
+        ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
         FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
             for (ptrdiff_t u = u_c_ * chunk; u < fn_min(U, (u_c_ + 1) * chunk); u++) TF(seg_bwd_unit)(s, p, &q, u);
         );

@@ -19,6 +19,7 @@
 
 #define FN_CAT_(a, b) a##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
+#define FN_UNPAREN(...) __VA_ARGS__
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
 
@@ -126,13 +127,14 @@ static inline double fn_m2_from_sums(double s1, double s2, double n)
 static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
 {
     /* sqrt(n * var) + |mean| < limit, checked without a square root (this sits
-     * on every row's dependency chain) */
+     * on every row's dependency chain); tiny data (denormal range in float32) is
+     * normalized in double as well: denormal operands make float arithmetic take
+     * microcode assists. Written without branches, so loops over rows vectorize. */
     double limit = tsize < sizeof(double) ? 1e37 : 1e307;
     double spread2 = var * n, am = fabs(mean);
-    if (!(spread2 < 0.25 * limit * limit && am < 0.5 * limit)) return 0;
-    /* tiny data (denormal range in float32) is normalized in double as well:
-     * denormal operands make float arithmetic take microcode assists */
-    return tsize == sizeof(double) || spread2 > 1e-60 || am > 1e-30 || (spread2 == 0 && am == 0);
+    int in_range = (spread2 < 0.25 * limit * limit) & (am < 0.5 * limit);
+    int not_tiny = (tsize == sizeof(double)) | (spread2 > 1e-60) | (am > 1e-30) | ((spread2 == 0) & (am == 0));
+    return in_range & not_tiny;
 }
 
 /* Outputs at least this large are written with non-temporal stores: they cannot
@@ -167,6 +169,15 @@ void fn_threads_release(int n);
 
 static inline ptrdiff_t fn_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 static inline ptrdiff_t fn_max(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
+
+/* Items per chunk of a parallel loop over n items of item_elems values each:
+ * about FN_CHUNK_ELEMS values, but at least two chunks per thread, so that no
+ * thread goes without work (256 rows of 64 values made a single chunk). */
+static inline ptrdiff_t fn_chunk_items(ptrdiff_t n, ptrdiff_t item_elems, int nt)
+{
+    ptrdiff_t c = FN_CHUNK_ELEMS / fn_max(1, item_elems);
+    return fn_max(1, fn_min(c, n / (2 * (ptrdiff_t)nt)));
+}
 
 /* Work sharing with cache affinity and load balance. Items [0, n) are split into
  * one contiguous share per thread; a thread takes the items of its own share in

@@ -257,8 +257,24 @@ static int fn_free_cores(int cores)
     __atomic_store_n(&fn_load_lock, 0, __ATOMIC_RELEASE);
     return free_cores;
 }
+
+/* fn_usable_cores() at most FN_LOAD_PERIOD_NS old: with GNU OpenMP it is a
+ * sched_getaffinity system call, a good part of a small call's time. */
+static int fn_usable_cores_cached(void)
+{
+    static int cores = 0;
+    static long long at = 0;
+    long long now = fn_now_ns();
+    int c = __atomic_load_n(&cores, __ATOMIC_RELAXED);
+    if (c && now - __atomic_load_n(&at, __ATOMIC_RELAXED) < FN_LOAD_PERIOD_NS) return c;
+    c = fn_usable_cores();
+    __atomic_store_n(&cores, c, __ATOMIC_RELAXED);
+    __atomic_store_n(&at, now, __ATOMIC_RELAXED);
+    return c;
+}
 #else
 static int fn_free_cores(int cores) { return cores; }
+static int fn_usable_cores_cached(void) { return fn_usable_cores(); }
 #endif
 
 /* Threads held by running kernels. A call alone gets what it asks; concurrent
@@ -275,7 +291,7 @@ int fn_threads_acquire(int want)
 #ifndef _OPENMP
     return 1;
 #endif
-    int cores = fn_usable_cores();
+    int cores = fn_usable_cores_cached();
     if (!fn_ignore_load()) {
         int free_cores = fn_free_cores(cores);
         if (free_cores < want) want = free_cores;

@@ -7,21 +7,35 @@
 #include "fn_internal.h"
 #include "lrn_common.h"
 
+/* vectors of 8-byte lanes, for shuffles that do not depend on the element type */
+typedef long long fn_q8 __attribute__((vector_size(8)));
+typedef long long fn_q16 __attribute__((vector_size(16)));
+#if FN_VBYTES >= 32
+typedef long long fn_q32 __attribute__((vector_size(32)));
+#endif
+#if FN_VBYTES >= 64
+typedef long long fn_q64 __attribute__((vector_size(64)));
+#endif
+
 #define T float
 #define TS f32
+#define FN_T_BYTES 4
 #include "norm_template.h"
 #include "bwd_template.h"
 #include "lrn_template.h"
 #undef T
 #undef TS
+#undef FN_T_BYTES
 
 #define T double
 #define TS f64
+#define FN_T_BYTES 8
 #include "norm_template.h"
 #include "bwd_template.h"
 #include "lrn_template.h"
 #undef T
 #undef TS
+#undef FN_T_BYTES
 
 const fn_isa_table FN_CAT(fn_table_, FN_ISA) = {
     FN_STR(FN_ISA), seg_norm_f32, seg_norm_f64, col_norm_f32, col_norm_f64,

@@ -57,31 +57,85 @@ static inline double TF(hsum)(VD v)
 typedef T TF(v32) __attribute__((vector_size(32)));
 typedef T TF(v16) __attribute__((vector_size(16)));
 typedef T TF(v8) __attribute__((vector_size(8)));
-/* the sum of the two halves of a vector, as a vector of half the bytes */
-#define FN_HALVE(src, half_t, bytes) __extension__({ \
-        half_t lo_, hi_;                                   \
-        __builtin_memcpy(&lo_, &(src), bytes);             \
-        __builtin_memcpy(&hi_, (const char *)&(src) + bytes, bytes); \
-        lo_ + hi_; })
 
 static inline double TF(hsumt)(VT v)
 {
-    /* halving in registers: log2(lanes) dependent adds, no trip through memory */
+    /* halving in registers (lane shuffles of 8-byte elements, whatever T is):
+     * log2(lanes) dependent adds, no trip through memory, which would stall
+     * store forwarding on the wide store */
 #if FN_VBYTES == 64
-    TF(v32) h32 = FN_HALVE(v, TF(v32), 32);
-    TF(v16) h16 = FN_HALVE(h32, TF(v16), 16);
+    fn_q64 q64 = (fn_q64)v;
+    TF(v32) h32 = (TF(v32))__builtin_shufflevector(q64, q64, 0, 1, 2, 3)
+                  + (TF(v32))__builtin_shufflevector(q64, q64, 4, 5, 6, 7);
 #elif FN_VBYTES == 32
-    TF(v16) h16 = FN_HALVE(v, TF(v16), 16);
+    TF(v32) h32 = v;
+#endif
+#if FN_VBYTES >= 32
+    fn_q32 q32 = (fn_q32)h32;
+    TF(v16) h16 = (TF(v16))__builtin_shufflevector(q32, q32, 0, 1) + (TF(v16))__builtin_shufflevector(q32, q32, 2, 3);
 #else
     TF(v16) h16 = v;
 #endif
-    TF(v8) h8 = FN_HALVE(h16, TF(v8), 8);
+    fn_q16 q16 = (fn_q16)h16;
+    TF(v8) h8 = (TF(v8))(fn_q8){q16[0]} + (TF(v8))(fn_q8){q16[1]};
     T t[8 / sizeof(T)];
     __builtin_memcpy(t, &h8, 8);
     double s = 0;
     for (int l = 0; l < (int)(8 / sizeof(T)); l++) s += (double)t[l];
     return s;
 }
+
+/* hsumt of LANES vectors at once, bit for bit: out[r] = hsumt(v[r]). The rows
+ * are folded into each other by the same halvings as hsumt (each level pairs two
+ * vectors and keeps the lower halves of both in one vector and the upper halves
+ * in another), so one add serves several rows and there is no dependency chain
+ * per row. */
+#if FN_VBYTES == 64
+#define FN_QV fn_q64
+#elif FN_VBYTES == 32
+#define FN_QV fn_q32
+#else
+#define FN_QV fn_q16
+#endif
+#define FN_FOLD(a, b, idx) ((VT)__builtin_shufflevector((FN_QV)(a), (FN_QV)(b), FN_UNPAREN idx))
+#define FN_FOLD_LEVEL(v, n, lo, hi) \
+    for (int r_ = 0; r_ < (n); r_++) \
+        v[r_] = FN_FOLD(v[2 * r_], v[2 * r_ + 1], lo) + FN_FOLD(v[2 * r_], v[2 * r_ + 1], hi)
+static inline __attribute__((always_inline)) VD TF(hsumt_rows)(const VT *rows)
+{
+    VT v[LANES];
+    for (int r = 0; r < LANES; r++) v[r] = rows[r];
+#if FN_VBYTES == 64
+    FN_FOLD_LEVEL(v, 4, (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15));
+    FN_FOLD_LEVEL(v, 2, (0, 1, 4, 5, 8, 9, 12, 13), (2, 3, 6, 7, 10, 11, 14, 15));
+    FN_FOLD_LEVEL(v, 1, (0, 2, 4, 6, 8, 10, 12, 14), (1, 3, 5, 7, 9, 11, 13, 15));
+#elif FN_VBYTES == 32
+    FN_FOLD_LEVEL(v, 2, (0, 1, 4, 5), (2, 3, 6, 7));
+    FN_FOLD_LEVEL(v, 1, (0, 2, 4, 6), (1, 3, 5, 7));
+#else
+    FN_FOLD_LEVEL(v, 1, (0, 2), (1, 3));
+#endif
+    /* v[0] holds 8 bytes per row: two floats, added in double as hsumt does */
+    const VD zero = {0};
+#if FN_T_BYTES == 4
+#if FN_VBYTES == 64
+    VL ev = __builtin_shufflevector(v[0], v[0], 0, 2, 4, 6, 8, 10, 12, 14);
+    VL od = __builtin_shufflevector(v[0], v[0], 1, 3, 5, 7, 9, 11, 13, 15);
+#elif FN_VBYTES == 32
+    VL ev = __builtin_shufflevector(v[0], v[0], 0, 2, 4, 6);
+    VL od = __builtin_shufflevector(v[0], v[0], 1, 3, 5, 7);
+#else
+    VL ev = __builtin_shufflevector(v[0], v[0], 0, 2);
+    VL od = __builtin_shufflevector(v[0], v[0], 1, 3);
+#endif
+    return (zero + __builtin_convertvector(ev, VD)) + __builtin_convertvector(od, VD);
+#else
+    return zero + (VD)v[0];
+#endif
+}
+#undef FN_QV
+#undef FN_FOLD
+#undef FN_FOLD_LEVEL
 
 /* The last n < TLANES values of a row as a full vector, padded with `pad`. */
 static inline VT TF(load_tail)(const T *x, ptrdiff_t n, T pad)
@@ -126,7 +180,7 @@ __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdi
  * sum that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
  * squares may have underflowed (mean square below FN_TINY_SQ, constant blocks
  * included) reruns the block in double; so do blocks holding inf or NaN. */
-static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, double *s2o)
+static inline __attribute__((always_inline)) void TF(dev_sums_vec)(const T *x, ptrdiff_t n, T c, VT *s1v, VT *s2v)
 {
     const VT tz = {0};
     const VT cv = tz + c;
@@ -146,8 +200,23 @@ static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, doubl
         VT d = TF(load_tail)(x + i, n - i, c) - cv;
         a1 += d; q1 += d * d;
     }
-    double s1 = TF(hsumt)((a0 + a1) + (a2 + a3)), s2 = TF(hsumt)((q0 + q1) + (q2 + q3));
-    if (sizeof(T) < sizeof(double) && !(isfinite(s1) && isfinite(s2) && s2 >= (double)n * FN_TINY_SQ)) {
+    *s1v = (a0 + a1) + (a2 + a3);
+    *s2v = (q0 + q1) + (q2 + q3);
+}
+
+/* 1 when T-precision sums of a block of n values can be trusted (see dev_sums) */
+static inline int TF(sums_ok)(double s1, double s2, ptrdiff_t n)
+{
+    /* branch-free (x - x == 0 exactly when x is finite), so loops over rows vectorize */
+    return (sizeof(T) == sizeof(double)) | ((s1 - s1 == 0) & (s2 - s2 == 0) & (s2 >= (double)n * FN_TINY_SQ));
+}
+
+static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, double *s2o)
+{
+    VT a, q;
+    TF(dev_sums_vec)(x, n, c, &a, &q);
+    double s1 = TF(hsumt)(a), s2 = TF(hsumt)(q);
+    if (!TF(sums_ok)(s1, s2, n)) {
         TF(dev_sums_exact)(x, n, (double)c, s1o, s2o);
         return;
     }
@@ -168,7 +237,7 @@ __attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff
     *s2o = s2;
 }
 
-static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
+static inline __attribute__((always_inline)) VT TF(sq_sum_vec)(const T *x, ptrdiff_t n)
 {
     const VT tz = {0};
     VT q0 = tz, q1 = tz, q2 = tz, q3 = tz;
@@ -186,8 +255,13 @@ static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
         VT v = TF(load_tail)(x + i, n - i, (T)0);
         q1 += v * v;
     }
-    double s2 = TF(hsumt)((q0 + q1) + (q2 + q3));
-    if (sizeof(T) < sizeof(double) && !(isfinite(s2) && s2 >= (double)n * FN_TINY_SQ)) {
+    return (q0 + q1) + (q2 + q3);
+}
+
+static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
+{
+    double s2 = TF(hsumt)(TF(sq_sum_vec)(x, n));
+    if (!TF(sums_ok)(0.0, s2, n)) {
         double e;
         TF(sq_sum_exact)(x, n, &e);
         return e;
@@ -222,17 +296,17 @@ static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, 
 
 /* One vector of normalized values at x[i .. i + TLANES): ((x - mh) - ml) * sc,
  * then * w + b (vector parameters wv, bv, either may be NULL) or + sh (scalar
- * shift). */
+ * shift). Each case is one expression after the branch, so the compiler fuses
+ * the same multiply-adds (FMA contraction works within a basic block) whether or
+ * not it moves the branch out of the caller's loop: every caller gets the same
+ * bits. */
 static inline VT TF(norm_vec)(const T *x, const T *wv, const T *bv, ptrdiff_t i,
                               VT mhv, VT mlv, VT scv, VT shv)
 {
-    VT v = ((TF(loadt)(x + i) - mhv) - mlv) * scv;
-    if (wv) {
-        v = v * TF(loadt)(wv + i);
-        if (bv) v = v + TF(loadt)(bv + i);
-        return v;
-    }
-    return v + shv;
+    VT d = (TF(loadt)(x + i) - mhv) - mlv;
+    if (wv && bv) return d * scv * TF(loadt)(wv + i) + TF(loadt)(bv + i);
+    if (wv) return d * scv * TF(loadt)(wv + i);
+    return d * scv + shv;
 }
 
 /* The same for the cnt < TLANES values at x[i ..]: they are copied into padded
@@ -417,24 +491,49 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
     if (y && p->stream) fn_store_fence();
 }
 
-/* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units. */
+/* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units. The
+ * rows' vector sums are reduced LANES rows at a time (hsumt_rows); the per-row
+ * scalar steps then run as loops over the group. Every value is computed as
+ * block_stats, finish_stats and seg_norm_part compute it, so the bits are the
+ * same as on the other paths. */
 static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
                                                                     const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1)
 {
     int rms = p->mode == FN_MODE_RMS;
     ptrdiff_t n = s->R2, cnt = g1 - g;
     double inv_n = 1.0 / (double)n, eps = p->eps;
-    double s1[FN_UNIT_GROUP], s2[FN_UNIT_GROUP], c0[FN_UNIT_GROUP], rstd[FN_UNIT_GROUP];
-    for (ptrdiff_t j = 0; j < cnt; j++) {
-        ptrdiff_t u = g + j, a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
-        const T *xu = x + a * s->xa + k * s->xk;
-        if (rms) {
-            s1[j] = 0; c0[j] = 0;
-            s2[j] = TF(sq_sum)(xu, n);
-        } else {
-            c0[j] = (double)xu[0];
-            TF(dev_sums)(xu, n, xu[0], &s1[j], &s2[j]);
+    double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP], rstd[FN_UNIT_GROUP];
+    const T *xr[FN_UNIT_GROUP];
+    ptrdiff_t yo[FN_UNIT_GROUP], wo[FN_UNIT_GROUP];
+    /* unit g + j is (a, k): stepped, not divided, per row */
+    for (ptrdiff_t j = 0, a = g / s->K, k = g % s->K; j < cnt; j++) {
+        xr[j] = x + a * s->xa + k * s->xk;
+        yo[j] = a * s->ya + k * s->yk;
+        wo[j] = k * s->wk;
+        if (++k == s->K) { k = 0; a++; }
+    }
+    const VT tz = {0};
+    for (ptrdiff_t j0 = 0; j0 < cnt; j0 += LANES) {
+        VT a[LANES], q[LANES];
+        for (int r = 0; r < LANES; r++) {
+            ptrdiff_t j = j0 + r;
+            a[r] = tz; q[r] = tz;
+            if (j >= cnt) continue;
+            T c = rms ? (T)0 : xr[j][0];
+            c0[j] = (double)c;
+            if (rms) q[r] = TF(sq_sum_vec)(xr[j], n);
+            else TF(dev_sums_vec)(xr[j], n, c, &a[r], &q[r]);
         }
+        VD sa = TF(hsumt_rows)(a), sq = TF(hsumt_rows)(q);
+        __builtin_memcpy(s1 + j0, &sa, sizeof sa);
+        __builtin_memcpy(s2 + j0, &sq, sizeof sq);
+    }
+    int all_ok = 1;
+    for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= TF(sums_ok)(s1[j], s2[j], n);
+    for (ptrdiff_t j = 0; !all_ok && j < cnt; j++) {
+        if (TF(sums_ok)(s1[j], s2[j], n)) continue;
+        if (rms) TF(sq_sum_exact)(xr[j], n, &s2[j]);
+        else TF(dev_sums_exact)(xr[j], n, c0[j], &s1[j], &s2[j]);
     }
     double *mean = p->mean + g, *var = p->var + g;
     for (ptrdiff_t j = 0; j < cnt; j++) {
@@ -443,13 +542,36 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
         var[j] = (rms ? s2[j] : (m2 < 0 ? 0 : m2)) * inv_n;
         rstd[j] = 1.0 / sqrt(var[j] + eps);
     }
+    /* norm_range's coefficients for every row, then a plain loop per row; rows it
+     * would send to its double-precision fallback (and streaming stores) go
+     * through norm_range itself */
     const T *w = (const T *)p->w, *b = (const T *)p->b;
+    int wvec = s->wr2 != 0;
+    T mh[FN_UNIT_GROUP], ml[FN_UNIT_GROUP], sc[FN_UNIT_GROUP], sh[FN_UNIT_GROUP];
+    unsigned char fast[FN_UNIT_GROUP];
     for (ptrdiff_t j = 0; j < cnt; j++) {
-        ptrdiff_t u = g + j, a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
-        ptrdiff_t widx = k * s->wk;
-        TF(norm_range)(x + a * s->xa + k * s->xk, y + a * s->ya + k * s->yk, n, mean[j], rstd[j],
-                       w ? w + widx : NULL, (w && b) ? b + widx : NULL, s->wr2 != 0,
-                       fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
+        double sc_d = w && !wvec ? rstd[j] * (double)w[wo[j]] : rstd[j];
+        mh[j] = (T)mean[j];
+        ml[j] = (T)(mean[j] - (double)mh[j]);
+        sc[j] = (T)sc_d;
+        sh[j] = w && !wvec && b ? b[wo[j]] : (T)0;
+        /* x - x == 0 exactly when x is finite */
+        fast[j] = (unsigned char)((p->stream == 0) & fn_t_safe(mean[j], var[j], (double)n, sizeof(T))
+                                  & (sc[j] - sc[j] == 0) & (mh[j] - mh[j] == 0));
+    }
+    for (ptrdiff_t j = 0; j < cnt; j++) {
+        const T *xj = xr[j];
+        T *yj = y + yo[j];
+        const T *wv = w && wvec ? w + wo[j] : NULL, *bv = w && wvec && b ? b + wo[j] : NULL;
+        if (!fast[j]) {
+            TF(norm_range)(xj, yj, n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
+                           wvec, fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
+            continue;
+        }
+        const VT mhv = tz + mh[j], mlv = tz + ml[j], scv = tz + sc[j], shv = tz + sh[j];
+        ptrdiff_t i = 0;
+        for (; i + TLANES <= n; i += TLANES) TF(storet)(yj + i, TF(norm_vec)(xj, wv, bv, i, mhv, mlv, scv, shv));
+        if (i < n) TF(norm_part_vec)(xj, wv, bv, yj, i, n - i, mh[j], mhv, mlv, scv, shv);
     }
 }
 
@@ -535,7 +657,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
     ptrdiff_t per_unit = s->R1 * nb, n_items = U * per_unit;
     int rms = p->mode == FN_MODE_RMS;
     double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)(s->R1 * s->R2);
-    ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / FN_BLOCK);
+    ptrdiff_t chunk = fn_chunk_items(n_items, FN_BLOCK, nt);
     if (!p->stats_given) {
         double *part = (double *)malloc(sizeof(double) * 2 * (size_t)n_items);
         if (!part) return FN_ENOMEM;
@@ -594,7 +716,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of
          * jumping between the planes of one channel */
-        ptrdiff_t n_items = s->A * s->R1 * s->K, chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, s->R2));
+        ptrdiff_t n_items = s->A * s->R1 * s->K, chunk = fn_chunk_items(n_items, s->R2, nt);
         ptrdiff_t nchunks = (n_items + chunk - 1) / chunk;
         FN_PARALLEL_SHARES(nt, nchunks, c,
             for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
@@ -609,7 +731,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
         else TF(seg_units)(s, x, y, p, 0, U);
     } else if (U >= 4 * (ptrdiff_t)nt) {
-        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, unit_len));
+        ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
         /* a pipelined chunk starts with a statistics-only unit: make chunks long */
         if (pipelined) chunk = fn_max(chunk, U / (8 * (ptrdiff_t)nt));
         /* row-wise chunks: as many units as L2 holds, at least two chunks per thread */
@@ -670,7 +792,7 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     if (nt <= 1) {
         TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, 0, M);
     } else {
-        ptrdiff_t chunk = fn_max(1, FN_CHUNK_ELEMS / fn_max(1, D)), nchunks = (M + chunk - 1) / chunk;
+        ptrdiff_t chunk = fn_chunk_items(M, D, nt), nchunks = (M + chunk - 1) / chunk;
         FN_PARALLEL_SHARES(nt, nchunks, c,
             TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, c * chunk, fn_min(M, (c + 1) * chunk)););
         fn_threads_release(nt);
