@@ -15,6 +15,7 @@ THREADS = [1, 2, 3, 4, 7]
 CASES = {
     "few-huge-rows": ((3, 90001), "rows", -1),
     "many-rows": ((2500, 67), "rows", -1),
+    "short-rows": ((1301, 51), "rows", -1),  # row groups not a multiple of the vector width
     "rows-3d-two-axes": ((6, 130, 151), "rows", (1, 2)),
     "nchw-c1": ((16, 1, 70, 70), "channels", 1),
     "nchw-c2": ((16, 2, 50, 50), "channels", 1),

@@ -234,6 +234,16 @@ ISA_CODE = textwrap.dedent("""
             x = (rng.standard_normal(shape) + 3).astype(dt)
             np.testing.assert_allclose(fastnorm.batch_norm(x, channel_axis=ca, num_threads=2),
                                        ref_bn(x, channel_axis=ca)[0], rt, at)
+    # row statistics taken while normalizing (several rows reduced at once) and
+    # statistics alone (one row at a time) are the same arithmetic: the same bits
+    for dt in (np.float32, np.float64):
+        for n in (1, 5, 16, 33, 64, 100, 512, 1000, 1024):
+            x = (rng.standard_normal((37, n)) * 3 + 1e3).astype(dt)
+            _, m, r = fastnorm.layer_norm(x, return_stats=True, eps=1e-5, num_threads=1)
+            mm, vv = fastnorm.moments(x, axis=1, num_threads=1)
+            assert np.array_equal(m, mm), (dt, n)
+            if dt == np.float64:
+                assert np.array_equal(r, 1.0 / np.sqrt(vv + 1e-5)), n
     # large-mean accuracy on this path
     x = (1e6 + rng.standard_normal((16, 1000))).astype(np.float32)
     ry = ref_ln(x)[0]
