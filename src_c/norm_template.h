@@ -137,19 +137,49 @@ static inline __attribute__((always_inline)) VD TF(hsumt_rows)(const VT *rows)
 #undef FN_FOLD
 #undef FN_FOLD_LEVEL
 
-/* The last n < TLANES values of a row as a full vector, padded with `pad`. */
-static inline VT TF(load_tail)(const T *x, ptrdiff_t n, T pad)
+/* The first 0 < n < TLANES values at p as a full vector, the other lanes `pad`;
+ * and the store of the first n lanes of v. AVX-512 and AVX2 use masked loads and
+ * stores (masked-off lanes are never touched, so no fault past the end of an
+ * array); a buffer round trip would stall store forwarding on every short row. */
+static inline VT TF(load_part)(const T *p, ptrdiff_t n, T pad)
 {
+    const VT tz = {0};
+    VT padv = tz + pad;
+#if FN_VBYTES == 64 && defined(__AVX512F__)
+    if (sizeof(T) == 4) return (VT)_mm512_mask_loadu_ps((__m512)padv, (__mmask16)((1u << n) - 1), (const float *)p);
+    return (VT)_mm512_mask_loadu_pd((__m512d)padv, (__mmask8)((1u << n) - 1), (const double *)p);
+#elif FN_VBYTES == 32 && defined(__AVX2__)
+    if (sizeof(T) == 4) {
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return (VT)_mm256_blendv_ps((__m256)padv, _mm256_maskload_ps((const float *)p, m), _mm256_castsi256_ps(m));
+    }
+    __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return (VT)_mm256_blendv_pd((__m256d)padv, _mm256_maskload_pd((const double *)p, m), _mm256_castsi256_pd(m));
+#else
     T buf[TLANES];
-    for (int j = 0; j < TLANES; j++) buf[j] = j < n ? x[j] : pad;
+    for (int j = 0; j < TLANES; j++) buf[j] = j < n ? p[j] : pad;
+    (void)padv;
     return TF(loadt)(buf);
+#endif
 }
 
-static inline void TF(store_tail)(T *y, ptrdiff_t n, VT v)
+static inline void TF(store_part)(T *p, ptrdiff_t n, VT v)
 {
+#if FN_VBYTES == 64 && defined(__AVX512F__)
+    if (sizeof(T) == 4) _mm512_mask_storeu_ps((float *)p, (__mmask16)((1u << n) - 1), (__m512)v);
+    else _mm512_mask_storeu_pd((double *)p, (__mmask8)((1u << n) - 1), (__m512d)v);
+#elif FN_VBYTES == 32 && defined(__AVX2__)
+    if (sizeof(T) == 4)
+        _mm256_maskstore_ps((float *)p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+                                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)v);
+    else
+        _mm256_maskstore_pd((double *)p, _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n),
+                                                           _mm256_setr_epi64x(0, 1, 2, 3)), (__m256d)v);
+#else
     T buf[TLANES];
     TF(storet)(buf, v);
-    for (ptrdiff_t j = 0; j < n; j++) y[j] = buf[j];
+    for (ptrdiff_t j = 0; j < n; j++) p[j] = buf[j];
+#endif
 }
 
 /* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values, entirely in
@@ -197,7 +227,7 @@ static inline __attribute__((always_inline)) void TF(dev_sums_vec)(const T *x, p
         a0 += d; q0 += d * d;
     }
     if (i < n) {
-        VT d = TF(load_tail)(x + i, n - i, c) - cv;
+        VT d = TF(load_part)(x + i, n - i, c) - cv;
         a1 += d; q1 += d * d;
     }
     *s1v = (a0 + a1) + (a2 + a3);
@@ -252,7 +282,7 @@ static inline __attribute__((always_inline)) VT TF(sq_sum_vec)(const T *x, ptrdi
         q0 += v * v;
     }
     if (i < n) {
-        VT v = TF(load_tail)(x + i, n - i, (T)0);
+        VT v = TF(load_part)(x + i, n - i, (T)0);
         q1 += v * v;
     }
     return (q0 + q1) + (q2 + q3);
@@ -294,34 +324,90 @@ static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, 
     else fn_acc_merge(acc, n, mean, m2);
 }
 
-/* One vector of normalized values at x[i .. i + TLANES): ((x - mh) - ml) * sc,
- * then * w + b (vector parameters wv, bv, either may be NULL) or + sh (scalar
- * shift). Each case is one expression after the branch, so the compiler fuses
- * the same multiply-adds (FMA contraction works within a basic block) whether or
- * not it moves the branch out of the caller's loop: every caller gets the same
- * bits. */
+/* The sums of dev_sums (sq_sum in RMS mode: s1 = 0) of cnt <= FN_STATS_ROWS
+ * single blocks of n values each, at seg[0 .. cnt), with their shifts c0: the
+ * vector sums of LANES blocks at a time are reduced together (hsumt_rows), so the
+ * blocks share their cross-lane adds. The same bits as dev_sums, double-precision
+ * reruns included. s1 and s2 have room for cnt + LANES values. */
+#define FN_STATS_ROWS 64
+static inline __attribute__((always_inline)) void TF(block_sums_rows)(const T *const *seg, ptrdiff_t cnt, ptrdiff_t n,
+                                                                      int rms, double *restrict s1, double *restrict s2,
+                                                                      double *restrict c0)
+{
+    const VT tz = {0};
+    for (ptrdiff_t j0 = 0; j0 < cnt; j0 += LANES) {
+        VT a[LANES], q[LANES];
+        for (int r = 0; r < LANES; r++) {
+            ptrdiff_t j = j0 + r;
+            a[r] = tz; q[r] = tz;
+            if (j >= cnt) continue;
+            T c = rms ? (T)0 : seg[j][0];
+            c0[j] = (double)c;
+            if (rms) q[r] = TF(sq_sum_vec)(seg[j], n);
+            else TF(dev_sums_vec)(seg[j], n, c, &a[r], &q[r]);
+        }
+        VD sa = TF(hsumt_rows)(a), sq = TF(hsumt_rows)(q);
+        __builtin_memcpy(s1 + j0, &sa, sizeof sa);
+        __builtin_memcpy(s2 + j0, &sq, sizeof sq);
+    }
+    int all_ok = 1;
+    for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= TF(sums_ok)(s1[j], s2[j], n);
+    for (ptrdiff_t j = 0; !all_ok && j < cnt; j++) {
+        if (TF(sums_ok)(s1[j], s2[j], n)) continue;
+        if (rms) TF(sq_sum_exact)(seg[j], n, &s2[j]);
+        else TF(dev_sums_exact)(seg[j], n, c0[j], &s1[j], &s2[j]);
+    }
+}
+
+/* a * b + c rounded once where the ISA has FMA (twice on the generic path). Written
+ * out, not left to the compiler's contraction: whether it fuses `a * b + c`
+ * depends on where it moved the multiply (hoisted out of a branch, a shared
+ * product is no longer fused), and the bits must not. */
+static inline VT TF(fmadd)(VT a, VT b, VT c)
+{
+#if FN_VBYTES == 64 && defined(__AVX512F__)
+    if (sizeof(T) == 4) return (VT)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+    return (VT)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif FN_VBYTES == 32 && defined(__FMA__)
+    if (sizeof(T) == 4) return (VT)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+    return (VT)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    return a * b + c;
+#endif
+}
+
+/* One vector of normalized values from the values xv: ((x - mh) - ml) * sc, then
+ * * w + b (has_w, has_b) or + sh (scalar shift), the final multiply-add fused
+ * (fmadd). */
+static inline VT TF(norm_core)(VT xv, VT w, VT b, int has_w, int has_b, VT mhv, VT mlv, VT scv, VT shv)
+{
+    VT d = (xv - mhv) - mlv;
+    if (has_w && has_b) return TF(fmadd)(d * scv, w, b);
+    if (has_w) return d * scv * w;
+    return TF(fmadd)(d, scv, shv);
+}
+
+/* norm_core at x[i .. i + TLANES), with vector parameters wv, bv (either may be
+ * NULL); each case loads only what it uses. */
 static inline VT TF(norm_vec)(const T *x, const T *wv, const T *bv, ptrdiff_t i,
                               VT mhv, VT mlv, VT scv, VT shv)
 {
-    VT d = (TF(loadt)(x + i) - mhv) - mlv;
-    if (wv && bv) return d * scv * TF(loadt)(wv + i) + TF(loadt)(bv + i);
-    if (wv) return d * scv * TF(loadt)(wv + i);
-    return d * scv + shv;
+    const VT tz = {0};
+    if (wv && bv) return TF(norm_core)(TF(loadt)(x + i), TF(loadt)(wv + i), TF(loadt)(bv + i), 1, 1, mhv, mlv, scv, shv);
+    if (wv) return TF(norm_core)(TF(loadt)(x + i), TF(loadt)(wv + i), tz, 1, 0, mhv, mlv, scv, shv);
+    return TF(norm_core)(TF(loadt)(x + i), tz, tz, 0, 0, mhv, mlv, scv, shv);
 }
 
-/* The same for the cnt < TLANES values at x[i ..]: they are copied into padded
- * vectors and go through the very code of the full vectors, so that a value's
- * rounding (FMA contraction included) does not depend on its place in the row. */
+/* The same for the 0 < cnt < TLANES values at x[i ..], through the very code of
+ * the full vectors, so that a value's rounding does not depend on its place in
+ * the row. Padding lanes hold mh (x) and 0 (w, b) and are not stored. */
 static inline void TF(norm_part_vec)(const T *x, const T *wv, const T *bv, T *y, ptrdiff_t i, ptrdiff_t cnt,
                                      T mh, VT mhv, VT mlv, VT scv, VT shv)
 {
-    T bx[TLANES], bw[TLANES], bb[TLANES];
-    for (int j = 0; j < TLANES; j++) {
-        bx[j] = j < cnt ? x[i + j] : mh;
-        bw[j] = wv && j < cnt ? wv[i + j] : (T)0;
-        bb[j] = bv && j < cnt ? bv[i + j] : (T)0;
-    }
-    TF(store_tail)(y + i, cnt, TF(norm_vec)(bx, wv ? bw : NULL, bv ? bb : NULL, 0, mhv, mlv, scv, shv));
+    const VT tz = {0};
+    VT v = TF(norm_core)(TF(load_part)(x + i, cnt, mh), wv ? TF(load_part)(wv + i, cnt, (T)0) : tz,
+                         bv ? TF(load_part)(bv + i, cnt, (T)0) : tz, wv != NULL, bv != NULL, mhv, mlv, scv, shv);
+    TF(store_part)(y + i, cnt, v);
 }
 
 /* A non-temporal store of one vector to an address aligned to FN_VBYTES. */
@@ -406,6 +492,41 @@ static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, do
     if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
 }
 
+/* norm_range's coefficients for cnt units normalized with mean[j] and var[j] (over n
+ * values each), rstd[j] = 1 / sqrt(var[j] + eps) and, when wrow, the unit's scalar
+ * parameters w[wo[j]], b[wo[j]] (b may be NULL): mh, ml, sc, sh, and fast[j] = 1
+ * when norm_range would take its T-precision loop without streaming stores (else
+ * the caller calls norm_range). A loop over units without branches, so it
+ * vectorizes. */
+static inline __attribute__((always_inline)) void TF(unit_coeffs)(ptrdiff_t cnt, const double *mean, const double *var,
+                                                                  const double *rstd, double n, const T *w, const T *b,
+                                                                  const ptrdiff_t *wo, int wrow, int stream,
+                                                                  T *mh, T *ml, T *sc, T *sh, unsigned char *fast)
+{
+    for (ptrdiff_t j = 0; j < cnt; j++) {
+        sc[j] = (T)(wrow ? rstd[j] * (double)w[wo[j]] : rstd[j]);
+        sh[j] = wrow && b ? b[wo[j]] : (T)0;
+    }
+    for (ptrdiff_t j = 0; j < cnt; j++) {
+        mh[j] = (T)mean[j];
+        ml[j] = (T)(mean[j] - (double)mh[j]);
+        /* x - x == 0 exactly when x is finite */
+        fast[j] = (unsigned char)((stream == 0) & fn_t_safe(mean[j], var[j], n, sizeof(T))
+                                  & (sc[j] - sc[j] == 0) & (mh[j] - mh[j] == 0));
+    }
+}
+
+/* norm_range's T-precision loop over n values, with its coefficients given. */
+static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, T *y, ptrdiff_t n, const T *wv,
+                                                                    const T *bv, T mh, T ml, T sc, T sh)
+{
+    const VT tz = {0};
+    const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
+    ptrdiff_t i = 0;
+    for (; i + TLANES <= n; i += TLANES) TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
+    if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
+}
+
 /* inv_total = 1 / acc->n, computed once by the caller */
 static inline void TF(finish_stats)(const fn_acc *acc, double inv_total, int rms, double *mean, double *var)
 {
@@ -462,47 +583,87 @@ static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, co
 /* Units [u0, u1) made of many short segments (BatchNorm over N planes of 14x14):
  * one unit's segments lie a whole row of units apart, too short a run for the
  * prefetchers. The units of a chunk are walked together, segment row by segment
- * row (r1 outer, unit inner), so memory is read in long runs; each unit's blocks
- * are merged in the same order as seg_unit_stats merges them, so the statistics
- * are the same bits. The normalize walks the same way, from L2. */
-#define FN_MAX_CHUNK_UNITS 64
+ * row (r1 outer, unit inner), so memory is read in long runs. Segments are single
+ * blocks (shorter than FN_SHORT_SEGMENT_BYTES); the blocks of LANES units are
+ * reduced together (block_sums_rows) and merged into each unit in the order
+ * seg_unit_stats merges them, so the statistics are the same bits. The normalize
+ * walks the same way, from L2, with each unit's coefficients computed once. */
+#define FN_MAX_CHUNK_UNITS FN_STATS_ROWS
 static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
                                   ptrdiff_t u0, ptrdiff_t u1)
 {
     int rms = p->mode == FN_MODE_RMS;
     double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)(s->R1 * s->R2);
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    int wvec = s->wr2 != 0;
+    /* per-unit coefficients hold when the parameters do not vary along r1 */
+    int per_unit = !w || s->wr1 == 0;
     for (ptrdiff_t g0 = u0; g0 < u1; g0 += FN_MAX_CHUNK_UNITS) {
-        ptrdiff_t g1 = fn_min(g0 + FN_MAX_CHUNK_UNITS, u1);
+        ptrdiff_t g1 = fn_min(g0 + FN_MAX_CHUNK_UNITS, u1), cnt = g1 - g0;
+        ptrdiff_t xo[FN_MAX_CHUNK_UNITS], yo[FN_MAX_CHUNK_UNITS], wo[FN_MAX_CHUNK_UNITS];
+        for (ptrdiff_t j = 0, a = g0 / s->K, k = g0 % s->K; j < cnt; j++) {
+            xo[j] = a * s->xa + k * s->xk;
+            yo[j] = a * s->ya + k * s->yk;
+            wo[j] = k * s->wk;
+            if (++k == s->K) { k = 0; a++; }
+        }
         if (!p->stats_given) {
             fn_acc acc[FN_MAX_CHUNK_UNITS];
-            for (ptrdiff_t u = g0; u < g1; u++) acc[u - g0] = (fn_acc){0, 0, 0};
-            for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
-                for (ptrdiff_t u = g0; u < g1; u++)
-                    TF(acc_segment)(&acc[u - g0], x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1,
-                                    s->R2, rms, inv_tail);
-            for (ptrdiff_t u = g0; u < g1; u++)
-                TF(finish_stats)(&acc[u - g0], inv_total, rms, &p->mean[u], &p->var[u]);
+            for (ptrdiff_t j = 0; j < cnt; j++) acc[j] = (fn_acc){0, 0, 0};
+            for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
+                const T *seg[FN_MAX_CHUNK_UNITS];
+                double s1[FN_MAX_CHUNK_UNITS + LANES], s2[FN_MAX_CHUNK_UNITS + LANES], c0[FN_MAX_CHUNK_UNITS];
+                for (ptrdiff_t j = 0; j < cnt; j++) seg[j] = x + xo[j] + r1 * s->xr1;
+                TF(block_sums_rows)(seg, cnt, s->R2, rms, s1, s2, c0);
+                for (ptrdiff_t j = 0; j < cnt; j++) {
+                    /* block_stats' mean and m2 */
+                    double d = s1[j] * inv_tail, v = s2[j] - s1[j] * d;
+                    TF(acc_block)(&acc[j], (double)s->R2, rms ? 0.0 : c0[j] + d, rms ? s2[j] : (v < 0 ? 0 : v), rms);
+                }
+            }
+            for (ptrdiff_t j = 0; j < cnt; j++)
+                TF(finish_stats)(&acc[j], inv_total, rms, &p->mean[g0 + j], &p->var[g0 + j]);
         }
-        if (y)
+        if (!y) continue;
+        if (!per_unit) {
             for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
                 for (ptrdiff_t u = g0; u < g1; u++)
                     TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, r1, 0, s->R2, p->mean[u], p->var[u]);
+            continue;
+        }
+        double rstd[FN_MAX_CHUNK_UNITS];
+        T mh[FN_MAX_CHUNK_UNITS], ml[FN_MAX_CHUNK_UNITS], sc[FN_MAX_CHUNK_UNITS], sh[FN_MAX_CHUNK_UNITS];
+        unsigned char fast[FN_MAX_CHUNK_UNITS];
+        const double *mean = p->mean + g0, *var = p->var + g0;
+        for (ptrdiff_t j = 0; j < cnt; j++) rstd[j] = 1.0 / sqrt(var[j] + p->eps);
+        TF(unit_coeffs)(cnt, mean, var, rstd, (double)(s->R1 * s->R2), w, b, wo, w && !wvec, p->stream,
+                        mh, ml, sc, sh, fast);
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+            for (ptrdiff_t j = 0; j < cnt; j++) {
+                if (!fast[j]) {
+                    ptrdiff_t u = g0 + j;
+                    TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, r1, 0, s->R2, mean[j], var[j]);
+                    continue;
+                }
+                TF(norm_row_fast)(x + xo[j] + r1 * s->xr1, y + yo[j] + r1 * s->yr1, s->R2,
+                                  w && wvec ? w + wo[j] : NULL, w && wvec && b ? b + wo[j] : NULL,
+                                  mh[j], ml[j], sc[j], sh[j]);
+            }
     }
     if (y && p->stream) fn_store_fence();
 }
 
 /* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units. The
- * rows' vector sums are reduced LANES rows at a time (hsumt_rows); the per-row
- * scalar steps then run as loops over the group. Every value is computed as
- * block_stats, finish_stats and seg_norm_part compute it, so the bits are the
- * same as on the other paths. */
+ * rows' blocks are reduced LANES at a time (block_sums_rows) and the per-row
+ * scalar steps run as loops over the group. Every value is computed as
+ * block_stats, finish_stats and norm_range compute it, so the bits are the same
+ * as on the other paths. */
 static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
                                                                     const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1)
 {
     int rms = p->mode == FN_MODE_RMS;
     ptrdiff_t n = s->R2, cnt = g1 - g;
     double inv_n = 1.0 / (double)n, eps = p->eps;
-    double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP], rstd[FN_UNIT_GROUP];
     const T *xr[FN_UNIT_GROUP];
     ptrdiff_t yo[FN_UNIT_GROUP], wo[FN_UNIT_GROUP];
     /* unit g + j is (a, k): stepped, not divided, per row */
@@ -512,29 +673,8 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
         wo[j] = k * s->wk;
         if (++k == s->K) { k = 0; a++; }
     }
-    const VT tz = {0};
-    for (ptrdiff_t j0 = 0; j0 < cnt; j0 += LANES) {
-        VT a[LANES], q[LANES];
-        for (int r = 0; r < LANES; r++) {
-            ptrdiff_t j = j0 + r;
-            a[r] = tz; q[r] = tz;
-            if (j >= cnt) continue;
-            T c = rms ? (T)0 : xr[j][0];
-            c0[j] = (double)c;
-            if (rms) q[r] = TF(sq_sum_vec)(xr[j], n);
-            else TF(dev_sums_vec)(xr[j], n, c, &a[r], &q[r]);
-        }
-        VD sa = TF(hsumt_rows)(a), sq = TF(hsumt_rows)(q);
-        __builtin_memcpy(s1 + j0, &sa, sizeof sa);
-        __builtin_memcpy(s2 + j0, &sq, sizeof sq);
-    }
-    int all_ok = 1;
-    for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= TF(sums_ok)(s1[j], s2[j], n);
-    for (ptrdiff_t j = 0; !all_ok && j < cnt; j++) {
-        if (TF(sums_ok)(s1[j], s2[j], n)) continue;
-        if (rms) TF(sq_sum_exact)(xr[j], n, &s2[j]);
-        else TF(dev_sums_exact)(xr[j], n, c0[j], &s1[j], &s2[j]);
-    }
+    double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP], rstd[FN_UNIT_GROUP];
+    TF(block_sums_rows)(xr, cnt, n, rms, s1, s2, c0);
     double *mean = p->mean + g, *var = p->var + g;
     for (ptrdiff_t j = 0; j < cnt; j++) {
         double d = s1[j] * inv_n, m2 = s2[j] - s1[j] * d;
@@ -542,36 +682,19 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
         var[j] = (rms ? s2[j] : (m2 < 0 ? 0 : m2)) * inv_n;
         rstd[j] = 1.0 / sqrt(var[j] + eps);
     }
-    /* norm_range's coefficients for every row, then a plain loop per row; rows it
-     * would send to its double-precision fallback (and streaming stores) go
-     * through norm_range itself */
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     int wvec = s->wr2 != 0;
     T mh[FN_UNIT_GROUP], ml[FN_UNIT_GROUP], sc[FN_UNIT_GROUP], sh[FN_UNIT_GROUP];
     unsigned char fast[FN_UNIT_GROUP];
+    TF(unit_coeffs)(cnt, mean, var, rstd, (double)n, w, b, wo, w && !wvec, p->stream, mh, ml, sc, sh, fast);
     for (ptrdiff_t j = 0; j < cnt; j++) {
-        double sc_d = w && !wvec ? rstd[j] * (double)w[wo[j]] : rstd[j];
-        mh[j] = (T)mean[j];
-        ml[j] = (T)(mean[j] - (double)mh[j]);
-        sc[j] = (T)sc_d;
-        sh[j] = w && !wvec && b ? b[wo[j]] : (T)0;
-        /* x - x == 0 exactly when x is finite */
-        fast[j] = (unsigned char)((p->stream == 0) & fn_t_safe(mean[j], var[j], (double)n, sizeof(T))
-                                  & (sc[j] - sc[j] == 0) & (mh[j] - mh[j] == 0));
-    }
-    for (ptrdiff_t j = 0; j < cnt; j++) {
-        const T *xj = xr[j];
-        T *yj = y + yo[j];
-        const T *wv = w && wvec ? w + wo[j] : NULL, *bv = w && wvec && b ? b + wo[j] : NULL;
         if (!fast[j]) {
-            TF(norm_range)(xj, yj, n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
+            TF(norm_range)(xr[j], y + yo[j], n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
                            wvec, fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
             continue;
         }
-        const VT mhv = tz + mh[j], mlv = tz + ml[j], scv = tz + sc[j], shv = tz + sh[j];
-        ptrdiff_t i = 0;
-        for (; i + TLANES <= n; i += TLANES) TF(storet)(yj + i, TF(norm_vec)(xj, wv, bv, i, mhv, mlv, scv, shv));
-        if (i < n) TF(norm_part_vec)(xj, wv, bv, yj, i, n - i, mh[j], mhv, mlv, scv, shv);
+        TF(norm_row_fast)(xr[j], y + yo[j], n, w && wvec ? w + wo[j] : NULL, w && wvec && b ? b + wo[j] : NULL,
+                          mh[j], ml[j], sc[j], sh[j]);
     }
 }
 
