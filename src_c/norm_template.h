@@ -376,38 +376,37 @@ static inline VT TF(fmadd)(VT a, VT b, VT c)
 #endif
 }
 
-/* One vector of normalized values from the values xv: ((x - mh) - ml) * sc, then
- * * w + b (has_w, has_b) or + sh (scalar shift), the final multiply-add fused
- * (fmadd). */
-static inline VT TF(norm_core)(VT xv, VT w, VT b, int has_w, int has_b, VT mhv, VT mlv, VT scv, VT shv)
+/* The cnt values at p (all TLANES, or fewer through a masked load padded with pad). */
+static inline VT TF(load_n)(const T *p, ptrdiff_t cnt, T pad)
 {
-    VT d = (xv - mhv) - mlv;
-    if (has_w && has_b) return TF(fmadd)(d * scv, w, b);
-    if (has_w) return d * scv * w;
+    return cnt == TLANES ? TF(loadt)(p) : TF(load_part)(p, cnt, pad);
+}
+
+/* One vector of normalized values at x[i .. i + cnt), cnt <= TLANES: ((x - mh) - ml)
+ * * sc, then * w + b (vector parameters wv, bv, either may be NULL) or + sh
+ * (scalar shift), the final multiply-add fused (fmadd). Partial vectors (padding
+ * lanes mh for x, 0 for w and b) go through the very code of the full ones, so a
+ * value's rounding does not depend on its place in the row. */
+static inline VT TF(norm_vec_n)(const T *x, const T *wv, const T *bv, ptrdiff_t i, ptrdiff_t cnt,
+                                T mh, VT mhv, VT mlv, VT scv, VT shv)
+{
+    VT d = (TF(load_n)(x + i, cnt, mh) - mhv) - mlv;
+    if (wv && bv) return TF(fmadd)(d * scv, TF(load_n)(wv + i, cnt, (T)0), TF(load_n)(bv + i, cnt, (T)0));
+    if (wv) return d * scv * TF(load_n)(wv + i, cnt, (T)0);
     return TF(fmadd)(d, scv, shv);
 }
 
-/* norm_core at x[i .. i + TLANES), with vector parameters wv, bv (either may be
- * NULL); each case loads only what it uses. */
 static inline VT TF(norm_vec)(const T *x, const T *wv, const T *bv, ptrdiff_t i,
                               VT mhv, VT mlv, VT scv, VT shv)
 {
-    const VT tz = {0};
-    if (wv && bv) return TF(norm_core)(TF(loadt)(x + i), TF(loadt)(wv + i), TF(loadt)(bv + i), 1, 1, mhv, mlv, scv, shv);
-    if (wv) return TF(norm_core)(TF(loadt)(x + i), TF(loadt)(wv + i), tz, 1, 0, mhv, mlv, scv, shv);
-    return TF(norm_core)(TF(loadt)(x + i), tz, tz, 0, 0, mhv, mlv, scv, shv);
+    return TF(norm_vec_n)(x, wv, bv, i, TLANES, (T)0, mhv, mlv, scv, shv);
 }
 
-/* The same for the 0 < cnt < TLANES values at x[i ..], through the very code of
- * the full vectors, so that a value's rounding does not depend on its place in
- * the row. Padding lanes hold mh (x) and 0 (w, b) and are not stored. */
+/* The 0 < cnt < TLANES values at x[i ..]; padding lanes are not stored. */
 static inline void TF(norm_part_vec)(const T *x, const T *wv, const T *bv, T *y, ptrdiff_t i, ptrdiff_t cnt,
                                      T mh, VT mhv, VT mlv, VT scv, VT shv)
 {
-    const VT tz = {0};
-    VT v = TF(norm_core)(TF(load_part)(x + i, cnt, mh), wv ? TF(load_part)(wv + i, cnt, (T)0) : tz,
-                         bv ? TF(load_part)(bv + i, cnt, (T)0) : tz, wv != NULL, bv != NULL, mhv, mlv, scv, shv);
-    TF(store_part)(y + i, cnt, v);
+    TF(store_part)(y + i, cnt, TF(norm_vec_n)(x, wv, bv, i, cnt, mh, mhv, mlv, scv, shv));
 }
 
 /* A non-temporal store of one vector to an address aligned to FN_VBYTES. */
