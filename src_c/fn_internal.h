@@ -20,6 +20,14 @@
 #define FN_CAT_(a, b) a##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
 #define FN_UNPAREN(...) __VA_ARGS__
+
+/* __builtin_shufflevector (clang, GCC 12 and later) extracts vector halves in
+ * registers; older GCC takes a slower route through memory (same results). */
+#if !defined(FN_NO_SHUFFLEVECTOR) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12))
+#define FN_HAVE_SHUFFLEVECTOR 1
+#else
+#define FN_HAVE_SHUFFLEVECTOR 0
+#endif
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
 

@@ -58,21 +58,34 @@ typedef T TF(v32) __attribute__((vector_size(32)));
 typedef T TF(v16) __attribute__((vector_size(16)));
 typedef T TF(v8) __attribute__((vector_size(8)));
 
+/* the sum of the two halves of a vector (bytes wide), as a vector of half the bytes */
+#if FN_HAVE_SHUFFLEVECTOR
+#define FN_HALVE64(v, half_t) ((half_t)__builtin_shufflevector((fn_q64)(v), (fn_q64)(v), 0, 1, 2, 3) \
+                               + (half_t)__builtin_shufflevector((fn_q64)(v), (fn_q64)(v), 4, 5, 6, 7))
+#define FN_HALVE32(v, half_t) ((half_t)__builtin_shufflevector((fn_q32)(v), (fn_q32)(v), 0, 1) \
+                               + (half_t)__builtin_shufflevector((fn_q32)(v), (fn_q32)(v), 2, 3))
+#else
+#define FN_HALVE_MEM(src, half_t, bytes) __extension__({ \
+        half_t lo_, hi_;                                   \
+        __builtin_memcpy(&lo_, &(src), bytes);             \
+        __builtin_memcpy(&hi_, (const char *)&(src) + bytes, bytes); \
+        lo_ + hi_; })
+#define FN_HALVE64(v, half_t) FN_HALVE_MEM(v, half_t, 32)
+#define FN_HALVE32(v, half_t) FN_HALVE_MEM(v, half_t, 16)
+#endif
+
 static inline double TF(hsumt)(VT v)
 {
     /* halving in registers (lane shuffles of 8-byte elements, whatever T is):
      * log2(lanes) dependent adds, no trip through memory, which would stall
      * store forwarding on the wide store */
 #if FN_VBYTES == 64
-    fn_q64 q64 = (fn_q64)v;
-    TF(v32) h32 = (TF(v32))__builtin_shufflevector(q64, q64, 0, 1, 2, 3)
-                  + (TF(v32))__builtin_shufflevector(q64, q64, 4, 5, 6, 7);
+    TF(v32) h32 = FN_HALVE64(v, TF(v32));
 #elif FN_VBYTES == 32
     TF(v32) h32 = v;
 #endif
 #if FN_VBYTES >= 32
-    fn_q32 q32 = (fn_q32)h32;
-    TF(v16) h16 = (TF(v16))__builtin_shufflevector(q32, q32, 0, 1) + (TF(v16))__builtin_shufflevector(q32, q32, 2, 3);
+    TF(v16) h16 = FN_HALVE32(h32, TF(v16));
 #else
     TF(v16) h16 = v;
 #endif
@@ -97,7 +110,11 @@ static inline double TF(hsumt)(VT v)
 #else
 #define FN_QV fn_q16
 #endif
+#if FN_HAVE_SHUFFLEVECTOR
 #define FN_FOLD(a, b, idx) ((VT)__builtin_shufflevector((FN_QV)(a), (FN_QV)(b), FN_UNPAREN idx))
+#else
+#define FN_FOLD(a, b, idx) ((VT)__builtin_shuffle((FN_QV)(a), (FN_QV)(b), (FN_QV){FN_UNPAREN idx}))
+#endif
 #define FN_FOLD_LEVEL(v, n, lo, hi) \
     for (int r_ = 0; r_ < (n); r_++) \
         v[r_] = FN_FOLD(v[2 * r_], v[2 * r_ + 1], lo) + FN_FOLD(v[2 * r_], v[2 * r_ + 1], hi)
@@ -117,7 +134,11 @@ static inline __attribute__((always_inline)) VD TF(hsumt_rows)(const VT *rows)
 #endif
     /* v[0] holds 8 bytes per row: two floats, added in double as hsumt does */
     const VD zero = {0};
-#if FN_T_BYTES == 4
+#if FN_T_BYTES == 4 && !FN_HAVE_SHUFFLEVECTOR
+    VL ev, od;
+    for (int l = 0; l < LANES; l++) { ev[l] = v[0][2 * l]; od[l] = v[0][2 * l + 1]; }
+    return (zero + __builtin_convertvector(ev, VD)) + __builtin_convertvector(od, VD);
+#elif FN_T_BYTES == 4
 #if FN_VBYTES == 64
     VL ev = __builtin_shufflevector(v[0], v[0], 0, 2, 4, 6, 8, 10, 12, 14);
     VL od = __builtin_shufflevector(v[0], v[0], 1, 3, 5, 7, 9, 11, 13, 15);
@@ -136,6 +157,9 @@ static inline __attribute__((always_inline)) VD TF(hsumt_rows)(const VT *rows)
 #undef FN_QV
 #undef FN_FOLD
 #undef FN_FOLD_LEVEL
+#undef FN_HALVE64
+#undef FN_HALVE32
+#undef FN_HALVE_MEM
 
 /* The first 0 < n < TLANES values at p as a full vector, the other lanes `pad`;
  * and the store of the first n lanes of v. AVX-512 and AVX2 use masked loads and
