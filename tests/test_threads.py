@@ -253,6 +253,11 @@ ISA_CODE = textwrap.dedent("""
     ryb = ref_bn(xb)[0]
     limb = 16 * np.finfo(np.float32).eps * (1 + np.abs(ryb))
     assert np.all(np.abs(fastnorm.batch_norm(xb) - ryb) <= limb)
+    # short planes of many samples: the walk row by row of channels
+    xr = (1e6 + rng.standard_normal((96, 16, 10, 10))).astype(np.float32)
+    ryr = ref_bn(xr)[0]
+    limr = 16 * np.finfo(np.float32).eps * (1 + np.abs(ryr))
+    assert np.all(np.abs(fastnorm.batch_norm(xr) - ryr) <= limr)
     print("ok", checked)
 """)
 
