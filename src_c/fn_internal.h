@@ -178,6 +178,31 @@ void fn_threads_release(int n);
 static inline ptrdiff_t fn_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 static inline ptrdiff_t fn_max(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
 
+/* A block's mean and m2 (sum of squared deviations; in RMS mode the sum of squares)
+ * from its sums s1 = sum(x - c), s2 = sum((x - c)^2) around its shift c, with
+ * inv_n = 1 / n computed once by the caller (divisions would sit on every row's
+ * dependency chain). Every path takes block statistics through here. */
+static inline void fn_sums_to_stats(double s1, double s2, double c, double inv_n, int rms,
+                                    double *mean, double *m2)
+{
+    double d = s1 * inv_n, v = s2 - s1 * d;
+    *mean = rms ? 0.0 : c + d;
+    *m2 = rms ? s2 : (v < 0 ? 0 : v);
+}
+
+/* Offsets of units [g, g + cnt) of a SEG shape: x at xo[j], y at yo[j], affine
+ * parameters at wo[j]. Unit u is (u / K, u % K), stepped rather than divided. */
+static inline void fn_unit_offsets(const fn_seg_shape *s, ptrdiff_t g, ptrdiff_t cnt,
+                                   ptrdiff_t *xo, ptrdiff_t *yo, ptrdiff_t *wo)
+{
+    for (ptrdiff_t j = 0, a = g / s->K, k = g % s->K; j < cnt; j++) {
+        xo[j] = a * s->xa + k * s->xk;
+        yo[j] = a * s->ya + k * s->yk;
+        wo[j] = k * s->wk;
+        if (++k == s->K) { k = 0; a++; }
+    }
+}
+
 /* Items per chunk of a parallel loop over n items of item_elems values each:
  * about FN_CHUNK_ELEMS values, but at least two chunks per thread, so that no
  * thread goes without work (256 rows of 64 values made a single chunk). */

@@ -334,12 +334,7 @@ static inline __attribute__((always_inline)) void TF(block_stats)(const T *x, pt
     }
     double s1, s2;
     TF(dev_sums)(x, n, x[0], &s1, &s2);
-    /* inv_n = 1 / n, computed once by the caller: divisions sit on every row's
-     * dependency chain and share one slow unit */
-    double d = s1 * inv_n;
-    *mean = (double)x[0] + d;
-    double v = s2 - s1 * d;
-    *m2 = v < 0 ? 0 : v;
+    fn_sums_to_stats(s1, s2, (double)x[0], inv_n, 0, mean, m2);
 }
 
 static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, int rms)
@@ -624,12 +619,7 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
     for (ptrdiff_t g0 = u0; g0 < u1; g0 += FN_MAX_CHUNK_UNITS) {
         ptrdiff_t g1 = fn_min(g0 + FN_MAX_CHUNK_UNITS, u1), cnt = g1 - g0;
         ptrdiff_t xo[FN_MAX_CHUNK_UNITS], yo[FN_MAX_CHUNK_UNITS], wo[FN_MAX_CHUNK_UNITS];
-        for (ptrdiff_t j = 0, a = g0 / s->K, k = g0 % s->K; j < cnt; j++) {
-            xo[j] = a * s->xa + k * s->xk;
-            yo[j] = a * s->ya + k * s->yk;
-            wo[j] = k * s->wk;
-            if (++k == s->K) { k = 0; a++; }
-        }
+        fn_unit_offsets(s, g0, cnt, xo, yo, wo);
         if (!p->stats_given) {
             fn_acc acc[FN_MAX_CHUNK_UNITS];
             for (ptrdiff_t j = 0; j < cnt; j++) acc[j] = (fn_acc){0, 0, 0};
@@ -639,9 +629,9 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
                 for (ptrdiff_t j = 0; j < cnt; j++) seg[j] = x + xo[j] + r1 * s->xr1;
                 TF(block_sums_rows)(seg, cnt, s->R2, rms, s1, s2, c0);
                 for (ptrdiff_t j = 0; j < cnt; j++) {
-                    /* block_stats' mean and m2 */
-                    double d = s1[j] * inv_tail, v = s2[j] - s1[j] * d;
-                    TF(acc_block)(&acc[j], (double)s->R2, rms ? 0.0 : c0[j] + d, rms ? s2[j] : (v < 0 ? 0 : v), rms);
+                    double bm, bm2;
+                    fn_sums_to_stats(s1[j], s2[j], c0[j], inv_tail, rms, &bm, &bm2);
+                    TF(acc_block)(&acc[j], (double)s->R2, bm, bm2, rms);
                 }
             }
             for (ptrdiff_t j = 0; j < cnt; j++)
@@ -688,21 +678,16 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
     ptrdiff_t n = s->R2, cnt = g1 - g;
     double inv_n = 1.0 / (double)n, eps = p->eps;
     const T *xr[FN_UNIT_GROUP];
-    ptrdiff_t yo[FN_UNIT_GROUP], wo[FN_UNIT_GROUP];
-    /* unit g + j is (a, k): stepped, not divided, per row */
-    for (ptrdiff_t j = 0, a = g / s->K, k = g % s->K; j < cnt; j++) {
-        xr[j] = x + a * s->xa + k * s->xk;
-        yo[j] = a * s->ya + k * s->yk;
-        wo[j] = k * s->wk;
-        if (++k == s->K) { k = 0; a++; }
-    }
+    ptrdiff_t xo[FN_UNIT_GROUP], yo[FN_UNIT_GROUP], wo[FN_UNIT_GROUP];
+    fn_unit_offsets(s, g, cnt, xo, yo, wo);
+    for (ptrdiff_t j = 0; j < cnt; j++) xr[j] = x + xo[j];
     double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP], rstd[FN_UNIT_GROUP];
     TF(block_sums_rows)(xr, cnt, n, rms, s1, s2, c0);
     double *mean = p->mean + g, *var = p->var + g;
     for (ptrdiff_t j = 0; j < cnt; j++) {
-        double d = s1[j] * inv_n, m2 = s2[j] - s1[j] * d;
-        mean[j] = rms ? 0.0 : c0[j] + d;
-        var[j] = (rms ? s2[j] : (m2 < 0 ? 0 : m2)) * inv_n;
+        double m2;
+        fn_sums_to_stats(s1[j], s2[j], c0[j], inv_n, rms, &mean[j], &m2);
+        var[j] = m2 * inv_n;
         rstd[j] = 1.0 / sqrt(var[j] + eps);
     }
     const T *w = (const T *)p->w, *b = (const T *)p->b;
