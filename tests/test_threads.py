@@ -269,13 +269,17 @@ def _supported_isas():
         return ["generic"]
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
-def test_every_supported_isa_matches_reference(isa):
+def _run_on_isa(code, isa):
+    """Run `code` (with its {isa!r} placeholder filled) in a subprocess pinned to isa."""
     if isa not in _supported_isas():
         pytest.skip(f"{isa} not supported by this CPU")
-    p = run_python(ISA_CODE.replace("{isa!r}", repr(isa)),
-                   env_update={"FASTNORM_FORCE_ISA": isa}, timeout=300)
+    p = run_python(code.replace("{isa!r}", repr(isa)), env_update={"FASTNORM_FORCE_ISA": isa}, timeout=300)
     assert p.stdout.split()[0] == "ok"
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_supported_isa_matches_reference(isa):
+    _run_on_isa(ISA_CODE, isa)
 
 
 LRN_ISA_CODE = textwrap.dedent("""
@@ -322,11 +326,7 @@ LRN_ISA_CODE = textwrap.dedent("""
 
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_supported_isa_lrn_matches_reference(isa):
-    if isa not in _supported_isas():
-        pytest.skip(f"{isa} not supported by this CPU")
-    p = run_python(LRN_ISA_CODE.replace("{isa!r}", repr(isa)),
-                   env_update={"FASTNORM_FORCE_ISA": isa}, timeout=300)
-    assert p.stdout.split()[0] == "ok"
+    _run_on_isa(LRN_ISA_CODE, isa)
 
 
 def test_set_num_threads_rejects_zero(restore_threads):
