@@ -824,6 +824,34 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
     return FN_OK;
 }
 
+/* Rows longer than a block with weight and bias vectors (LayerNorm over 4096 values):
+ * [u0, u1) in tiles of rows that fit L2 together. The statistics of a tile's rows
+ * are taken first, then the tile is normalized slice by slice of columns, each
+ * slice for every row of the tile, so the slices of w and b stay in L1 instead
+ * of being re-read from L2 for every row: with x and w and b all missing L1, the
+ * loads of the normalize hold the fill buffers that the memory streams need.
+ * (With a weight alone, RMSNorm, the pipelined walk is as fast.) Every value is
+ * computed as seg_units computes it. */
+static void TF(seg_units_tiled)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                                ptrdiff_t u0, ptrdiff_t u1)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)s->R2;
+    ptrdiff_t tile = fn_max(1, FN_TILE_BYTES / (s->R2 * (ptrdiff_t)sizeof(T)));
+    ptrdiff_t cols = FN_TILE_PARAM_BYTES / (ptrdiff_t)sizeof(T);
+    for (ptrdiff_t g = u0; g < u1; g += tile) {
+        ptrdiff_t g1 = fn_min(g + tile, u1);
+        for (ptrdiff_t u = g; u < g1; u++)
+            TF(seg_unit_stats)(s, x + (u / s->K) * s->xa + (u % s->K) * s->xk, rms, inv_tail, inv_total,
+                               &p->mean[u], &p->var[u]);
+        for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += cols)
+            for (ptrdiff_t u = g; u < g1; u++)
+                TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, 0, i0, fn_min(i0 + cols, s->R2),
+                                  p->mean[u], p->var[u]);
+    }
+    if (p->stream) fn_store_fence();
+}
+
 static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p_in)
 {
     ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
@@ -832,17 +860,23 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     const fn_norm_args *p = &args;
     double *own = fn_own_stats(&args, U);
     if (!args.mean) return FN_ENOMEM;
-    args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T));
     double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
+    /* the statistics-given walk and seg_split normalize in a pass of their own, and
+     * so do units larger than L2 */
+    int own_pass = p->stats_given || (nt > 1 && U < 4 * (ptrdiff_t)nt)
+                   || (double)unit_len * sizeof(T) > FN_L2_BYTES;
+    args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T), own_pass);
     /* pipelining needs the unit being normalized and the next one to share L1; it
      * replaces groups of at most two units (see seg_units) */
     ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
     int rowwise = !p->stats_given && s->R1 > 1 && s->K > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES
                   && unit_bytes > FN_L1_BYTES;
-    int pipelined = !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
+    int tiled = y && !p->stats_given && s->R1 == 1 && s->R2 > FN_BLOCK && p->w && p->b && s->wr2 != 0
+                && unit_bytes > FN_TILE_PARAM_BYTES;
+    int pipelined = !tiled && !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
     if (p->stats_given && y && s->R1 > 1) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of
@@ -859,7 +893,8 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     } else if (nt <= 1 && rowwise) {
         TF(seg_units_rowwise)(s, x, y, p, 0, U);
     } else if (nt <= 1) {
-        if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
+        if (tiled) TF(seg_units_tiled)(s, x, y, p, 0, U);
+        else if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
         else TF(seg_units)(s, x, y, p, 0, U);
     } else if (U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
@@ -869,9 +904,12 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         if (rowwise)
             chunk = fn_max(1, fn_min(fn_min(FN_MAX_CHUNK_UNITS, FN_L2_BYTES / fn_max(1, unit_bytes)),
                                      U / (2 * (ptrdiff_t)nt)));
+        /* tiled chunks: a tile each, at least two chunks per thread */
+        if (tiled) chunk = fn_max(chunk, fn_min(FN_TILE_BYTES / unit_bytes, U / (2 * (ptrdiff_t)nt)));
         ptrdiff_t nchunks = (U + chunk - 1) / chunk;
         FN_PARALLEL_SHARES(nt, nchunks, c, {
-            if (rowwise) TF(seg_units_rowwise)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+            if (tiled) TF(seg_units_tiled)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+            else if (rowwise) TF(seg_units_rowwise)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else if (pipelined) TF(seg_units_pipelined)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
         });
@@ -916,7 +954,7 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     if (M == 0) return FN_OK;
     fn_norm_args args = *p_in;
     const fn_norm_args *p = &args;
-    args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T));
+    args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T), 0);
     double work = fn_work((double)M, (double)D);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -1234,11 +1272,15 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
     double *own = fn_own_stats(&args, A * K);
     if (!args.mean) return FN_ENOMEM;
     double work = (double)A * (double)s->R * (double)K;
-    args.stream = p_in->stream && y != NULL && fn_stream_output(work * sizeof(T));
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
-    if (nt <= 1 || A >= 4 * (ptrdiff_t)nt) {
+    /* col_split normalizes in a pass of its own, col_slab slab by slab (a pass of
+     * its own too when a slab is larger than L2) */
+    int slabs = nt <= 1 || A >= 4 * (ptrdiff_t)nt;
+    int own_pass = p->stats_given || !slabs || (double)s->R * (double)K * sizeof(T) > FN_L2_BYTES;
+    args.stream = p_in->stream && y != NULL && fn_stream_output(work * sizeof(T), own_pass);
+    if (slabs) {
         fn_share sh[FN_MAX_SHARES];
         int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
         fn_shares_init(sh, ntc, A);

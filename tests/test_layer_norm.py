@@ -248,6 +248,22 @@ def test_layer_norm_threads_agree(dtype, rng):
         np.testing.assert_allclose(y1, y2, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("layout", ["C", "strided"])
+def test_layer_norm_wide_rows_in_tiles(layout, dtype, rng):
+    # rows longer than a statistics block with weight and bias are normalized in
+    # tiles of rows, slice of columns by slice (seg_units_tiled): many tiles, a
+    # length that is no multiple of a slice, rows split between threads
+    x = (rng.standard_normal((70, 5003)) * 3 + 40).astype(dtype)
+    if layout == "strided":
+        x = np.concatenate([x, x], axis=1)[:, ::2]
+    w, b = make_params(rng, x.shape, -1, "both", dtype)
+    y1, mean1, rstd1 = run_and_check(x, w, b, -1, return_stats=True, num_threads=1)
+    y2, mean2, rstd2 = fastnorm.layer_norm(x, w, b, return_stats=True, num_threads=2)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(mean1, mean2)
+    np.testing.assert_array_equal(rstd1, rstd2)
+
+
 # ------------------------------------------------------------- unusual inputs
 def test_layer_norm_unaligned_input(dtype, rng):
     from reference import unaligned_copy

@@ -1,5 +1,6 @@
 """Caller-owned outputs of 48 MB and more are written with non-temporal stores
-(fn_norm_args.stream). The stored values must be exactly those of the regular
+(fn_norm_args.stream), and those of 16 MB and more when the normalize is a pass
+of its own (inference BatchNorm, the column kernel's split walk). The stored values must be exactly those of the regular
 stores: every case compares ``out=`` against the allocating call bit for bit,
 including outputs whose rows do not start on a vector boundary and column counts
 that are not a multiple of the vector width (the column kernel writes such rows
@@ -12,15 +13,16 @@ import pytest
 import fastnorm
 
 STREAM_BYTES = 48 * 1024 * 1024
+STREAM_PASS_BYTES = 16 * 1024 * 1024
 
 
-def _out_like(x, offset):
+def _out_like(x, offset, min_bytes=STREAM_BYTES):
     """A C-contiguous out of x's shape whose data starts `offset` elements past a
     64-byte boundary."""
     buf = np.empty(x.size + 64, dtype=x.dtype)
     start = (-buf.ctypes.data % 64) // x.itemsize + offset
     out = buf[start:start + x.size].reshape(x.shape)
-    assert out.flags.c_contiguous and out.nbytes >= STREAM_BYTES
+    assert out.flags.c_contiguous and out.nbytes >= min_bytes
     return out
 
 
@@ -69,3 +71,22 @@ def test_layer_norm_and_rms_rows(offset):
     m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
     np.testing.assert_allclose(fastnorm.layer_norm(x, w, w, out=out)[:4], (x64 - m) / np.sqrt(v + 1e-5) * w + w,
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_inference_batch_norm_planes(offset):
+    # 20 MB of float32 NCHW planes of 115 x 115 values: the statistics-given walk
+    # streams from 16 MB, and almost no plane starts on a vector boundary
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((24, 16, 115, 115)) * 2 + 5).astype(np.float32)
+    w, b = rng.standard_normal(16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    rm = rng.standard_normal(16).astype(np.float32) + 5
+    rv = (rng.random(16) + 0.5).astype(np.float32)
+    kw = dict(running_mean=rm, running_var=rv, training=False)
+    out = _out_like(x, offset, STREAM_PASS_BYTES)
+    assert fastnorm.batch_norm(x, w, b, out=out, **kw) is out
+    np.testing.assert_array_equal(out, fastnorm.batch_norm(x, w, b, **kw))
+    shape = (1, 16, 1, 1)
+    expected = ((x[::5].astype(np.float64) - rm.reshape(shape)) / np.sqrt(rv.reshape(shape).astype(np.float64) + 1e-5)
+                * w.reshape(shape) + b.reshape(shape))
+    np.testing.assert_allclose(out[::5], expected, rtol=1e-5, atol=1e-5)
