@@ -1025,9 +1025,11 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
         }
         s1[k] = a; s2[k] = q;
     }
+    /* branch-free, so that it vectorizes: x - x == 0 exactly when x is finite */
     int finite = 1;
+    const T tiny = (T)(n * FN_TINY_SQ);
     for (ptrdiff_t k = 0; k < K; k++)
-        finite &= isfinite(s1[k]) && isfinite(s2[k]) && (double)s2[k] >= n * FN_TINY_SQ;
+        finite &= (s1[k] - s1[k] == 0) & (s2[k] - s2[k] == 0) & (s2[k] >= tiny);
     if (!finite) {
         /* overflowing or underflowing squares, or inf/NaN in the data: redo in double */
         for (ptrdiff_t k = 0; k < K; k++) { s1d[k] = 0; s2d[k] = 0; }
@@ -1044,9 +1046,14 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
         }
         return;
     }
+    if (rms) {
+        for (ptrdiff_t k = 0; k < K; k++) { mean[k] = 0.0; m2[k] = (double)s2[k]; }
+        return;
+    }
     for (ptrdiff_t k = 0; k < K; k++) {
-        mean[k] = rms ? 0.0 : (double)x0[k] + (double)s1[k] / n;
-        m2[k] = rms ? (double)s2[k] : fn_m2_from_sums((double)s1[k], (double)s2[k], n);
+        double d1 = (double)s1[k], q = d1 / n, m = (double)s2[k] - d1 * q;
+        mean[k] = (double)x0[k] + q;
+        m2[k] = m < 0 ? 0 : m;
     }
 }
 
