@@ -343,6 +343,20 @@ static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, 
     else fn_acc_merge(acc, n, mean, m2);
 }
 
+/* Merges, column by column, K blocks of nb values each (means mb, M2 m2b) into
+ * K accumulators of na values each (means ma, M2 m2a): fn_acc_merge's arithmetic
+ * with its divisions done once for all columns. */
+static void TF(col_fold)(double na, double *ma, double *m2a, double nb, const double *mb,
+                         const double *m2b, ptrdiff_t K, int rms)
+{
+    if (rms) {
+        for (ptrdiff_t k = 0; k < K; k++) m2a[k] = (na == 0 ? 0 : m2a[k]) + m2b[k];
+        if (na == 0) for (ptrdiff_t k = 0; k < K; k++) ma[k] = 0;
+    } else {
+        fn_merge_cols(na, ma, m2a, nb, mb, m2b, K);
+    }
+}
+
 /* The sums of dev_sums (sq_sum in RMS mode: s1 = 0) of cnt <= FN_STATS_ROWS
  * single blocks of n values each, at seg[0 .. cnt), with their shifts c0: the
  * vector sums of LANES blocks at a time are reduced together (hsumt_rows), so the
@@ -616,26 +630,30 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
     int wvec = s->wr2 != 0;
     /* per-unit coefficients hold when the parameters do not vary along r1 */
     int per_unit = !w || s->wr1 == 0;
-    for (ptrdiff_t g0 = u0; g0 < u1; g0 += FN_MAX_CHUNK_UNITS) {
-        ptrdiff_t g1 = fn_min(g0 + FN_MAX_CHUNK_UNITS, u1), cnt = g1 - g0;
+    ptrdiff_t group = fn_rowwise_units(s->R1 * s->R2 * (ptrdiff_t)sizeof(T), FN_MAX_CHUNK_UNITS);
+    for (ptrdiff_t g0 = u0; g0 < u1; g0 += group) {
+        ptrdiff_t g1 = fn_min(g0 + group, u1), cnt = g1 - g0;
         ptrdiff_t xo[FN_MAX_CHUNK_UNITS], yo[FN_MAX_CHUNK_UNITS], wo[FN_MAX_CHUNK_UNITS];
         fn_unit_offsets(s, g0, cnt, xo, yo, wo);
         if (!p->stats_given) {
-            fn_acc acc[FN_MAX_CHUNK_UNITS];
-            for (ptrdiff_t j = 0; j < cnt; j++) acc[j] = (fn_acc){0, 0, 0};
+            /* every unit has merged as many values as every other: the merge of a
+             * segment row is one loop over the units, its divisions done once */
+            double am[FN_MAX_CHUNK_UNITS], am2[FN_MAX_CHUNK_UNITS], na = 0;
             for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
                 const T *seg[FN_MAX_CHUNK_UNITS];
                 double s1[FN_MAX_CHUNK_UNITS + LANES], s2[FN_MAX_CHUNK_UNITS + LANES], c0[FN_MAX_CHUNK_UNITS];
+                double bm[FN_MAX_CHUNK_UNITS], bm2[FN_MAX_CHUNK_UNITS];
                 for (ptrdiff_t j = 0; j < cnt; j++) seg[j] = x + xo[j] + r1 * s->xr1;
                 TF(block_sums_rows)(seg, cnt, s->R2, rms, s1, s2, c0);
-                for (ptrdiff_t j = 0; j < cnt; j++) {
-                    double bm, bm2;
-                    fn_sums_to_stats(s1[j], s2[j], c0[j], inv_tail, rms, &bm, &bm2);
-                    TF(acc_block)(&acc[j], (double)s->R2, bm, bm2, rms);
-                }
+                for (ptrdiff_t j = 0; j < cnt; j++)
+                    fn_sums_to_stats(s1[j], s2[j], c0[j], inv_tail, rms, &bm[j], &bm2[j]);
+                TF(col_fold)(na, am, am2, (double)s->R2, bm, bm2, cnt, rms);
+                na += (double)s->R2;
             }
-            for (ptrdiff_t j = 0; j < cnt; j++)
-                TF(finish_stats)(&acc[j], inv_total, rms, &p->mean[g0 + j], &p->var[g0 + j]);
+            for (ptrdiff_t j = 0; j < cnt; j++) {
+                p->mean[g0 + j] = rms ? 0.0 : am[j];
+                p->var[g0 + j] = am2[j] * inv_total;
+            }
         }
         if (!y) continue;
         if (!per_unit) {
@@ -872,8 +890,10 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     /* pipelining needs the unit being normalized and the next one to share L1; it
      * replaces groups of at most two units (see seg_units) */
     ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
-    int rowwise = !p->stats_given && s->R1 > 1 && s->K > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES
-                  && unit_bytes > FN_L1_BYTES;
+    /* short segments: row-wise, whatever the unit's size (7 x 7 planes spend
+     * more on the per-segment steps than on memory) */
+    int rowwise = !p->stats_given && s->R1 > 1 && s->K > 1 && s->R2 >= 1
+                  && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES;
     int tiled = y && !p->stats_given && s->R1 == 1 && s->R2 > FN_BLOCK && p->w && p->b && s->wr2 != 0
                 && unit_bytes > FN_TILE_PARAM_BYTES;
     int pipelined = !tiled && !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
@@ -902,7 +922,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         if (pipelined) chunk = fn_max(chunk, U / (8 * (ptrdiff_t)nt));
         /* row-wise chunks: as many units as L2 holds, at least two chunks per thread */
         if (rowwise)
-            chunk = fn_max(1, fn_min(fn_min(FN_MAX_CHUNK_UNITS, FN_L2_BYTES / fn_max(1, unit_bytes)),
+            chunk = fn_max(1, fn_min(fn_rowwise_units(unit_bytes, FN_MAX_CHUNK_UNITS),
                                      U / (2 * (ptrdiff_t)nt)));
         /* tiled chunks: a tile each, at least two chunks per thread */
         if (tiled) chunk = fn_max(chunk, fn_min(FN_TILE_BYTES / unit_bytes, U / (2 * (ptrdiff_t)nt)));
@@ -1057,16 +1077,6 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
     }
 }
 
-static void TF(col_fold)(double na, double *ma, double *m2a, double nb, const double *mb,
-                         const double *m2b, ptrdiff_t K, int rms)
-{
-    if (rms) {
-        for (ptrdiff_t k = 0; k < K; k++) m2a[k] = (na == 0 ? 0 : m2a[k]) + m2b[k];
-        if (na == 0) for (ptrdiff_t k = 0; k < K; k++) ma[k] = 0;
-    } else {
-        fn_merge_cols(na, ma, m2a, nb, mb, m2b, K);
-    }
-}
 
 /* Superblock sb of slab a: its partial in (mean, m2); scratch holds 4K doubles. */
 static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, ptrdiff_t sb,
