@@ -167,6 +167,11 @@ static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
  * (8192, 768) ran 5-7 % slower streamed, inference BatchNorm 25 % faster). */
 #define FN_STREAM_BYTES (48.0 * 1024 * 1024)
 #define FN_STREAM_PASS_BYTES (16.0 * 1024 * 1024)
+/* Units made of segments shorter than this many bytes are never streamed: the
+ * partial lines at both ends of every segment take regular stores, and the mix
+ * ran at half the speed of regular stores alone (BatchNorm over 7 x 7 planes);
+ * 14 x 14 planes (784 bytes) still gain from streaming. */
+#define FN_STREAM_SEGMENT_BYTES 512
 
 static inline int fn_stream_output(double bytes, int own_pass)
 {
@@ -192,6 +197,15 @@ static inline double *fn_own_stats(fn_norm_args *p, ptrdiff_t units)
     p->var = own ? own + units : NULL;
     return own;
 }
+
+/* Per-unit normalize coefficients for a whole call (arrays of the element type
+ * behind void pointers, all in buf). */
+typedef struct {
+    void *buf;
+    const ptrdiff_t *wo;
+    const void *mh, *ml, *sc, *sh;
+    const unsigned char *fast;
+} fn_unit_coefs;
 
 /* Thread budget shared by concurrent callers (see fn_runtime.c). */
 int fn_threads_acquire(int want);

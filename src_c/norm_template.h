@@ -870,6 +870,59 @@ static void TF(seg_units_tiled)(const fn_seg_shape *s, const T *x, T *y, const f
     if (p->stream) fn_store_fence();
 }
 
+/* Per-unit coefficients of the statistics-given walk (see unit_coeffs), taken once
+ * per call instead of once per segment: a 7 x 7 plane is too short to pay for a
+ * square root and the safety tests. buf is NULL when out of memory. Units whose
+ * parameters vary along r1 get none (fast = 0 throughout). */
+static fn_unit_coefs TF(given_coefs)(const fn_seg_shape *s, const fn_norm_args *p, ptrdiff_t U)
+{
+    fn_unit_coefs cf;
+    size_t n = (size_t)U;
+    cf.buf = malloc(n * (4 * sizeof(T) + 2 * sizeof(double) + 1) + 64);
+    if (!cf.buf) return cf;
+    double *rstd = (double *)cf.buf;
+    ptrdiff_t *wo = (ptrdiff_t *)(rstd + n);
+    T *mh = (T *)(wo + n), *ml = mh + n, *sc = ml + n, *sh = sc + n;
+    unsigned char *fast = (unsigned char *)(sh + n);
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    int wvec = s->wr2 != 0;
+    for (ptrdiff_t u = 0; u < U; u++) {
+        rstd[u] = 1.0 / sqrt(p->var[u] + p->eps);
+        wo[u] = (u % s->K) * s->wk;
+    }
+    TF(unit_coeffs)(U, p->mean, p->var, rstd, (double)(s->R1 * s->R2), w, b, wo, w && !wvec, p->stream,
+                    mh, ml, sc, sh, fast);
+    if (w && s->wr1 != 0) memset(fast, 0, n);
+    cf.wo = wo; cf.mh = mh; cf.ml = ml; cf.sc = sc; cf.sh = sh; cf.fast = fast;
+    return cf;
+}
+
+/* Segments [it0, it1) of the statistics-given walk, in memory order (a, r1, k). */
+static void TF(seg_norm_given)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                               const fn_unit_coefs *cf, ptrdiff_t it0, ptrdiff_t it1)
+{
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    int wvec = s->wr2 != 0;
+    const T *mh = (const T *)cf->mh, *ml = (const T *)cf->ml, *sc = (const T *)cf->sc, *sh = (const T *)cf->sh;
+    /* (a, r1, k) of it0, then stepped */
+    ptrdiff_t k = it0 % s->K, r1 = (it0 / s->K) % s->R1, a = it0 / (s->K * s->R1);
+    for (ptrdiff_t it = it0; it < it1; it++) {
+        ptrdiff_t u = a * s->K + k;
+        if (cf->fast[u]) {
+            ptrdiff_t wo = cf->wo[u];
+            TF(norm_row_fast)(x + a * s->xa + k * s->xk + r1 * s->xr1, y + a * s->ya + k * s->yk + r1 * s->yr1,
+                              s->R2, w && wvec ? w + wo : NULL, w && wvec && b ? b + wo : NULL,
+                              mh[u], ml[u], sc[u], sh[u]);
+        } else {
+            TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
+        }
+        if (++k == s->K) {
+            k = 0;
+            if (++r1 == s->R1) { r1 = 0; a++; }
+        }
+    }
+}
+
 static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p_in)
 {
     ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
@@ -887,6 +940,9 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     int own_pass = p->stats_given || (nt > 1 && U < 4 * (ptrdiff_t)nt)
                    || (double)unit_len * sizeof(T) > FN_L2_BYTES;
     args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T), own_pass);
+    /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
+     * rows (R1 == 1) are, their partial lines are next to each other */
+    if (s->R1 > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_STREAM_SEGMENT_BYTES) args.stream = 0;
     /* pipelining needs the unit being normalized and the next one to share L1; it
      * replaces groups of at most two units (see seg_units) */
     ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
@@ -903,13 +959,14 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
          * jumping between the planes of one channel */
         ptrdiff_t n_items = s->A * s->R1 * s->K, chunk = fn_chunk_items(n_items, s->R2, nt);
         ptrdiff_t nchunks = (n_items + chunk - 1) / chunk;
-        FN_PARALLEL_SHARES(nt, nchunks, c,
-            for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
-                ptrdiff_t k = it % s->K, r1 = (it / s->K) % s->R1, a = it / (s->K * s->R1), u = a * s->K + k;
-                TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
-            }
-            if (p->stream) fn_store_fence();
-        );
+        fn_unit_coefs cf = TF(given_coefs)(s, p, U);
+        if (!cf.buf) status = FN_ENOMEM;
+        else
+            FN_PARALLEL_SHARES(nt, nchunks, c,
+                TF(seg_norm_given)(s, x, y, p, &cf, c * chunk, fn_min(n_items, (c + 1) * chunk));
+                if (p->stream) fn_store_fence();
+            );
+        free(cf.buf);
     } else if (nt <= 1 && rowwise) {
         TF(seg_units_rowwise)(s, x, y, p, 0, U);
     } else if (nt <= 1) {

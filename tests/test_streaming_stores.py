@@ -74,19 +74,22 @@ def test_layer_norm_and_rms_rows(offset):
 
 
 @pytest.mark.parametrize("offset", [0, 1])
-def test_inference_batch_norm_planes(offset):
-    # 20 MB of float32 NCHW planes of 115 x 115 values: the statistics-given walk
-    # streams from 16 MB, and almost no plane starts on a vector boundary
+@pytest.mark.parametrize("shape", [(24, 16, 115, 115), (128, 680, 7, 7)], ids=str)
+def test_inference_batch_norm_planes(shape, offset):
+    # over 16 MB of float32 NCHW planes: the statistics-given walk streams planes of
+    # 115 x 115 values (almost none starts on a vector boundary) and writes 7 x 7
+    # planes with regular stores (FN_STREAM_SEGMENT_BYTES)
     rng = np.random.default_rng(7)
-    x = (rng.standard_normal((24, 16, 115, 115)) * 2 + 5).astype(np.float32)
-    w, b = rng.standard_normal(16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
-    rm = rng.standard_normal(16).astype(np.float32) + 5
-    rv = (rng.random(16) + 0.5).astype(np.float32)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 5).astype(np.float32)
+    w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    rm = rng.standard_normal(C).astype(np.float32) + 5
+    rv = (rng.random(C) + 0.5).astype(np.float32)
     kw = dict(running_mean=rm, running_var=rv, training=False)
     out = _out_like(x, offset, STREAM_PASS_BYTES)
     assert fastnorm.batch_norm(x, w, b, out=out, **kw) is out
     np.testing.assert_array_equal(out, fastnorm.batch_norm(x, w, b, **kw))
-    shape = (1, 16, 1, 1)
+    shape = (1, C, 1, 1)
     expected = ((x[::5].astype(np.float64) - rm.reshape(shape)) / np.sqrt(rv.reshape(shape).astype(np.float64) + 1e-5)
                 * w.reshape(shape) + b.reshape(shape))
     np.testing.assert_allclose(out[::5], expected, rtol=1e-5, atol=1e-5)
