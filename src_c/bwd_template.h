@@ -58,6 +58,18 @@ static inline void TF(bwd_unit_finish)(const fn_bwd_args *p, ptrdiff_t u, double
     p->s2[u] = p->rstd[u] * (s2 - c * s1);
 }
 
+/* One vector of dx at [i, i + cnt), cnt <= TLANES. */
+static inline VT TF(bwd_dx_vec)(const T *x, const T *dy, const T *w, ptrdiff_t i, ptrdiff_t cnt,
+                                VT mhv, VT mlv, VT rv, VT sv, VT c1v, VT c2v)
+{
+    /* the multiply-adds written out: contracted by the compiler, they were fused
+     * in the full vectors and not in the partial ones, and the bits differed */
+    VT g = TF(load_n)(dy + i, cnt, (T)0);
+    VT gc = w ? TF(fmadd)(g, TF(load_n)(w + i, cnt, (T)0), -c1v) : g - c1v;
+    VT xh = ((TF(load_n)(x + i, cnt, (T)0) - mhv) - mlv) * rv;
+    return sv * TF(fmadd)(-xh, c2v, gc);
+}
+
 /* dx = scale * (G - c1 - xhat * c2) over n values, in T-precision vectors with
  * the mean split into mh + ml (as the forward's normalize). */
 static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
@@ -66,17 +78,13 @@ static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, doubl
     const VT z = {0};
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
     const VT mhv = z + mh, mlv = z + ml, rv = z + (T)rstd, sv = z + (T)scale, c1v = z + (T)c1, c2v = z + (T)c2;
-    ptrdiff_t i = 0;
-    for (; i + TLANES <= n; i += TLANES) {
-        VT g = TF(loadt)(dy + i);
-        if (w) g *= TF(loadt)(w + i);
-        VT xh = ((TF(loadt)(x + i) - mhv) - mlv) * rv;
-        TF(storet)(dx + i, sv * (g - c1v - xh * c2v));
-    }
-    for (; i < n; i++) {
-        double g = (double)dy[i] * (w ? (double)w[i] : 1.0), xh = ((double)x[i] - mean) * rstd;
-        dx[i] = (T)(scale * (g - c1 - xh * c2));
-    }
+    /* dx stored from its first vector boundary on (see align_head); the partial
+     * vectors at both ends are computed as the full ones */
+    ptrdiff_t i = TF(align_head)(dx, n);
+    if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
+    for (; i + TLANES <= n; i += TLANES)
+        TF(storet)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
+    if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec)(x, dy, w, i, n - i, mhv, mlv, rv, sv, c1v, c2v));
 }
 
 /* bwd_dx for a row whose parameter is one value wv (GroupNorm's per-channel

@@ -442,6 +442,17 @@ static inline void TF(norm_part_vec)(const T *x, const T *wv, const T *bv, T *y,
     TF(store_part)(y + i, cnt, TF(norm_vec_n)(x, wv, bv, i, cnt, mh, mhv, mlv, scv, shv));
 }
 
+/* Values before the first vector boundary of y, when a range of n values is long
+ * enough to peel them: full vector stores that straddle two cache lines make
+ * every line of y a partial write, which the core must read for ownership first
+ * (LayerNorm into a 16-byte aligned out ran 5-7 % slower). Values are computed
+ * lane by lane, so peeling changes no bits. */
+static inline ptrdiff_t TF(align_head)(const T *y, ptrdiff_t n)
+{
+    ptrdiff_t head = (ptrdiff_t)(((FN_VBYTES - (uintptr_t)y % FN_VBYTES) % FN_VBYTES) / sizeof(T));
+    return n >= 4 * TLANES && (uintptr_t)y % sizeof(T) == 0 ? head : 0;
+}
+
 /* A non-temporal store of one vector to an address aligned to FN_VBYTES. */
 static inline void TF(stream_store)(T *p, VT v)
 {
@@ -518,6 +529,8 @@ static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, do
         for (i = head; i + TLANES <= n; i += TLANES)
             TF(stream_store)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
     } else {
+        i = TF(align_head)(y, n);
+        if (i) TF(norm_part_vec)(x, wv, bv, y, 0, i, mh, mhv, mlv, scv, shv);
         for (; i + TLANES <= n; i += TLANES)
             TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
     }
@@ -554,7 +567,8 @@ static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, 
 {
     const VT tz = {0};
     const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
-    ptrdiff_t i = 0;
+    ptrdiff_t i = TF(align_head)(y, n);
+    if (i) TF(norm_part_vec)(x, wv, bv, y, 0, i, mh, mhv, mlv, scv, shv);
     for (; i + TLANES <= n; i += TLANES) TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
     if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
 }

@@ -143,3 +143,39 @@ def test_layers_thread_independent():
             fastnorm._config._default_threads = old_default
             fastnorm._ext.omp_set_num_threads(old_omp)
     assert res[0] == res[1]
+
+
+def _out_at(shape, dtype, offset):
+    """A C-contiguous array whose data starts `offset` elements past a 64-byte boundary."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 64, dtype=dtype)
+    start = (-buf.ctypes.data % 64) // buf.itemsize + offset
+    return buf[start:start + size].reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,channel_axis", [((40, 777), None), ((6, 8, 7, 7), 1), ((4, 6, 33, 33), 1)],
+                         ids=str)
+def test_bits_independent_of_out_alignment(shape, channel_axis, dtype):
+    # outputs are written from their first vector boundary on, so the partial
+    # vectors at the two ends move with the alignment of out: they must be
+    # computed exactly as the full ones
+    x, dy = _data(shape, dtype, seed=4)
+    outs = [_out_at(shape, dtype, k) for k in range(4)]
+    if channel_axis is None:
+        w = np.linspace(0.5, 2, shape[-1]).astype(dtype)
+        _, m, r = fastnorm.layer_norm(x, w, w, return_stats=True)
+        calls = [lambda out: fastnorm.layer_norm(x, w, w, out=out),
+                 lambda out: fastnorm.rms_norm(x, w, out=out),
+                 lambda out: fastnorm.layer_norm_backward(dy, x, m, r, w, out=out)[0]]
+    else:
+        C = shape[channel_axis]
+        w = np.linspace(0.5, 2, C).astype(dtype)
+        calls = [lambda out: fastnorm.batch_norm(x, w, w, training=True, out=out),
+                 lambda out: fastnorm.batch_norm(x, w, w, running_mean=w, running_var=w, training=False, out=out),
+                 lambda out: fastnorm.group_norm(x, 2, w, w, out=out),
+                 lambda out: fastnorm.instance_norm(x, w, w, out=out)]
+    for call in calls:
+        ref = call(None).tobytes()
+        for out in outs:
+            assert call(out).tobytes() == ref
