@@ -1204,13 +1204,11 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     const T *mh = c, *ml = c + 2 * K, *sc = c + 4 * K, *sh = c + 6 * K;
     int along_r = w && s->w_along_r;
-    /* non-temporal stores (see fn_norm_args.stream) where every row starts on a
-     * vector boundary */
-    if (p->stream && ok && !along_r && s->xr == K && s->yr == K && K >= TLANES && ((uintptr_t)y % sizeof(T)) == 0) {
-        /* caller-owned output too large for cache, rows contiguous: the rows are
-         * one flat range written with aligned non-temporal stores, whatever the
-         * alignment of a row; the column of each vector comes from the doubled
-         * coefficient arrays */
+    if (ok && !along_r && s->xr == K && s->yr == K && K >= TLANES && ((uintptr_t)y % sizeof(T)) == 0) {
+        /* rows contiguous: the rows are one flat range written with aligned
+         * stores (non-temporal ones when p->stream), whatever the alignment of a
+         * row, so no store straddles two lines (see align_head); the column of
+         * each vector comes from the doubled coefficient arrays */
         const T *xf = x + a * s->xa + r0 * K;
         T *yf = y + a * s->ya + r0 * K;
         ptrdiff_t n = (r1 - r0) * K, i = 0;
@@ -1220,7 +1218,8 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
         for (; i + TLANES <= n; i += TLANES) {
             VT v = ((TF(loadt)(xf + i) - TF(loadt)(mh + col)) - TF(loadt)(ml + col)) * TF(loadt)(sc + col)
                    + TF(loadt)(sh + col);
-            TF(stream_store)(yf + i, v);
+            if (p->stream) TF(stream_store)(yf + i, v);
+            else TF(storet)(yf + i, v);
             col += TLANES;
             if (col >= K) col -= K;
         }
@@ -1228,7 +1227,7 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
             ptrdiff_t k = i % K;
             yf[i] = ((xf[i] - mh[k]) - ml[k]) * sc[k] + sh[k];
         }
-        fn_store_fence();
+        if (p->stream) fn_store_fence();
         return;
     }
     for (ptrdiff_t r = r0; r < r1; r++) {

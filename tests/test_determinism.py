@@ -154,8 +154,8 @@ def _out_at(shape, dtype, offset):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,channel_axis", [((40, 777), None), ((6, 8, 7, 7), 1), ((4, 6, 33, 33), 1)],
-                         ids=str)
+@pytest.mark.parametrize("shape,channel_axis", [((40, 777), None), ((6, 8, 7, 7), 1), ((4, 6, 33, 33), 1),
+                                                 ((30, 7, 7, 64), -1), ((500, 68), -1)], ids=str)
 def test_bits_independent_of_out_alignment(shape, channel_axis, dtype):
     # outputs are written from their first vector boundary on, so the partial
     # vectors at the two ends move with the alignment of out: they must be
@@ -171,10 +171,12 @@ def test_bits_independent_of_out_alignment(shape, channel_axis, dtype):
     else:
         C = shape[channel_axis]
         w = np.linspace(0.5, 2, C).astype(dtype)
-        calls = [lambda out: fastnorm.batch_norm(x, w, w, training=True, out=out),
-                 lambda out: fastnorm.batch_norm(x, w, w, running_mean=w, running_var=w, training=False, out=out),
-                 lambda out: fastnorm.group_norm(x, 2, w, w, out=out),
-                 lambda out: fastnorm.instance_norm(x, w, w, out=out)]
+        ca = dict(channel_axis=channel_axis)
+        calls = [lambda out: fastnorm.batch_norm(x, w, w, training=True, out=out, **ca),
+                 lambda out: fastnorm.batch_norm(x, w, w, running_mean=w, running_var=w, training=False, out=out, **ca),
+                 lambda out: fastnorm.group_norm(x, 2, w, w, out=out, **ca)]
+        if x.ndim > 2:
+            calls.append(lambda out: fastnorm.instance_norm(x, w, w, out=out, **ca))
     for call in calls:
         ref = call(None).tobytes()
         for out in outs:
