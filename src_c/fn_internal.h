@@ -286,6 +286,16 @@ static inline ptrdiff_t fn_shares_claim(fn_share *sh, int nt, int tid)
     return -1;
 }
 
+/* Item `it` of a walk over n items in nt shares (fn_shares_init), mirrored within
+ * its share: each thread walks its share from the end. */
+static inline ptrdiff_t fn_share_mirror(ptrdiff_t it, ptrdiff_t n, int nt)
+{
+    nt = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+    int t = 0;
+    while (t + 1 < nt && it >= n * (t + 1) / nt) t++;
+    return n * t / nt + n * (t + 1) / nt - 1 - it;
+}
+
 #ifdef _OPENMP
 #include <omp.h>
 #define FN_THREAD_ID() omp_get_thread_num()

@@ -1342,7 +1342,11 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         /* items of about FN_CHUNK_ELEMS values: enough work to amortize the dispatch */
         ptrdiff_t rows = fn_max(FN_COL_BLOCK, FN_CHUNK_ELEMS / fn_max(1, K));
         ptrdiff_t nrb = (s->R + rows - 1) / rows, n_norm = A * nrb;
-        FN_PARALLEL_SHARES(nt, n_norm, it,
+        /* after the statistics pass, each thread starts with the rows it read
+         * last, still in its L2 (BatchNorm (16, 28, 28, 128) 10 % faster) */
+        int mirror = !p->stats_given;
+        FN_PARALLEL_SHARES(nt, n_norm, it0,
+            ptrdiff_t it = mirror ? fn_share_mirror(it0, n_norm, nt) : it0;
             ptrdiff_t a = it / nrb, r0 = (it % nrb) * rows;
             TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + rows, s->R), coef + 8 * K * a, ok[a]);
         );
