@@ -844,7 +844,11 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
         free(part);
     }
     if (y) {
-        FN_PARALLEL_SHARES(nt, (n_items + chunk - 1) / chunk, c,
+        /* each thread starts with what it read last (see col_split) */
+        ptrdiff_t nchunks = (n_items + chunk - 1) / chunk;
+        int mirror = !p->stats_given;
+        FN_PARALLEL_SHARES(nt, nchunks, c0,
+            ptrdiff_t c = mirror ? fn_share_mirror(c0, nchunks, nt) : c0;
             for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
                 ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
                 ptrdiff_t a = u / s->K, k = u % s->K;
