@@ -23,8 +23,10 @@
 #define FN_HEADER 64                  /* keeps the data 64-byte aligned */
 #define FN_HUGE_PAGE ((size_t)2 << 20)
 
-static struct { char *base; size_t cap; } slots[FN_CACHE_SLOTS];
+/* stamp: when the block was freed; the oldest block makes room for a new one */
+static struct { char *base; size_t cap; unsigned long long stamp; } slots[FN_CACHE_SLOTS];
 static size_t cached_bytes = 0, cache_limit = FN_CACHE_DEFAULT_LIMIT;
+static unsigned long long clock_ticks = 0;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *fresh_block(size_t size)
@@ -45,11 +47,13 @@ void *fn_cache_alloc(size_t size, int *reused)
 {
     *reused = 0;
     if (size >= FN_CACHE_MIN_BYTES) {
-        /* the smallest cached block that fits without wasting more than a quarter */
+        /* the smallest cached block that fits without wasting more than a quarter,
+         * beyond the rounding of fresh blocks to whole huge pages (a 4 MiB output
+         * gets a 6 MiB block, which a quarter alone would never hand out again) */
         int best = -1;
         pthread_mutex_lock(&lock);
         for (int i = 0; i < FN_CACHE_SLOTS; i++)
-            if (slots[i].base && slots[i].cap >= size && slots[i].cap - size <= size / 4
+            if (slots[i].base && slots[i].cap >= size && slots[i].cap - size <= size / 4 + FN_HUGE_PAGE
                     && (best < 0 || slots[i].cap < slots[best].cap))
                 best = i;
         char *base = NULL;
@@ -74,19 +78,35 @@ void fn_cache_free(void *ptr)
     if (!ptr) return;
     char *base = (char *)ptr - FN_HEADER;
     size_t cap = *(size_t *)base;
+    char *drop[FN_CACHE_SLOTS];
+    int ndrop = 0;
     if (cap >= FN_CACHE_MIN_BYTES) {
         pthread_mutex_lock(&lock);
-        int slot = -1;
-        for (int i = 0; i < FN_CACHE_SLOTS && slot < 0; i++)
-            if (!slots[i].base) slot = i;
-        if (slot >= 0 && cached_bytes + cap <= cache_limit) {
-            slots[slot].base = base;
-            slots[slot].cap = cap;
-            cached_bytes += cap;
-            base = NULL;
+        if (cap <= cache_limit) {
+            /* the least recently freed blocks make room: a cache full of blocks of
+             * sizes no longer asked for would otherwise turn every new one away */
+            for (;;) {
+                int empty = -1, oldest = -1;
+                for (int i = 0; i < FN_CACHE_SLOTS; i++) {
+                    if (!slots[i].base) { if (empty < 0) empty = i; }
+                    else if (oldest < 0 || slots[i].stamp < slots[oldest].stamp) oldest = i;
+                }
+                if (empty >= 0 && cached_bytes + cap <= cache_limit) {
+                    slots[empty].base = base;
+                    slots[empty].cap = cap;
+                    slots[empty].stamp = ++clock_ticks;
+                    cached_bytes += cap;
+                    base = NULL;
+                    break;
+                }
+                drop[ndrop++] = slots[oldest].base;
+                cached_bytes -= slots[oldest].cap;
+                slots[oldest].base = NULL;
+            }
         }
         pthread_mutex_unlock(&lock);
     }
+    for (int i = 0; i < ndrop; i++) release_block(drop[i]);
     if (base) release_block(base);
 }
 

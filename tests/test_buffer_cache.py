@@ -50,6 +50,33 @@ def test_freed_output_is_reused(cache_limit):
     assert _held() == 0
 
 
+def test_smallest_cached_size_is_reused(cache_limit):
+    # a 4 MiB output gets a block rounded up to whole 2 MiB huge pages (6 MiB): the
+    # cache must still hand it out again
+    x = _x(rows=1024)
+    y = fastnorm.layer_norm(x)
+    addr = y.ctypes.data
+    del y
+    y2 = fastnorm.layer_norm(x)
+    assert y2.ctypes.data == addr
+
+
+def test_stale_blocks_make_room(cache_limit):
+    # outputs of sizes no longer asked for fill every slot; a new size still gets
+    # cached (the least recently freed block goes) and reused
+    stale = [fastnorm.layer_norm(_x(rows=1024 + 256 * k)) for k in range(12)]
+    del stale
+    x = _x(rows=8192)                     # 32 MiB, a size none of them fits
+    y = fastnorm.layer_norm(x)
+    addr = y.ctypes.data
+    del y
+    held = _held()
+    y2 = fastnorm.layer_norm(x)
+    assert y2.ctypes.data == addr
+    assert held - _held() >= x.nbytes     # y2's block came out of the cache
+    assert held <= 512 * MIB
+
+
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "batch_norm", "group_norm", "add_layer_norm",
                                 "layer_norm_backward"])
 def test_every_allocating_path_gives_the_same_values(cache_limit, op):
