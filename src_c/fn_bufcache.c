@@ -29,17 +29,33 @@ static size_t cached_bytes = 0, cache_limit = FN_CACHE_DEFAULT_LIMIT;
 static unsigned long long clock_ticks = 0;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The header: the block's capacity, then whether it was mapped on its own. */
 static void *fresh_block(size_t size)
 {
     /* 2 MiB alignment lets transparent huge pages back the whole block */
     size_t align = size >= FN_HUGE_PAGE ? FN_HUGE_PAGE : 64;
     size_t total = (size + FN_HEADER + align - 1) / align * align;
     char *base = NULL;
-    if (posix_memalign((void **)&base, align, total) != 0) return NULL;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (size >= FN_HUGE_PAGE) madvise(base, total, MADV_HUGEPAGE);
+    size_t mapped = 0;
+#if defined(__linux__)
+    if (size >= FN_HUGE_PAGE) {
+        /* mapped on its own rather than through malloc: a block given back then
+         * returns its pages to the system instead of lingering in malloc's heap
+         * (which raises its mmap threshold after large frees) */
+        char *m = (char *)mmap(NULL, total + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        base = (char *)(((uintptr_t)m + align - 1) / align * align);
+        if (base > m) munmap(m, (size_t)(base - m));
+        if (m + total + align > base + total) munmap(base + total, (size_t)(m + total + align - (base + total)));
+        mapped = 1;
+#if defined(MADV_HUGEPAGE)
+        madvise(base, total, MADV_HUGEPAGE);
 #endif
-    *(size_t *)base = total - FN_HEADER;
+    }
+#endif
+    if (!base && posix_memalign((void **)&base, align, total) != 0) return NULL;
+    ((size_t *)base)[0] = total - FN_HEADER;
+    ((size_t *)base)[1] = mapped;
     return base + FN_HEADER;
 }
 
@@ -71,7 +87,16 @@ void *fn_cache_alloc(size_t size, int *reused)
     return fresh_block(size ? size : 1);
 }
 
-static void release_block(char *base) { free(base); }
+static void release_block(char *base)
+{
+#if defined(__linux__)
+    if (((size_t *)base)[1]) {
+        munmap(base, ((size_t *)base)[0] + FN_HEADER);
+        return;
+    }
+#endif
+    free(base);
+}
 
 void fn_cache_free(void *ptr)
 {
