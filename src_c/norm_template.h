@@ -897,7 +897,7 @@ static fn_unit_coefs TF(given_coefs)(const fn_seg_shape *s, const fn_norm_args *
 {
     fn_unit_coefs cf;
     size_t n = (size_t)U;
-    cf.buf = malloc(n * (4 * sizeof(T) + 2 * sizeof(double) + 1) + 64);
+    cf.buf = malloc(n * (sizeof(double) + sizeof(ptrdiff_t) + 4 * sizeof(T) + 1));
     if (!cf.buf) return cf;
     double *rstd = (double *)cf.buf;
     ptrdiff_t *wo = (ptrdiff_t *)(rstd + n);
@@ -1152,7 +1152,6 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
         m2[k] = m < 0 ? 0 : m;
     }
 }
-
 
 /* Superblock sb of slab a: its partial in (mean, m2); scratch holds 4K doubles. */
 static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, ptrdiff_t sb,
