@@ -442,16 +442,20 @@ static inline void TF(norm_part_vec)(const T *x, const T *wv, const T *bv, T *y,
     TF(store_part)(y + i, cnt, TF(norm_vec_n)(x, wv, bv, i, cnt, mh, mhv, mlv, scv, shv));
 }
 
-/* Values before the first vector boundary of y, when a range of n values is long
- * enough to peel them: full vector stores that straddle two cache lines make
+/* Values before the first vector boundary of y (vec_head), and align_head: as
+ * many, when a range of n values is long enough to peel them: full vector stores that straddle two cache lines make
  * every line of y a partial write, which the core must read for ownership first
  * (LayerNorm into a 16-byte aligned out ran 5-7 % slower). Ranges under 1 KiB are
  * not peeled: the extra partial store cost LayerNorm (512, 64) 5 %. Values are
  * computed lane by lane, so peeling changes no bits. */
+static inline ptrdiff_t TF(vec_head)(const T *y)
+{
+    return (ptrdiff_t)(((FN_VBYTES - (uintptr_t)y % FN_VBYTES) % FN_VBYTES) / sizeof(T));
+}
+
 static inline ptrdiff_t TF(align_head)(const T *y, ptrdiff_t n)
 {
-    ptrdiff_t head = (ptrdiff_t)(((FN_VBYTES - (uintptr_t)y % FN_VBYTES) % FN_VBYTES) / sizeof(T));
-    return n * (ptrdiff_t)sizeof(T) >= 1024 && (uintptr_t)y % sizeof(T) == 0 ? head : 0;
+    return n * (ptrdiff_t)sizeof(T) >= 1024 && (uintptr_t)y % sizeof(T) == 0 ? TF(vec_head)(y) : 0;
 }
 
 /* A non-temporal store of one vector to an address aligned to FN_VBYTES. */
@@ -469,6 +473,19 @@ static inline void TF(stream_store)(T *p, VT v)
 #else
     TF(storet)(p, v);
 #endif
+}
+
+/* The T-precision normalize of n values with its coefficients given (norm_range's
+ * loop without streaming stores), y stored from its vector boundary on. */
+static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, T *y, ptrdiff_t n, const T *wv,
+                                                                    const T *bv, T mh, T ml, T sc, T sh)
+{
+    const VT tz = {0};
+    const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
+    ptrdiff_t i = TF(align_head)(y, n);
+    if (i) TF(norm_part_vec)(x, wv, bv, y, 0, i, mh, mhv, mlv, scv, shv);
+    for (; i + TLANES <= n; i += TLANES) TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
+    if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
 }
 
 /* y = ((x - mean) * rstd) * w + b over n contiguous values in double: the
@@ -517,24 +534,19 @@ static inline void TF(norm_range)(const T *x, T *y, ptrdiff_t n, double mean, do
         TF(norm_range_exact)(x, y, n, mean, rstd, w, b, wvec);
         return;
     }
+    const T *wv = w && wvec ? w : NULL, *bv = w && wvec ? b : NULL;
+    if (!stream || ((uintptr_t)y % sizeof(T)) != 0) {
+        TF(norm_row_fast)(x, y, n, wv, bv, mh, ml, sc, sh);
+        return;
+    }
     const VT tz = {0};
     const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
-    const T *wv = w && wvec ? w : NULL, *bv = w && wvec ? b : NULL;
-    ptrdiff_t i = 0;
-    if (stream && ((uintptr_t)y % sizeof(T)) == 0) {
-        /* streaming stores bypass the cache: no read-for-ownership of y, which a
-         * large output would evict from cache anyway */
-        ptrdiff_t head = (ptrdiff_t)(((FN_VBYTES - (uintptr_t)y % FN_VBYTES) % FN_VBYTES) / sizeof(T));
-        head = fn_min(head, n);
-        if (head) TF(norm_part_vec)(x, wv, bv, y, 0, head, mh, mhv, mlv, scv, shv);
-        for (i = head; i + TLANES <= n; i += TLANES)
-            TF(stream_store)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
-    } else {
-        i = TF(align_head)(y, n);
-        if (i) TF(norm_part_vec)(x, wv, bv, y, 0, i, mh, mhv, mlv, scv, shv);
-        for (; i + TLANES <= n; i += TLANES)
-            TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
-    }
+    /* streaming stores bypass the cache: no read-for-ownership of y, which a
+     * large output would evict from cache anyway */
+    ptrdiff_t i = fn_min(TF(vec_head)(y), n);
+    if (i) TF(norm_part_vec)(x, wv, bv, y, 0, i, mh, mhv, mlv, scv, shv);
+    for (; i + TLANES <= n; i += TLANES)
+        TF(stream_store)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
     if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
 }
 
@@ -562,17 +574,6 @@ static inline __attribute__((always_inline)) void TF(unit_coeffs)(ptrdiff_t cnt,
     }
 }
 
-/* norm_range's T-precision loop over n values, with its coefficients given. */
-static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, T *y, ptrdiff_t n, const T *wv,
-                                                                    const T *bv, T mh, T ml, T sc, T sh)
-{
-    const VT tz = {0};
-    const VT mhv = tz + mh, mlv = tz + ml, scv = tz + sc, shv = tz + sh;
-    ptrdiff_t i = TF(align_head)(y, n);
-    if (i) TF(norm_part_vec)(x, wv, bv, y, 0, i, mh, mhv, mlv, scv, shv);
-    for (; i + TLANES <= n; i += TLANES) TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
-    if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
-}
 
 /* inv_total = 1 / acc->n, computed once by the caller */
 static inline void TF(finish_stats)(const fn_acc *acc, double inv_total, int rms, double *mean, double *var)
@@ -1216,7 +1217,7 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
         const T *xf = x + a * s->xa + r0 * K;
         T *yf = y + a * s->ya + r0 * K;
         ptrdiff_t n = (r1 - r0) * K, i = 0;
-        ptrdiff_t head = fn_min(n, (ptrdiff_t)(((FN_VBYTES - (uintptr_t)yf % FN_VBYTES) % FN_VBYTES) / sizeof(T)));
+        ptrdiff_t head = fn_min(n, TF(vec_head)(yf));
         for (; i < head; i++) yf[i] = ((xf[i] - mh[i]) - ml[i]) * sc[i] + sh[i];
         ptrdiff_t col = head;
         for (; i + TLANES <= n; i += TLANES) {
