@@ -9,6 +9,7 @@ from cpython.pycapsule cimport PyCapsule_New
 cdef extern from "fn_bufcache.h" nogil:
     size_t FN_CACHE_MIN_BYTES
     void *fn_cache_alloc(size_t size, int *reused)
+    void *fn_cache_alloc_at(size_t size, size_t offset, int *reused)
     void fn_cache_free(void *ptr)
     size_t fn_cache_capacity(const void *ptr)
     size_t fn_cache_set_limit(size_t limit)
@@ -31,12 +32,14 @@ cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
 
 cdef int _last_reused = 0
+# where past a 64-byte boundary the next output starts (set by _new_output)
+cdef size_t _next_offset = 0
 
 
 cdef void *_h_malloc(void *ctx, size_t size) noexcept nogil:
     global _last_reused
     cdef int reused = 0
-    cdef void *p = fn_cache_alloc(size, &reused)
+    cdef void *p = fn_cache_alloc_at(size, _next_offset, &reused)
     _last_reused = reused
     return p
 
@@ -82,17 +85,25 @@ _handler_capsule = PyCapsule_New(&_handler, "mem_handler", NULL)
 
 cdef cnp.ndarray _new_output(cnp.ndarray x, bint *reused):
     """np.empty_like(x) (same shape, dtype and memory order); large ones from the
-    cache. reused is set when the buffer's pages were mapped already."""
-    global _last_reused
+    cache. reused is set when the buffer's pages were mapped already.
+
+    A large output starts as far past a 64-byte boundary as x does: the kernels
+    store from the output's first vector boundary on, and x's loads then fall on
+    vector boundaries too instead of straddling two cache lines (NumPy's large
+    arrays start 16 bytes into a page)."""
+    global _last_reused, _next_offset
     reused[0] = False
     if <size_t>cnp.PyArray_NBYTES(x) < FN_CACHE_MIN_BYTES:
         return _empty_like(x)
+    cdef size_t offset = <size_t>cnp.PyArray_DATA(x) % 64
     old = PyDataMem_SetHandler(_handler_capsule)
     try:
         _last_reused = 0
+        _next_offset = offset if offset % <size_t>cnp.PyArray_ITEMSIZE(x) == 0 else 0
         y = _empty_like(x)
         reused[0] = _last_reused
     finally:
+        _next_offset = 0
         PyDataMem_SetHandler(old)
     return y
 

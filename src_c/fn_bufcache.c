@@ -59,6 +59,13 @@ static void *fresh_block(size_t size)
     return base + FN_HEADER;
 }
 
+/* The header of the block that holds ptr: blocks start 64-byte aligned and are
+ * handed out at most 63 bytes past their start (fn_cache_alloc_at). */
+static char *block_base(const void *ptr)
+{
+    return (char *)((uintptr_t)ptr & ~(uintptr_t)(FN_HEADER - 1)) - FN_HEADER;
+}
+
 void *fn_cache_alloc(size_t size, int *reused)
 {
     *reused = 0;
@@ -98,10 +105,16 @@ static void release_block(char *base)
     free(base);
 }
 
+void *fn_cache_alloc_at(size_t size, size_t offset, int *reused)
+{
+    char *p = (char *)fn_cache_alloc(size + offset % FN_HEADER, reused);
+    return p ? p + offset % FN_HEADER : NULL;
+}
+
 void fn_cache_free(void *ptr)
 {
     if (!ptr) return;
-    char *base = (char *)ptr - FN_HEADER;
+    char *base = block_base(ptr);
     size_t cap = *(size_t *)base;
     char *drop[FN_CACHE_SLOTS];
     int ndrop = 0;
@@ -137,7 +150,7 @@ void fn_cache_free(void *ptr)
 
 size_t fn_cache_capacity(const void *ptr)
 {
-    return *(const size_t *)((const char *)ptr - FN_HEADER);
+    return *(const size_t *)block_base(ptr) - (uintptr_t)ptr % FN_HEADER;
 }
 
 /* Sets the limit (bytes) and frees cached blocks beyond it; returns the old one. */

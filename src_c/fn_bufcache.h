@@ -13,8 +13,11 @@
 /* A block of at least size bytes, 64-byte aligned; *reused = 1 when it comes
  * from the cache (its pages are mapped). NULL when out of memory. */
 void *fn_cache_alloc(size_t size, int *reused);
-/* Returns a block of fn_cache_alloc to the cache, or to the system. */
+/* The same, handed out offset % 64 bytes past a 64-byte boundary. */
+void *fn_cache_alloc_at(size_t size, size_t offset, int *reused);
+/* Returns a block of fn_cache_alloc(_at) to the cache, or to the system. */
 void fn_cache_free(void *ptr);
+/* Bytes usable from ptr, a pointer that fn_cache_alloc(_at) returned. */
 size_t fn_cache_capacity(const void *ptr);
 size_t fn_cache_set_limit(size_t limit);
 size_t fn_cache_limit(void);

@@ -161,29 +161,62 @@ static inline __attribute__((always_inline)) VD TF(hsumt_rows)(const VT *rows)
 #undef FN_HALVE32
 #undef FN_HALVE_MEM
 
-/* The first 0 < n < TLANES values at p as a full vector, the other lanes `pad`;
- * and the store of the first n lanes of v. AVX-512 and AVX2 use masked loads and
- * stores (masked-off lanes are never touched, so no fault past the end of an
- * array); a buffer round trip would stall store forwarding on every short row. */
-static inline VT TF(load_part)(const T *p, ptrdiff_t n, T pad)
+/* Lanes [lo, hi) of the vector at p (0 <= lo < hi <= TLANES), the other lanes
+ * `pad`; load_part is lanes [0, n). AVX-512 and AVX2 use masked loads (masked-off
+ * lanes are never touched, so no fault past either end of an array: p may point
+ * before an array when lo > 0); a buffer round trip would stall store forwarding
+ * on every short row. */
+static inline VT TF(load_lanes)(const T *p, ptrdiff_t lo, ptrdiff_t hi, T pad)
 {
     const VT tz = {0};
     VT padv = tz + pad;
 #if FN_VBYTES == 64 && defined(__AVX512F__)
-    if (sizeof(T) == 4) return (VT)_mm512_mask_loadu_ps((__m512)padv, (__mmask16)((1u << n) - 1), (const float *)p);
-    return (VT)_mm512_mask_loadu_pd((__m512d)padv, (__mmask8)((1u << n) - 1), (const double *)p);
+    unsigned m = ((1u << hi) - 1) & ~((1u << lo) - 1);
+    if (sizeof(T) == 4) return (VT)_mm512_mask_loadu_ps((__m512)padv, (__mmask16)m, (const float *)p);
+    return (VT)_mm512_mask_loadu_pd((__m512d)padv, (__mmask8)m, (const double *)p);
 #elif FN_VBYTES == 32 && defined(__AVX2__)
     if (sizeof(T) == 4) {
-        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)lo), idx),
+                                        _mm256_cmpgt_epi32(_mm256_set1_epi32((int)hi), idx));
         return (VT)_mm256_blendv_ps((__m256)padv, _mm256_maskload_ps((const float *)p, m), _mm256_castsi256_ps(m));
     }
-    __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n), _mm256_setr_epi64x(0, 1, 2, 3));
+    __m256i idx = _mm256_setr_epi64x(0, 1, 2, 3);
+    __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)lo), idx),
+                                    _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)hi), idx));
     return (VT)_mm256_blendv_pd((__m256d)padv, _mm256_maskload_pd((const double *)p, m), _mm256_castsi256_pd(m));
 #else
     T buf[TLANES];
-    for (int j = 0; j < TLANES; j++) buf[j] = j < n ? p[j] : pad;
+    for (int j = 0; j < TLANES; j++) buf[j] = j >= lo && j < hi ? p[j] : pad;
     (void)padv;
     return TF(loadt)(buf);
+#endif
+}
+
+static inline VT TF(load_part)(const T *p, ptrdiff_t n, T pad)
+{
+    return TF(load_lanes)(p, 0, n, pad);
+}
+
+/* Lanes [0, k) of a and lanes [k, TLANES) of b. */
+static inline VT TF(join)(VT a, VT b, ptrdiff_t k)
+{
+#if FN_VBYTES == 64 && defined(__AVX512F__)
+    if (sizeof(T) == 4) return (VT)_mm512_mask_blend_ps((__mmask16)((1u << k) - 1), (__m512)b, (__m512)a);
+    return (VT)_mm512_mask_blend_pd((__mmask8)((1u << k) - 1), (__m512d)b, (__m512d)a);
+#elif FN_VBYTES == 32 && defined(__AVX2__)
+    if (sizeof(T) == 4) {
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return (VT)_mm256_blendv_ps((__m256)b, (__m256)a, _mm256_castsi256_ps(m));
+    }
+    __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)k), _mm256_setr_epi64x(0, 1, 2, 3));
+    return (VT)_mm256_blendv_pd((__m256d)b, (__m256d)a, _mm256_castsi256_pd(m));
+#else
+    T ba[TLANES], bb[TLANES];
+    TF(storet)(ba, a);
+    TF(storet)(bb, b);
+    for (ptrdiff_t j = k; j < TLANES; j++) ba[j] = bb[j];
+    return TF(loadt)(ba);
 #endif
 }
 
@@ -234,8 +267,83 @@ __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdi
  * sum that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
  * squares may have underflowed (mean square below FN_TINY_SQ, constant blocks
  * included) reruns the block in double; so do blocks holding inf or NaN. */
+#if FN_VBYTES == 64 && defined(__AVX512F__)
+/* Vector j of the aligned vectors that hold a row ending at base + end, lanes
+ * past the end masked off. */
+static inline VT TF(ra_block)(const T *base, ptrdiff_t j, ptrdiff_t end)
+{
+    ptrdiff_t hi = end - j * TLANES;
+    return hi >= TLANES ? TF(loadt)(base + j * TLANES) : TF(load_lanes)(base + j * TLANES, 0, hi, (T)0);
+}
+
+/* Lanes [off, off + TLANES) of the two vectors a, b taken end to end (idx holds off + lane). */
+static inline VT TF(ra_shift)(VT a, VT b, __m512i idx)
+{
+    if (sizeof(T) == 4) return (VT)_mm512_permutex2var_ps((__m512)a, idx, (__m512)b);
+    return (VT)_mm512_permutex2var_pd((__m512d)a, idx, (__m512d)b);
+}
+
+/* dev_sums_vec (sq_sum_vec when rms, c = 0) for a row that does not start at a
+ * vector boundary: each vector x[i .. i + TLANES) is assembled from the two
+ * aligned vectors it straddles (one permute) instead of loaded across two cache
+ * lines, which every load of such a row would be (LayerNorm over rows of a
+ * NumPy array, 16 bytes into a page, ran 6 % slower than over aligned rows).
+ * The vectors, and the accumulators they go to, are those of the plain loop, so
+ * the sums are the same bits. n >= 2 * TLANES (FN_REALIGN_BYTES). */
+static inline __attribute__((always_inline)) void TF(sums_vec_realigned)(const T *x, ptrdiff_t n, T c, int rms,
+                                                                         VT *s1v, VT *s2v)
+{
+    const VT tz = {0};
+    const VT cv = tz + c;
+    ptrdiff_t off = (ptrdiff_t)((uintptr_t)x % FN_VBYTES) / (ptrdiff_t)sizeof(T), end = off + n;
+    const T *base = x - off;
+    __m512i idx = sizeof(T) == 4
+        ? _mm512_add_epi32(_mm512_set1_epi32((int)off), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+        : _mm512_add_epi64(_mm512_set1_epi64((long long)off), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+    VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
+    VT prev = TF(load_lanes)(base, off, TLANES, (T)0);
+    ptrdiff_t i = 0, j = 0; /* vector j of base is the one x[i] starts in */
+#define FN_RA_FOUR(cond, BLK)                                                                        \
+    for (; (cond); i += 4 * TLANES, j += 4) {                                                        \
+        VT b1 = BLK(j + 1), b2 = BLK(j + 2), b3 = BLK(j + 3), b4 = BLK(j + 4);                      \
+        VT d0 = TF(ra_shift)(prev, b1, idx) - cv, d1 = TF(ra_shift)(b1, b2, idx) - cv;               \
+        VT d2 = TF(ra_shift)(b2, b3, idx) - cv, d3 = TF(ra_shift)(b3, b4, idx) - cv;                 \
+        a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;                                             \
+        a2 += d2; q2 += d2 * d2; a3 += d3; q3 += d3 * d3;                                             \
+        prev = b4;                                                                                   \
+    }
+#define FN_RA_WHOLE(jj) TF(loadt)(base + (jj) * TLANES)
+#define FN_RA_EDGE(jj) TF(ra_block)(base, (jj), end)
+    /* every vector read whole while the one after the fourth ends inside the row */
+    FN_RA_FOUR(i + 5 * TLANES <= end, FN_RA_WHOLE)
+    FN_RA_FOUR(i + 4 * TLANES <= n, FN_RA_EDGE)
+#undef FN_RA_WHOLE
+#undef FN_RA_EDGE
+#undef FN_RA_FOUR
+    for (; i + TLANES <= n; i += TLANES, j++) {
+        VT b = TF(ra_block)(base, j + 1, end);
+        VT d = TF(ra_shift)(prev, b, idx) - cv;
+        a0 += d; q0 += d * d;
+        prev = b;
+    }
+    if (i < n) {
+        VT d = TF(load_part)(x + i, n - i, c) - cv;
+        a1 += d; q1 += d * d;
+    }
+    *s1v = rms ? tz : (a0 + a1) + (a2 + a3);
+    *s2v = (q0 + q1) + (q2 + q3);
+}
+#define FN_REALIGNED(x, n) ((uintptr_t)(x) % FN_VBYTES != 0 && (uintptr_t)(x) % sizeof(T) == 0 && (n) * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES)
+#endif
+
 static inline __attribute__((always_inline)) void TF(dev_sums_vec)(const T *x, ptrdiff_t n, T c, VT *s1v, VT *s2v)
 {
+#ifdef FN_REALIGNED
+    if (FN_REALIGNED(x, n)) {
+        TF(sums_vec_realigned)(x, n, c, 0, s1v, s2v);
+        return;
+    }
+#endif
     const VT tz = {0};
     const VT cv = tz + c;
     VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
@@ -293,6 +401,13 @@ __attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff
 
 static inline __attribute__((always_inline)) VT TF(sq_sum_vec)(const T *x, ptrdiff_t n)
 {
+#ifdef FN_REALIGNED
+    if (FN_REALIGNED(x, n)) {
+        VT a, q;
+        TF(sums_vec_realigned)(x, n, (T)0, 1, &a, &q);
+        return q;
+    }
+#endif
     const VT tz = {0};
     VT q0 = tz, q1 = tz, q2 = tz, q3 = tz;
     ptrdiff_t i = 0;
@@ -415,18 +530,32 @@ static inline VT TF(load_n)(const T *p, ptrdiff_t cnt, T pad)
     return cnt == TLANES ? TF(loadt)(p) : TF(load_part)(p, cnt, pad);
 }
 
-/* One vector of normalized values at x[i .. i + cnt), cnt <= TLANES: ((x - mh) - ml)
- * * sc, then * w + b (vector parameters wv, bv, either may be NULL) or + sh
- * (scalar shift), the final multiply-add fused (fmadd). Partial vectors (padding
- * lanes mh for x, 0 for w and b) go through the very code of the full ones, so a
- * value's rounding does not depend on its place in the row. */
+/* Lanes [lo, hi) of the vector at p: a full load when that is all of them. */
+static inline VT TF(load_range)(const T *p, ptrdiff_t lo, ptrdiff_t hi, T pad)
+{
+    return lo == 0 && hi == TLANES ? TF(loadt)(p) : TF(load_lanes)(p, lo, hi, pad);
+}
+
+/* One vector of normalized values, lanes [lo, hi) of the vector at x + i: ((x -
+ * mh) - ml) * sc, then * w + b (vector parameters wv, bv at the same offset,
+ * either may be NULL) or + sh (scalar shift), the final multiply-add fused
+ * (fmadd). Partial vectors (padding lanes mh for x, 0 for w and b) go through
+ * the very code of the full ones, so a value's rounding does not depend on its
+ * place in the row. */
+static inline VT TF(norm_vec_lanes)(const T *x, const T *wv, const T *bv, ptrdiff_t i, ptrdiff_t lo, ptrdiff_t hi,
+                                    T mh, VT mhv, VT mlv, VT scv, VT shv)
+{
+    VT d = (TF(load_range)(x + i, lo, hi, mh) - mhv) - mlv;
+    if (wv && bv) return TF(fmadd)(d * scv, TF(load_range)(wv + i, lo, hi, (T)0), TF(load_range)(bv + i, lo, hi, (T)0));
+    if (wv) return d * scv * TF(load_range)(wv + i, lo, hi, (T)0);
+    return TF(fmadd)(d, scv, shv);
+}
+
+/* The values at x[i .. i + cnt), cnt <= TLANES, in lanes [0, cnt). */
 static inline VT TF(norm_vec_n)(const T *x, const T *wv, const T *bv, ptrdiff_t i, ptrdiff_t cnt,
                                 T mh, VT mhv, VT mlv, VT scv, VT shv)
 {
-    VT d = (TF(load_n)(x + i, cnt, mh) - mhv) - mlv;
-    if (wv && bv) return TF(fmadd)(d * scv, TF(load_n)(wv + i, cnt, (T)0), TF(load_n)(bv + i, cnt, (T)0));
-    if (wv) return d * scv * TF(load_n)(wv + i, cnt, (T)0);
-    return TF(fmadd)(d, scv, shv);
+    return TF(norm_vec_lanes)(x, wv, bv, i, 0, cnt, mh, mhv, mlv, scv, shv);
 }
 
 static inline VT TF(norm_vec)(const T *x, const T *wv, const T *bv, ptrdiff_t i,
@@ -486,6 +615,54 @@ static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, 
     if (i) TF(norm_part_vec)(x, wv, bv, y, 0, i, mh, mhv, mlv, scv, shv);
     for (; i + TLANES <= n; i += TLANES) TF(storet)(y + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
     if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
+}
+
+/* One vector stored at y, a vector boundary: streamed or cached. */
+static inline void TF(store_vec)(T *y, VT v, int stream)
+{
+    if (stream) TF(stream_store)(y, v);
+    else TF(storet)(y, v);
+}
+
+/* Rows j < cnt of n >= TLANES values each (at xr[j]) with their coefficients
+ * (mh, ml, sc, sh)[j] and shared vector parameters wv, bv, whose outputs lie end
+ * to end from y (row j at y + j * n, y aligned to sizeof(T)): normalized as one
+ * run of y, so every store but the first and the last is a full vector at a
+ * vector boundary, streamed when `stream`. The vector that spans rows j and j + 1
+ * is computed twice, once with each row's coefficients and its loads masked to
+ * that row's lanes, and the two are joined: every value is computed as
+ * norm_row_fast computes it. Row by row, an output not at a vector boundary
+ * (NumPy's large arrays start 16 bytes into a page) takes a partial store at both
+ * ends of every row, the line between two rows is written twice, and streaming
+ * leaves that line to a read for ownership from memory (LayerNorm (8192, 768)
+ * float64 into such an out= ran 12 % slower, float32 5 %). */
+static void TF(norm_rows_joined)(const T *const *xr, T *y, ptrdiff_t cnt, ptrdiff_t n, const T *wv, const T *bv,
+                                 const T *mh, const T *ml, const T *sc, const T *sh, int stream)
+{
+    const VT tz = {0};
+    ptrdiff_t i = TF(vec_head)(y);
+    VT mhv = tz + mh[0], mlv = tz + ml[0], scv = tz + sc[0], shv = tz + sh[0];
+    if (i) TF(norm_part_vec)(xr[0], wv, bv, y, 0, i, mh[0], mhv, mlv, scv, shv);
+    for (ptrdiff_t j = 0; j < cnt; j++) {
+        T *yr = y + j * n;
+        const T *x = xr[j];
+        if (stream)
+            for (; i + TLANES <= n; i += TLANES) TF(stream_store)(yr + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
+        else
+            for (; i + TLANES <= n; i += TLANES) TF(storet)(yr + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
+        ptrdiff_t k = n - i;
+        if (j + 1 == cnt) {
+            if (k) TF(norm_part_vec)(x, wv, bv, yr, i, k, mh[j], mhv, mlv, scv, shv);
+            break;
+        }
+        VT lo = k ? TF(norm_vec_n)(x, wv, bv, i, k, mh[j], mhv, mlv, scv, shv) : tz;
+        mhv = tz + mh[j + 1]; mlv = tz + ml[j + 1]; scv = tz + sc[j + 1]; shv = tz + sh[j + 1];
+        if (k == 0) { i = 0; continue; }
+        /* lanes [k, TLANES) hold the first TLANES - k values of row j + 1 */
+        VT hi = TF(norm_vec_lanes)(xr[j + 1], wv, bv, -k, k, TLANES, mh[j + 1], mhv, mlv, scv, shv);
+        TF(store_vec)(yr + i, TF(join)(lo, hi, k), stream);
+        i = TLANES - k;
+    }
 }
 
 /* y = ((x - mean) * rstd) * w + b over n contiguous values in double: the
@@ -728,9 +905,18 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
     int wvec = s->wr2 != 0;
     T mh[FN_UNIT_GROUP], ml[FN_UNIT_GROUP], sc[FN_UNIT_GROUP], sh[FN_UNIT_GROUP];
     unsigned char fast[FN_UNIT_GROUP];
-    TF(unit_coeffs)(cnt, mean, var, rstd, (double)n, w, b, wo, w && !wvec, p->stream, mh, ml, sc, sh, fast);
+    TF(unit_coeffs)(cnt, mean, var, rstd, (double)n, w, b, wo, w && !wvec, 0, mh, ml, sc, sh, fast);
+    /* rows whose outputs lie end to end, all on the T-precision path: one run */
+    int joined = n * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && cnt > 1 && (uintptr_t)(y + yo[0]) % sizeof(T) == 0;
+    for (ptrdiff_t j = 0; joined && j < cnt; j++)
+        joined = fast[j] && yo[j] == yo[0] + j * n && (!w || !wvec || wo[j] == wo[0]);
+    if (joined) {
+        TF(norm_rows_joined)(xr, y + yo[0], cnt, n, w && wvec ? w + wo[0] : NULL, w && wvec && b ? b + wo[0] : NULL,
+                             mh, ml, sc, sh, p->stream);
+        return;
+    }
     for (ptrdiff_t j = 0; j < cnt; j++) {
-        if (!fast[j]) {
+        if (!fast[j] || p->stream) {
             TF(norm_range)(xr[j], y + yo[j], n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
                            wvec, fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
             continue;
@@ -1406,3 +1592,4 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
 #undef VT
 #undef LANES
 #undef TLANES
+#undef FN_REALIGNED

@@ -167,3 +167,30 @@ def test_environment_variable(value, limit_mib):
     assert int(res.stdout.split()[-1]) == limit_mib
     if value == "bad":
         assert "FASTNORM_BUFFER_CACHE_MB ignored" in res.stderr
+
+
+def test_output_starts_where_input_does_past_a_line(cache_limit):
+    # a large output starts as far past a 64-byte boundary as x does, so that x's
+    # loads fall on vector boundaries where y's stores do; its block is found
+    # again from that offset when it is freed and handed out at another
+    x = _x()
+    ref = fastnorm.layer_norm(x, out=np.empty_like(x))
+    buf = np.empty(x.size + 32, np.float32)
+    base = (-buf.ctypes.data % 64) // 4
+    held = _held()
+    for k in (0, 3, 12, 1, 0):
+        xk = buf[base + k:base + k + x.size].reshape(x.shape)
+        xk[...] = x
+        y = fastnorm.layer_norm(xk)
+        assert y.ctypes.data % 64 == 4 * k
+        np.testing.assert_array_equal(y, ref)
+        del y
+        assert _held() >= held + x.nbytes
+    # an input not on an element boundary of its own type
+    raw = np.empty(x.nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64 + 2
+    xo = raw[start:start + x.nbytes].view(np.float32).reshape(x.shape)
+    xo[...] = x
+    y = fastnorm.layer_norm(xo)
+    assert y.ctypes.data % 4 == 0
+    np.testing.assert_array_equal(y, ref)

@@ -181,3 +181,45 @@ def test_bits_independent_of_out_alignment(shape, channel_axis, dtype):
         ref = call(None).tobytes()
         for out in outs:
             assert call(out).tobytes() == ref
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,channel_axis", [((40, 777), None), ((300, 68), None), ((64, 300), None),
+                                                 ((6, 8, 9, 9), 1), ((4, 6, 33, 33), 1), ((500, 68), -1)],
+                         ids=str)
+def test_bits_independent_of_input_alignment(shape, channel_axis, dtype):
+    # rows that do not start on a vector boundary are read from aligned loads and
+    # shifted into place: the sums must be those of the plain loads
+    x, _ = _data(shape, dtype, seed=8)
+    w = np.linspace(0.5, 2, shape[-1] if channel_axis is None else shape[channel_axis]).astype(dtype)
+    if channel_axis is None:
+        calls = [lambda x: fastnorm.layer_norm(x, w, w), lambda x: fastnorm.rms_norm(x, w),
+                 lambda x: fastnorm.layer_norm(x, return_stats=True)[1]]
+    else:
+        ca = dict(channel_axis=channel_axis)
+        calls = [lambda x: fastnorm.batch_norm(x, w, w, training=True, **ca),
+                 lambda x: fastnorm.group_norm(x, 2, w, w, **ca)]
+        if x.ndim > 2:
+            calls.append(lambda x: fastnorm.instance_norm(x, w, w, **ca))
+    for call in calls:
+        ref = call(x).tobytes()
+        for k in range(1, 64 // x.itemsize):
+            xk = _out_at(shape, dtype, k)
+            xk[...] = x
+            assert call(xk).tobytes() == ref, k
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [68, 256, 257, 777])
+def test_rows_written_end_to_end_match_row_by_row(D, dtype):
+    # rows whose outputs lie end to end are written as one run, the vector that
+    # spans two rows joined from both; rows of a padded out are written one by one
+    x, _ = _data((300, D), dtype, seed=9)
+    w = np.linspace(0.5, 2, D).astype(dtype)
+    padded = np.empty((300, D + 3), dtype)[:, :D]
+    ref = fastnorm.layer_norm(x, w, w, out=padded).tobytes()
+    ref_rms = fastnorm.rms_norm(x, w, out=padded).tobytes()
+    for k in range(64 // x.itemsize):
+        out = _out_at(x.shape, dtype, k)
+        assert fastnorm.layer_norm(x, w, w, out=out).tobytes() == ref, k
+        assert fastnorm.rms_norm(x, w, out=out).tobytes() == ref_rms, k

@@ -93,3 +93,22 @@ def test_inference_batch_norm_planes(shape, offset):
     expected = ((x[::5].astype(np.float64) - rm.reshape(shape)) / np.sqrt(rv.reshape(shape).astype(np.float64) + 1e-5)
                 * w.reshape(shape) + b.reshape(shape))
     np.testing.assert_allclose(out[::5], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 3])
+def test_layer_norm_short_rows(dtype, offset):
+    # rows of one block, streamed as one run from the output's first vector
+    # boundary: the vectors that span two rows are joined from both rows' values
+    D = 777
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((STREAM_BYTES // (np.dtype(dtype).itemsize * D) + 5, D)) + 7).astype(dtype)
+    w = rng.standard_normal(D).astype(dtype)
+    out = _out_like(x, offset)
+    fastnorm.layer_norm(x, w, w, out=out)
+    # each row's values depend on that row alone: small calls are the reference
+    for rows in (slice(0, 40), slice(20000, 20040), slice(-40, None)):
+        np.testing.assert_array_equal(out[rows], fastnorm.layer_norm(x[rows], w, w))
+    x64 = x[:4].astype(np.float64)
+    m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+    np.testing.assert_allclose(out[:4], (x64 - m) / np.sqrt(v + 1e-5) * w + w, rtol=1e-4, atol=1e-4)
