@@ -283,6 +283,15 @@ static inline VT TF(ra_shift)(VT a, VT b, __m512i idx)
     return (VT)_mm512_permutex2var_pd((__m512d)a, idx, (__m512d)b);
 }
 
+/* off + lane, the ra_shift index of a row starting off values past a vector boundary. */
+static inline __m512i TF(ra_index)(ptrdiff_t off)
+{
+    if (sizeof(T) == 4)
+        return _mm512_add_epi32(_mm512_set1_epi32((int)off),
+                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    return _mm512_add_epi64(_mm512_set1_epi64((long long)off), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* dev_sums_vec (sq_sum_vec when rms, c = 0) for a row that does not start at a
  * vector boundary: each vector x[i .. i + TLANES) is assembled from the two
  * aligned vectors it straddles (one permute) instead of loaded across two cache
@@ -297,9 +306,7 @@ static inline __attribute__((always_inline)) void TF(sums_vec_realigned)(const T
     const VT cv = tz + c;
     ptrdiff_t off = (ptrdiff_t)((uintptr_t)x % FN_VBYTES) / (ptrdiff_t)sizeof(T), end = off + n;
     const T *base = x - off;
-    __m512i idx = sizeof(T) == 4
-        ? _mm512_add_epi32(_mm512_set1_epi32((int)off), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
-        : _mm512_add_epi64(_mm512_set1_epi64((long long)off), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+    __m512i idx = TF(ra_index)(off);
     VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
     VT prev = TF(load_lanes)(base, off, TLANES, (T)0);
     ptrdiff_t i = 0, j = 0; /* vector j of base is the one x[i] starts in */
@@ -926,6 +933,199 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
     }
 }
 
+/* The accumulators of dev_sums_vec (sq_sum_vec in RMS mode, with c = 0: x - 0 is
+ * x) for one row, fed four vectors at a time, so that one row's sums can be taken
+ * inside another row's normalize loop. The vectors go to the accumulators
+ * dev_sums_vec sends them to, in the same order: the same bits. */
+typedef struct { VT a0, a1, a2, a3, q0, q1, q2, q3; } TF(row_acc);
+
+static inline __attribute__((always_inline)) void TF(acc_four)(TF(row_acc) *s, const T *x, VT cv)
+{
+    VT d0 = TF(loadt)(x) - cv, d1 = TF(loadt)(x + TLANES) - cv;
+    VT d2 = TF(loadt)(x + 2 * TLANES) - cv, d3 = TF(loadt)(x + 3 * TLANES) - cv;
+    s->a0 += d0; s->q0 += d0 * d0; s->a1 += d1; s->q1 += d1 * d1;
+    s->a2 += d2; s->q2 += d2 * d2; s->a3 += d3; s->q3 += d3 * d3;
+}
+
+#ifdef FN_REALIGNED
+/* acc_four for a row that does not start at a vector boundary (see
+ * sums_vec_realigned): the four vectors from vector j of base on, assembled
+ * from aligned loads; *prev holds aligned vector j and takes vector j + 4, the
+ * last one read, which must end inside the row. */
+static inline __attribute__((always_inline)) void TF(acc_four_ra)(TF(row_acc) *s, const T *base, ptrdiff_t j,
+                                                                  __m512i idx, VT *prev, VT cv)
+{
+    VT b1 = TF(loadt)(base + (j + 1) * TLANES), b2 = TF(loadt)(base + (j + 2) * TLANES);
+    VT b3 = TF(loadt)(base + (j + 3) * TLANES), b4 = TF(loadt)(base + (j + 4) * TLANES);
+    VT d0 = TF(ra_shift)(*prev, b1, idx) - cv, d1 = TF(ra_shift)(b1, b2, idx) - cv;
+    VT d2 = TF(ra_shift)(b2, b3, idx) - cv, d3 = TF(ra_shift)(b3, b4, idx) - cv;
+    s->a0 += d0; s->q0 += d0 * d0; s->a1 += d1; s->q1 += d1 * d1;
+    s->a2 += d2; s->q2 += d2 * d2; s->a3 += d3; s->q3 += d3 * d3;
+    *prev = b4;
+}
+#endif
+
+/* Feeds x[i ..] (four vectors at a time from i on, as dev_sums_vec's loop left
+ * them) and returns the row's sums as dev_sums / sq_sum return them, double
+ * precision rerun included. */
+static inline __attribute__((always_inline)) void TF(acc_finish)(TF(row_acc) *s, const T *x, ptrdiff_t i, ptrdiff_t n,
+                                                                 T c, int rms, double *s1, double *s2)
+{
+    const VT tz = {0};
+    const VT cv = tz + c;
+    for (; i + 4 * TLANES <= n; i += 4 * TLANES) TF(acc_four)(s, x + i, cv);
+    for (; i + TLANES <= n; i += TLANES) {
+        VT d = TF(loadt)(x + i) - cv;
+        s->a0 += d; s->q0 += d * d;
+    }
+    if (i < n) {
+        VT d = TF(load_part)(x + i, n - i, c) - cv;
+        s->a1 += d; s->q1 += d * d;
+    }
+    *s1 = rms ? 0.0 : TF(hsumt)((s->a0 + s->a1) + (s->a2 + s->a3));
+    *s2 = TF(hsumt)((s->q0 + s->q1) + (s->q2 + s->q3));
+    if (!TF(sums_ok)(*s1, *s2, n)) {
+        if (rms) TF(sq_sum_exact)(x, n, s2);
+        else TF(dev_sums_exact)(x, n, (double)c, s1, s2);
+    }
+}
+
+/* Row u's statistics from its sums and its norm_range coefficients, as
+ * seg_rows_lean computes them. */
+typedef struct { T mh, ml, sc, sh; double rstd; unsigned char fast; } TF(row_coef);
+
+static inline __attribute__((always_inline)) TF(row_coef) TF(row_coefs)(const fn_norm_args *p, ptrdiff_t u, ptrdiff_t n,
+                                                                         ptrdiff_t wo, int wrow, double s1, double s2,
+                                                                         double c0)
+{
+    TF(row_coef) r;
+    double m2, inv_n = 1.0 / (double)n;
+    fn_sums_to_stats(s1, s2, c0, inv_n, p->mode == FN_MODE_RMS, &p->mean[u], &m2);
+    p->var[u] = m2 * inv_n;
+    r.rstd = 1.0 / sqrt(p->var[u] + p->eps);
+    TF(unit_coeffs)(1, &p->mean[u], &p->var[u], &r.rstd, (double)n, (const T *)p->w, (const T *)p->b, &wo, wrow, 0,
+                    &r.mh, &r.ml, &r.sc, &r.sh, &r.fast);
+    return r;
+}
+
+/* Single-block rows [u0, u1) of at least FN_REALIGN_BYTES, y aligned to sizeof(T):
+ * the statistics of row u + 1 are taken in the loop that normalizes row u, four
+ * vectors of each per step, so the core reads the next row from memory while it
+ * writes the current one, as a copy does. Taking the statistics of a group of
+ * rows and then normalizing the group (seg_rows_lean) alternates a read-only
+ * phase with a read-write one: LayerNorm (8192, 768) ran at 86-88 % of copy,
+ * a model of this loop at 100 %. Rows whose outputs lie end to end are written
+ * as one run (see norm_rows_joined). Every value is computed as seg_rows_lean
+ * computes it. */
+static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
+                               ptrdiff_t u0, ptrdiff_t u1)
+{
+    const VT tz = {0};
+    int rms = p->mode == FN_MODE_RMS, stream = p->stream;
+    ptrdiff_t n = s->R2;
+    const T *w = (const T *)p->w, *b = (const T *)p->b;
+    int wvec = s->wr2 != 0, wrow = w && !wvec;
+    ptrdiff_t xo, yo, wo, xn_o = 0, yn_o = 0, wn_o = 0;
+    fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
+    double s1, s2;
+    T c = rms ? (T)0 : x[xo];
+    {
+        TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
+        TF(acc_finish)(&acc, x + xo, 0, n, c, rms, &s1, &s2);
+    }
+    TF(row_coef) cur = TF(row_coefs)(p, u0, n, wo, wrow, s1, s2, (double)c);
+    /* values of row u before `start` are written already (by the vector joined
+     * with row u - 1) */
+    ptrdiff_t start = 0;
+    int head = 1;
+    for (ptrdiff_t u = u0; u < u1; u++) {
+        const T *xr = x + xo;
+        T *yr = y + yo;
+        const T *wv = w && wvec ? w + wo : NULL, *bv = w && wvec && b ? b + wo : NULL;
+        int has_next = u + 1 < u1;
+        const T *xn = NULL;
+        T cn = 0;
+        if (has_next) {
+            ptrdiff_t xo1, yo1, wo1;
+            fn_unit_offsets(s, u + 1, 1, &xo1, &yo1, &wo1);
+            xn_o = xo1; yn_o = yo1; wn_o = wo1;
+            xn = x + xn_o;
+            cn = rms ? (T)0 : xn[0];
+        }
+        TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
+        ptrdiff_t is = 0;
+        if (!cur.fast) {
+            /* the double-precision path, on its own */
+            TF(norm_range)(xr, yr, n, p->mean[u], cur.rstd, w ? w + wo : NULL, (w && b) ? b + wo : NULL, wvec,
+                           fn_t_safe(p->mean[u], p->var[u], (double)n, sizeof(T)), stream);
+            head = 1;
+        } else {
+            const VT mhv = tz + cur.mh, mlv = tz + cur.ml, scv = tz + cur.sc, shv = tz + cur.sh;
+            ptrdiff_t i = start;
+            if (head) {
+                i = TF(vec_head)(yr);
+                if (i) TF(norm_part_vec)(xr, wv, bv, yr, 0, i, cur.mh, mhv, mlv, scv, shv);
+            }
+#define FN_PIPE_STEP(cond, STATS)                                                                     \
+    for (; i + 4 * TLANES <= n && (cond); i += 4 * TLANES, is += 4 * TLANES) {                        \
+        STATS;                                                                                        \
+        for (int r = 0; r < 4; r++)                                                                   \
+            TF(store_vec)(yr + i + r * TLANES, TF(norm_vec)(xr, wv, bv, i + r * TLANES, mhv, mlv, scv, shv), \
+                          stream);                                                                    \
+    }
+            if (has_next) {
+                const VT cnv = tz + cn;
+#ifdef FN_REALIGNED
+                if (FN_REALIGNED(xn, n)) {
+                    /* while the vector after the fourth ends inside the row */
+                    ptrdiff_t off = (ptrdiff_t)((uintptr_t)xn % FN_VBYTES) / (ptrdiff_t)sizeof(T), end = off + n;
+                    const T *base = xn - off;
+                    __m512i idx = TF(ra_index)(off);
+                    VT prev = TF(load_lanes)(base, off, TLANES, (T)0);
+                    FN_PIPE_STEP(is + 5 * TLANES <= end, TF(acc_four_ra)(&acc, base, is / TLANES, idx, &prev, cnv))
+                }
+#endif
+                FN_PIPE_STEP(is + 4 * TLANES <= n, TF(acc_four)(&acc, xn + is, cnv))
+            }
+#undef FN_PIPE_STEP
+            for (; i + TLANES <= n; i += TLANES)
+                TF(store_vec)(yr + i, TF(norm_vec)(xr, wv, bv, i, mhv, mlv, scv, shv), stream);
+            start = i;
+        }
+        if (!has_next) {
+            if (cur.fast && start < n)
+                TF(norm_part_vec)(xr, wv, bv, yr, start, n - start, cur.mh, tz + cur.mh, tz + cur.ml, tz + cur.sc,
+                                  tz + cur.sh);
+            break;
+        }
+        TF(acc_finish)(&acc, xn, is, n, cn, rms, &s1, &s2);
+        TF(row_coef) nxt = TF(row_coefs)(p, u + 1, n, wn_o, wrow, s1, s2, (double)cn);
+        if (cur.fast) {
+            ptrdiff_t k = n - start;
+            int joined = nxt.fast && yn_o == yo + n && (!wvec || !w || wn_o == wo);
+            if (k && joined) {
+                /* lanes [k, TLANES) hold the first TLANES - k values of row u + 1 */
+                const T *wn = w && wvec ? w + wn_o : NULL, *bn = w && wvec && b ? b + wn_o : NULL;
+                VT lo = TF(norm_vec_n)(xr, wv, bv, start, k, cur.mh, tz + cur.mh, tz + cur.ml, tz + cur.sc,
+                                       tz + cur.sh);
+                VT hi = TF(norm_vec_lanes)(xn, wn, bn, -k, k, TLANES, nxt.mh, tz + nxt.mh, tz + nxt.ml, tz + nxt.sc,
+                                           tz + nxt.sh);
+                TF(store_vec)(yr + start, TF(join)(lo, hi, k), stream);
+                start = TLANES - k;
+                head = 0;
+            } else {
+                if (k)
+                    TF(norm_part_vec)(xr, wv, bv, yr, start, k, cur.mh, tz + cur.mh, tz + cur.ml, tz + cur.sc,
+                                      tz + cur.sh);
+                start = 0;
+                head = !joined;
+            }
+        }
+        cur = nxt;
+        xo = xn_o; yo = yn_o; wo = wn_o;
+    }
+}
+
 /* Units of a third to a half of L1 each, [u0, u1): the statistics of unit u + 1 are
  * taken block by block between the normalize blocks of unit u, so each thread
  * streams its next input from memory while it writes its current output, as a
@@ -978,8 +1178,13 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
      * chain per row. The arithmetic is that of block_stats + finish_stats +
      * seg_norm_part, so the results are the same bits. */
     int lean = s->R1 == 1 && s->R2 >= 1 && s->R2 <= FN_BLOCK && y && !p->stats_given;
+    int piped = lean && s->R2 * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && (uintptr_t)y % sizeof(T) == 0;
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
+        if (piped) {
+            TF(seg_rows_piped)(s, x, y, p, u0, u1);
+            break;
+        }
         if (lean) {
             TF(seg_rows_lean)(s, x, y, p, g, g1);
             continue;

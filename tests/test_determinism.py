@@ -223,3 +223,24 @@ def test_rows_written_end_to_end_match_row_by_row(D, dtype):
         out = _out_at(x.shape, dtype, k)
         assert fastnorm.layer_norm(x, w, w, out=out).tobytes() == ref, k
         assert fastnorm.rms_norm(x, w, out=out).tobytes() == ref_rms, k
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [256, 777, 1024])
+def test_row_results_do_not_depend_on_the_batch(D, dtype):
+    # a row's statistics are taken inside the loop that normalizes the row before
+    # it (the first row of a call or of a thread's share: on their own); either
+    # way a row's values are those of the row normalized alone, rows read through
+    # a padded view included
+    x, _ = _data((300, D), dtype, seed=10)
+    w = np.linspace(0.5, 2, D).astype(dtype)
+    padded = np.empty((300, D + 5), dtype)
+    padded[:, :D] = x
+    view = padded[:, :D]
+    for call in (lambda x: fastnorm.layer_norm(x, w, w), lambda x: fastnorm.rms_norm(x, w),
+                 lambda x: fastnorm.layer_norm(x)):
+        y = call(x)
+        assert call(view).tobytes() == y.tobytes()
+        for i in (0, 1, 2, 150, 299):
+            assert call(x[i:i + 1]).tobytes() == y[i:i + 1].tobytes(), i
+        assert call(x[1:]).tobytes() == y[1:].tobytes()
