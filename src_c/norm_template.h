@@ -1160,6 +1160,13 @@ static void TF(seg_units_pipelined)(const fn_seg_shape *s, const T *x, T *y, con
     if (p->stream) fn_store_fence();
 }
 
+/* 1 when seg_units walks the rows as seg_rows_piped */
+static inline int TF(rows_piped)(const fn_seg_shape *s, const T *y, const fn_norm_args *p)
+{
+    return s->R1 == 1 && s->R2 <= FN_BLOCK && s->R2 * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && y
+           && !p->stats_given && (uintptr_t)y % sizeof(T) == 0;
+}
+
 /* Units [u0, u1): first all statistics, then all normalizations, so the
  * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
  * overlap in the out-of-order core instead of running one after another. */
@@ -1178,7 +1185,7 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
      * chain per row. The arithmetic is that of block_stats + finish_stats +
      * seg_norm_part, so the results are the same bits. */
     int lean = s->R1 == 1 && s->R2 >= 1 && s->R2 <= FN_BLOCK && y && !p->stats_given;
-    int piped = lean && s->R2 * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && (uintptr_t)y % sizeof(T) == 0;
+    int piped = TF(rows_piped)(s, y, p);
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
         if (piped) {
@@ -1349,7 +1356,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     /* the statistics-given walk and seg_split normalize in a pass of their own, and
      * so do units larger than L2 */
     int own_pass = p->stats_given || (nt > 1 && U < 4 * (ptrdiff_t)nt)
-                   || (double)unit_len * sizeof(T) > FN_L2_BYTES;
+                   || (double)unit_len * sizeof(T) > FN_L2_BYTES || TF(rows_piped)(s, y, p);
     args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T), own_pass);
     /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
      * rows (R1 == 1) are, their partial lines are next to each other */
