@@ -244,3 +244,17 @@ def test_row_results_do_not_depend_on_the_batch(D, dtype):
         for i in (0, 1, 2, 150, 299):
             assert call(x[i:i + 1]).tobytes() == y[i:i + 1].tobytes(), i
         assert call(x[1:]).tobytes() == y[1:].tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [64, 777])
+def test_layer_norm_backward_rows_do_not_depend_on_the_batch(D, dtype):
+    # in a large batch each row's sums are taken inside the dx loop of the row
+    # before; a row's dx must be that of the row alone
+    x, dy = _data((300, D), dtype, seed=11)
+    w = np.linspace(0.5, 2, D).astype(dtype)
+    _, m, r = fastnorm.layer_norm(x, w, w, return_stats=True)
+    dx = fastnorm.layer_norm_backward(dy, x, m, r, w)[0]
+    for i in (0, 1, 63, 64, 150, 299):
+        one = fastnorm.layer_norm_backward(dy[i:i + 1], x[i:i + 1], m[i:i + 1], r[i:i + 1], w)[0]
+        assert one.tobytes() == dx[i:i + 1].tobytes(), i
