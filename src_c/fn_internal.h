@@ -53,7 +53,7 @@
 
 /* Rows at least this long are read from aligned loads when they do not start on a
  * vector boundary, and written end to end with their neighbours (see
- * sums_vec_realigned, norm_rows_joined); shorter rows stay in L1 and pay more for
+ * sums_vec_realigned, seg_rows_piped); shorter rows stay in L1 and pay more for
  * the set-up than for split loads (LayerNorm (512, 64) ran 10 % slower). */
 #define FN_REALIGN_BYTES 1024
 

@@ -631,47 +631,6 @@ static inline void TF(store_vec)(T *y, VT v, int stream)
     else TF(storet)(y, v);
 }
 
-/* Rows j < cnt of n >= TLANES values each (at xr[j]) with their coefficients
- * (mh, ml, sc, sh)[j] and shared vector parameters wv, bv, whose outputs lie end
- * to end from y (row j at y + j * n, y aligned to sizeof(T)): normalized as one
- * run of y, so every store but the first and the last is a full vector at a
- * vector boundary, streamed when `stream`. The vector that spans rows j and j + 1
- * is computed twice, once with each row's coefficients and its loads masked to
- * that row's lanes, and the two are joined: every value is computed as
- * norm_row_fast computes it. Row by row, an output not at a vector boundary
- * (NumPy's large arrays start 16 bytes into a page) takes a partial store at both
- * ends of every row, the line between two rows is written twice, and streaming
- * leaves that line to a read for ownership from memory (LayerNorm (8192, 768)
- * float64 into such an out= ran 12 % slower, float32 5 %). */
-static void TF(norm_rows_joined)(const T *const *xr, T *y, ptrdiff_t cnt, ptrdiff_t n, const T *wv, const T *bv,
-                                 const T *mh, const T *ml, const T *sc, const T *sh, int stream)
-{
-    const VT tz = {0};
-    ptrdiff_t i = TF(vec_head)(y);
-    VT mhv = tz + mh[0], mlv = tz + ml[0], scv = tz + sc[0], shv = tz + sh[0];
-    if (i) TF(norm_part_vec)(xr[0], wv, bv, y, 0, i, mh[0], mhv, mlv, scv, shv);
-    for (ptrdiff_t j = 0; j < cnt; j++) {
-        T *yr = y + j * n;
-        const T *x = xr[j];
-        if (stream)
-            for (; i + TLANES <= n; i += TLANES) TF(stream_store)(yr + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
-        else
-            for (; i + TLANES <= n; i += TLANES) TF(storet)(yr + i, TF(norm_vec)(x, wv, bv, i, mhv, mlv, scv, shv));
-        ptrdiff_t k = n - i;
-        if (j + 1 == cnt) {
-            if (k) TF(norm_part_vec)(x, wv, bv, yr, i, k, mh[j], mhv, mlv, scv, shv);
-            break;
-        }
-        VT lo = k ? TF(norm_vec_n)(x, wv, bv, i, k, mh[j], mhv, mlv, scv, shv) : tz;
-        mhv = tz + mh[j + 1]; mlv = tz + ml[j + 1]; scv = tz + sc[j + 1]; shv = tz + sh[j + 1];
-        if (k == 0) { i = 0; continue; }
-        /* lanes [k, TLANES) hold the first TLANES - k values of row j + 1 */
-        VT hi = TF(norm_vec_lanes)(xr[j + 1], wv, bv, -k, k, TLANES, mh[j + 1], mhv, mlv, scv, shv);
-        TF(store_vec)(yr + i, TF(join)(lo, hi, k), stream);
-        i = TLANES - k;
-    }
-}
-
 /* y = ((x - mean) * rstd) * w + b over n contiguous values in double: the
  * reference that the T-precision version falls back to. */
 static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
@@ -912,18 +871,9 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
     int wvec = s->wr2 != 0;
     T mh[FN_UNIT_GROUP], ml[FN_UNIT_GROUP], sc[FN_UNIT_GROUP], sh[FN_UNIT_GROUP];
     unsigned char fast[FN_UNIT_GROUP];
-    TF(unit_coeffs)(cnt, mean, var, rstd, (double)n, w, b, wo, w && !wvec, 0, mh, ml, sc, sh, fast);
-    /* rows whose outputs lie end to end, all on the T-precision path: one run */
-    int joined = n * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && cnt > 1 && (uintptr_t)(y + yo[0]) % sizeof(T) == 0;
-    for (ptrdiff_t j = 0; joined && j < cnt; j++)
-        joined = fast[j] && yo[j] == yo[0] + j * n && (!w || !wvec || wo[j] == wo[0]);
-    if (joined) {
-        TF(norm_rows_joined)(xr, y + yo[0], cnt, n, w && wvec ? w + wo[0] : NULL, w && wvec && b ? b + wo[0] : NULL,
-                             mh, ml, sc, sh, p->stream);
-        return;
-    }
+    TF(unit_coeffs)(cnt, mean, var, rstd, (double)n, w, b, wo, w && !wvec, p->stream, mh, ml, sc, sh, fast);
     for (ptrdiff_t j = 0; j < cnt; j++) {
-        if (!fast[j] || p->stream) {
+        if (!fast[j]) {
             TF(norm_range)(xr[j], y + yo[j], n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
                            wvec, fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
             continue;
@@ -1014,9 +964,16 @@ static inline __attribute__((always_inline)) TF(row_coef) TF(row_coefs)(const fn
  * writes the current one, as a copy does. Taking the statistics of a group of
  * rows and then normalizing the group (seg_rows_lean) alternates a read-only
  * phase with a read-write one: LayerNorm (8192, 768) ran at 86-88 % of copy,
- * a model of this loop at 100 %. Rows whose outputs lie end to end are written
- * as one run (see norm_rows_joined). Every value is computed as seg_rows_lean
- * computes it. */
+ * this loop at 98 %. Rows whose outputs lie end to end are written as one run,
+ * so every store but the first and the last is a full vector at a vector
+ * boundary (streamed when p->stream): the vector that spans rows u and u + 1 is
+ * computed twice, once with each row's coefficients and its loads masked to that
+ * row's lanes, and the two are joined. Row by row, an output not at a vector
+ * boundary (NumPy's large arrays start 16 bytes into a page) takes a partial
+ * store at both ends of every row, the line between two rows is written twice,
+ * and streaming leaves that line to a read for ownership from memory (LayerNorm
+ * (8192, 768) float64 into such an out= ran 12 % slower, float32 5 %). Every
+ * value is computed as seg_rows_lean computes it. */
 static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
                                ptrdiff_t u0, ptrdiff_t u1)
 {
