@@ -889,12 +889,43 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
  * dev_sums_vec sends them to, in the same order: the same bits. */
 typedef struct { VT a0, a1, a2, a3, q0, q1, q2, q3; } TF(row_acc);
 
-static inline __attribute__((always_inline)) void TF(acc_four)(TF(row_acc) *s, const T *x, VT cv)
+/* Four consecutive vectors, less the shift, into the four accumulators. */
+static inline __attribute__((always_inline)) void TF(acc_dev4)(TF(row_acc) *s, VT d0, VT d1, VT d2, VT d3)
 {
-    VT d0 = TF(loadt)(x) - cv, d1 = TF(loadt)(x + TLANES) - cv;
-    VT d2 = TF(loadt)(x + 2 * TLANES) - cv, d3 = TF(loadt)(x + 3 * TLANES) - cv;
     s->a0 += d0; s->q0 += d0 * d0; s->a1 += d1; s->q1 += d1 * d1;
     s->a2 += d2; s->q2 += d2 * d2; s->a3 += d3; s->q3 += d3 * d3;
+}
+
+static inline __attribute__((always_inline)) void TF(acc_four)(TF(row_acc) *s, const T *x, VT cv)
+{
+    TF(acc_dev4)(s, TF(loadt)(x) - cv, TF(loadt)(x + TLANES) - cv, TF(loadt)(x + 2 * TLANES) - cv,
+                 TF(loadt)(x + 3 * TLANES) - cv);
+}
+
+/* The rows of a pre-norm residual step (add_rows): row u of the normalized
+ * input is sum = x + r, written to `sum` (rows at the seg shape's x offsets) as
+ * it is computed. */
+typedef struct { const T *x, *r; ptrdiff_t xs, rs; } TF(add_in);
+
+/* sum[i] = x[i] + r[i] over [i0, n) of row u */
+static inline void TF(add_part)(const TF(add_in) *ad, ptrdiff_t u, T *sum, ptrdiff_t i0, ptrdiff_t n)
+{
+    const T *xr = ad->x + u * ad->xs, *rr = ad->r + u * ad->rs;
+#pragma omp simd
+    for (ptrdiff_t i = i0; i < n; i++) sum[i] = xr[i] + rr[i];
+}
+
+/* acc_four of the four vectors of row u's sum from i on, stored to sum too. */
+static inline __attribute__((always_inline)) void TF(acc_four_add)(TF(row_acc) *s, const TF(add_in) *ad, ptrdiff_t u,
+                                                                   T *sum, ptrdiff_t i, VT cv)
+{
+    const T *xr = ad->x + u * ad->xs + i, *rr = ad->r + u * ad->rs + i;
+    VT v[4];
+    for (int k = 0; k < 4; k++) {
+        v[k] = TF(loadt)(xr + k * TLANES) + TF(loadt)(rr + k * TLANES);
+        TF(storet)(sum + i + k * TLANES, v[k]);
+    }
+    TF(acc_dev4)(s, v[0] - cv, v[1] - cv, v[2] - cv, v[3] - cv);
 }
 
 #ifdef FN_REALIGNED
@@ -907,10 +938,8 @@ static inline __attribute__((always_inline)) void TF(acc_four_ra)(TF(row_acc) *s
 {
     VT b1 = TF(loadt)(base + (j + 1) * TLANES), b2 = TF(loadt)(base + (j + 2) * TLANES);
     VT b3 = TF(loadt)(base + (j + 3) * TLANES), b4 = TF(loadt)(base + (j + 4) * TLANES);
-    VT d0 = TF(ra_shift)(*prev, b1, idx) - cv, d1 = TF(ra_shift)(b1, b2, idx) - cv;
-    VT d2 = TF(ra_shift)(b2, b3, idx) - cv, d3 = TF(ra_shift)(b3, b4, idx) - cv;
-    s->a0 += d0; s->q0 += d0 * d0; s->a1 += d1; s->q1 += d1 * d1;
-    s->a2 += d2; s->q2 += d2 * d2; s->a3 += d3; s->q3 += d3 * d3;
+    TF(acc_dev4)(s, TF(ra_shift)(*prev, b1, idx) - cv, TF(ra_shift)(b1, b2, idx) - cv,
+                 TF(ra_shift)(b2, b3, idx) - cv, TF(ra_shift)(b3, b4, idx) - cv);
     *prev = b4;
 }
 #endif
@@ -975,7 +1004,7 @@ static inline __attribute__((always_inline)) TF(row_coef) TF(row_coefs)(const fn
  * (8192, 768) float64 into such an out= ran 12 % slower, float32 5 %). Every
  * value is computed as seg_rows_lean computes it. */
 static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
-                               ptrdiff_t u0, ptrdiff_t u1)
+                               ptrdiff_t u0, ptrdiff_t u1, const TF(add_in) *add)
 {
     const VT tz = {0};
     int rms = p->mode == FN_MODE_RMS, stream = p->stream;
@@ -985,6 +1014,7 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
     ptrdiff_t xo, yo, wo, xn_o = 0, yn_o = 0, wn_o = 0;
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
     double s1, s2;
+    if (add) TF(add_part)(add, u0, (T *)x + xo, 0, n);
     T c = rms ? (T)0 : x[xo];
     {
         TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
@@ -1007,7 +1037,7 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
             fn_unit_offsets(s, u + 1, 1, &xo1, &yo1, &wo1);
             xn_o = xo1; yn_o = yo1; wn_o = wo1;
             xn = x + xn_o;
-            cn = rms ? (T)0 : xn[0];
+            cn = rms ? (T)0 : add ? add->x[(u + 1) * add->xs] + add->r[(u + 1) * add->rs] : xn[0];
         }
         TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
         ptrdiff_t is = 0;
@@ -1030,7 +1060,10 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
             TF(store_vec)(yr + i + r * TLANES, TF(norm_vec)(xr, wv, bv, i + r * TLANES, mhv, mlv, scv, shv), \
                           stream);                                                                    \
     }
-            if (has_next) {
+            if (has_next && add) {
+                const VT cnv = tz + cn;
+                FN_PIPE_STEP(is + 4 * TLANES <= n, TF(acc_four_add)(&acc, add, u + 1, (T *)xn, is, cnv))
+            } else if (has_next) {
                 const VT cnv = tz + cn;
 #ifdef FN_REALIGNED
                 if (FN_REALIGNED(xn, n)) {
@@ -1055,6 +1088,7 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
                                   tz + cur.sh);
             break;
         }
+        if (add) TF(add_part)(add, u + 1, (T *)xn, is, n);
         TF(acc_finish)(&acc, xn, is, n, cn, rms, &s1, &s2);
         TF(row_coef) nxt = TF(row_coefs)(p, u + 1, n, wn_o, wrow, s1, s2, (double)cn);
         if (cur.fast) {
@@ -1146,7 +1180,7 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
         if (piped) {
-            TF(seg_rows_piped)(s, x, y, p, u0, u1);
+            TF(seg_rows_piped)(s, x, y, p, u0, u1, NULL);
             break;
         }
         if (lean) {
@@ -1406,19 +1440,34 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     if (M == 0) return FN_OK;
     fn_norm_args args = *p_in;
     const fn_norm_args *p = &args;
-    args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T), 0);
+    /* rows of 1 KiB to a block: the sum and statistics of row m + 1 are taken in
+     * the loop that normalizes row m (seg_rows_piped, the same bits as
+     * add_rows_range) */
+    const fn_seg_shape rows = {M, 1, 1, D, ss, 0, 0, ys, 0, 0, 0, 0, 1};
+    const TF(add_in) ad = {x, r, xs, rs};
+    int piped = TF(rows_piped)(&rows, y, p) && (uintptr_t)sum % sizeof(T) == 0;
+    double *own = NULL;
+    if (piped) {
+        own = fn_own_stats(&args, M);
+        if (!args.mean) return FN_ENOMEM;
+    }
+    args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T), piped);
     double work = fn_work((double)M, (double)D);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
-    if (nt <= 1) {
-        TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, 0, M);
-    } else {
-        ptrdiff_t chunk = fn_chunk_items(M, D, nt), nchunks = (M + chunk - 1) / chunk;
-        FN_PARALLEL_SHARES(nt, nchunks, c,
-            TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, c * chunk, fn_min(M, (c + 1) * chunk)););
-        fn_threads_release(nt);
-    }
+    ptrdiff_t chunk = nt <= 1 ? M : fn_chunk_items(M, D, nt), nchunks = (M + chunk - 1) / chunk;
+    FN_PARALLEL_SHARES(nt, nchunks, c, {
+        ptrdiff_t m0 = c * chunk, m1 = fn_min(M, (c + 1) * chunk);
+        if (piped) {
+            TF(seg_rows_piped)(&rows, sum, y, p, m0, m1, &ad);
+            if (p->stream) fn_store_fence();
+        } else {
+            TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, m0, m1);
+        }
+    });
+    if (nt > 1) fn_threads_release(nt);
     if (args.stream) fn_store_fence();
+    free(own);
     return FN_OK;
 }
 
