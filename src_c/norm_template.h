@@ -267,6 +267,19 @@ __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdi
  * sum that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
  * squares may have underflowed (mean square below FN_TINY_SQ, constant blocks
  * included) reruns the block in double; so do blocks holding inf or NaN. */
+/* The accumulators of dev_sums_vec (sq_sum_vec in RMS mode, with c = 0: x - 0 is
+ * x) for one row, fed four vectors at a time, so that a row's sums can also be
+ * taken from realigned loads or inside another row's normalize loop. The vectors go to the accumulators
+ * dev_sums_vec sends them to, in the same order: the same bits. */
+typedef struct { VT a0, a1, a2, a3, q0, q1, q2, q3; } TF(row_acc);
+
+/* Four consecutive vectors, less the shift, into the four accumulators. */
+static inline __attribute__((always_inline)) void TF(acc_dev4)(TF(row_acc) *s, VT d0, VT d1, VT d2, VT d3)
+{
+    s->a0 += d0; s->q0 += d0 * d0; s->a1 += d1; s->q1 += d1 * d1;
+    s->a2 += d2; s->q2 += d2 * d2; s->a3 += d3; s->q3 += d3 * d3;
+}
+
 #if FN_VBYTES == 64 && defined(__AVX512F__)
 /* Vector j of the aligned vectors that hold a row ending at base + end, lanes
  * past the end masked off. */
@@ -292,6 +305,22 @@ static inline __m512i TF(ra_index)(ptrdiff_t off)
     return _mm512_add_epi64(_mm512_set1_epi64((long long)off), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* The four vectors x[i .. i + 4 * TLANES) of a row that does not start at a vector
+ * boundary, i = j * TLANES, assembled from aligned vectors j .. j + 4 of base
+ * into the accumulators; *prev holds vector j and takes vector j + 4. end: where
+ * the row ends past base, for loads masked to it, or 0 when vector j + 4 lies
+ * inside the row. */
+static inline __attribute__((always_inline)) void TF(acc_four_ra)(TF(row_acc) *s, const T *base, ptrdiff_t j,
+                                                                  ptrdiff_t end, __m512i idx, VT *prev, VT cv)
+{
+    VT b[5];
+    b[0] = *prev;
+    for (int k = 1; k < 5; k++) b[k] = end ? TF(ra_block)(base, j + k, end) : TF(loadt)(base + (j + k) * TLANES);
+    TF(acc_dev4)(s, TF(ra_shift)(b[0], b[1], idx) - cv, TF(ra_shift)(b[1], b[2], idx) - cv,
+                 TF(ra_shift)(b[2], b[3], idx) - cv, TF(ra_shift)(b[3], b[4], idx) - cv);
+    *prev = b[4];
+}
+
 /* dev_sums_vec (sq_sum_vec when rms, c = 0) for a row that does not start at a
  * vector boundary: each vector x[i .. i + TLANES) is assembled from the two
  * aligned vectors it straddles (one permute) instead of loaded across two cache
@@ -307,38 +336,24 @@ static inline __attribute__((always_inline)) void TF(sums_vec_realigned)(const T
     ptrdiff_t off = (ptrdiff_t)((uintptr_t)x % FN_VBYTES) / (ptrdiff_t)sizeof(T), end = off + n;
     const T *base = x - off;
     __m512i idx = TF(ra_index)(off);
-    VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
+    TF(row_acc) s = {tz, tz, tz, tz, tz, tz, tz, tz};
     VT prev = TF(load_lanes)(base, off, TLANES, (T)0);
-    ptrdiff_t i = 0, j = 0; /* vector j of base is the one x[i] starts in */
-#define FN_RA_FOUR(cond, BLK)                                                                        \
-    for (; (cond); i += 4 * TLANES, j += 4) {                                                        \
-        VT b1 = BLK(j + 1), b2 = BLK(j + 2), b3 = BLK(j + 3), b4 = BLK(j + 4);                      \
-        VT d0 = TF(ra_shift)(prev, b1, idx) - cv, d1 = TF(ra_shift)(b1, b2, idx) - cv;               \
-        VT d2 = TF(ra_shift)(b2, b3, idx) - cv, d3 = TF(ra_shift)(b3, b4, idx) - cv;                 \
-        a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;                                             \
-        a2 += d2; q2 += d2 * d2; a3 += d3; q3 += d3 * d3;                                             \
-        prev = b4;                                                                                   \
-    }
-#define FN_RA_WHOLE(jj) TF(loadt)(base + (jj) * TLANES)
-#define FN_RA_EDGE(jj) TF(ra_block)(base, (jj), end)
+    ptrdiff_t i = 0;
     /* every vector read whole while the one after the fourth ends inside the row */
-    FN_RA_FOUR(i + 5 * TLANES <= end, FN_RA_WHOLE)
-    FN_RA_FOUR(i + 4 * TLANES <= n, FN_RA_EDGE)
-#undef FN_RA_WHOLE
-#undef FN_RA_EDGE
-#undef FN_RA_FOUR
-    for (; i + TLANES <= n; i += TLANES, j++) {
-        VT b = TF(ra_block)(base, j + 1, end);
+    for (; i + 5 * TLANES <= end; i += 4 * TLANES) TF(acc_four_ra)(&s, base, i / TLANES, 0, idx, &prev, cv);
+    for (; i + 4 * TLANES <= n; i += 4 * TLANES) TF(acc_four_ra)(&s, base, i / TLANES, end, idx, &prev, cv);
+    for (; i + TLANES <= n; i += TLANES) {
+        VT b = TF(ra_block)(base, i / TLANES + 1, end);
         VT d = TF(ra_shift)(prev, b, idx) - cv;
-        a0 += d; q0 += d * d;
+        s.a0 += d; s.q0 += d * d;
         prev = b;
     }
     if (i < n) {
         VT d = TF(load_part)(x + i, n - i, c) - cv;
-        a1 += d; q1 += d * d;
+        s.a1 += d; s.q1 += d * d;
     }
-    *s1v = rms ? tz : (a0 + a1) + (a2 + a3);
-    *s2v = (q0 + q1) + (q2 + q3);
+    *s1v = rms ? tz : (s.a0 + s.a1) + (s.a2 + s.a3);
+    *s2v = (s.q0 + s.q1) + (s.q2 + s.q3);
 }
 #define FN_REALIGNED(x, n) ((uintptr_t)(x) % FN_VBYTES != 0 && (uintptr_t)(x) % sizeof(T) == 0 && (n) * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES)
 #endif
@@ -883,19 +898,6 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
     }
 }
 
-/* The accumulators of dev_sums_vec (sq_sum_vec in RMS mode, with c = 0: x - 0 is
- * x) for one row, fed four vectors at a time, so that one row's sums can be taken
- * inside another row's normalize loop. The vectors go to the accumulators
- * dev_sums_vec sends them to, in the same order: the same bits. */
-typedef struct { VT a0, a1, a2, a3, q0, q1, q2, q3; } TF(row_acc);
-
-/* Four consecutive vectors, less the shift, into the four accumulators. */
-static inline __attribute__((always_inline)) void TF(acc_dev4)(TF(row_acc) *s, VT d0, VT d1, VT d2, VT d3)
-{
-    s->a0 += d0; s->q0 += d0 * d0; s->a1 += d1; s->q1 += d1 * d1;
-    s->a2 += d2; s->q2 += d2 * d2; s->a3 += d3; s->q3 += d3 * d3;
-}
-
 static inline __attribute__((always_inline)) void TF(acc_four)(TF(row_acc) *s, const T *x, VT cv)
 {
     TF(acc_dev4)(s, TF(loadt)(x) - cv, TF(loadt)(x + TLANES) - cv, TF(loadt)(x + 2 * TLANES) - cv,
@@ -927,22 +929,6 @@ static inline __attribute__((always_inline)) void TF(acc_four_add)(TF(row_acc) *
     }
     TF(acc_dev4)(s, v[0] - cv, v[1] - cv, v[2] - cv, v[3] - cv);
 }
-
-#ifdef FN_REALIGNED
-/* acc_four for a row that does not start at a vector boundary (see
- * sums_vec_realigned): the four vectors from vector j of base on, assembled
- * from aligned loads; *prev holds aligned vector j and takes vector j + 4, the
- * last one read, which must end inside the row. */
-static inline __attribute__((always_inline)) void TF(acc_four_ra)(TF(row_acc) *s, const T *base, ptrdiff_t j,
-                                                                  __m512i idx, VT *prev, VT cv)
-{
-    VT b1 = TF(loadt)(base + (j + 1) * TLANES), b2 = TF(loadt)(base + (j + 2) * TLANES);
-    VT b3 = TF(loadt)(base + (j + 3) * TLANES), b4 = TF(loadt)(base + (j + 4) * TLANES);
-    TF(acc_dev4)(s, TF(ra_shift)(*prev, b1, idx) - cv, TF(ra_shift)(b1, b2, idx) - cv,
-                 TF(ra_shift)(b2, b3, idx) - cv, TF(ra_shift)(b3, b4, idx) - cv);
-    *prev = b4;
-}
-#endif
 
 /* Feeds x[i ..] (four vectors at a time from i on, as dev_sums_vec's loop left
  * them) and returns the row's sums as dev_sums / sq_sum return them, double
@@ -1072,7 +1058,7 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
                     const T *base = xn - off;
                     __m512i idx = TF(ra_index)(off);
                     VT prev = TF(load_lanes)(base, off, TLANES, (T)0);
-                    FN_PIPE_STEP(is + 5 * TLANES <= end, TF(acc_four_ra)(&acc, base, is / TLANES, idx, &prev, cnv))
+                    FN_PIPE_STEP(is + 5 * TLANES <= end, TF(acc_four_ra)(&acc, base, is / TLANES, 0, idx, &prev, cnv))
                 }
 #endif
                 FN_PIPE_STEP(is + 4 * TLANES <= n, TF(acc_four)(&acc, xn + is, cnv))
