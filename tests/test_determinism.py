@@ -225,25 +225,36 @@ def test_rows_written_end_to_end_match_row_by_row(D, dtype):
         assert fastnorm.rms_norm(x, w, out=out).tobytes() == ref_rms, k
 
 
+# inputs of this many bytes and more walk rows of 1 KiB to a block with each row's
+# statistics taken inside the previous row's normalize loop (FN_PIPED_MIN_BYTES)
+PIPED_BYTES = 12 * 2**20
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("D", [256, 777, 1024])
 def test_row_results_do_not_depend_on_the_batch(D, dtype):
-    # a row's statistics are taken inside the loop that normalizes the row before
-    # it (the first row of a call or of a thread's share: on their own); either
-    # way a row's values are those of the row normalized alone, rows read through
-    # a padded view included
-    x, _ = _data((300, D), dtype, seed=10)
+    # a large batch takes each row's statistics inside the loop that normalizes
+    # the row before (the first row of a thread's share: on its own); a few rows
+    # are walked in groups. Either way a row's values are those of the row
+    # normalized alone, for inputs at any offset from a vector boundary and rows
+    # read through a padded view
+    rows = PIPED_BYTES // (D * np.dtype(dtype).itemsize) + 3
+    x, _ = _data((rows, D), dtype, seed=10)
     w = np.linspace(0.5, 2, D).astype(dtype)
-    padded = np.empty((300, D + 5), dtype)
+    padded = np.empty((rows, D + 5), dtype)
     padded[:, :D] = x
-    view = padded[:, :D]
+    shifted = _out_at((rows, D), dtype, 3)
+    shifted[...] = x
+    picks = (0, 1, 2, rows // 2, rows - 1)
     for call in (lambda x: fastnorm.layer_norm(x, w, w), lambda x: fastnorm.rms_norm(x, w),
                  lambda x: fastnorm.layer_norm(x)):
-        y = call(x)
-        assert call(view).tobytes() == y.tobytes()
-        for i in (0, 1, 2, 150, 299):
-            assert call(x[i:i + 1]).tobytes() == y[i:i + 1].tobytes(), i
-        assert call(x[1:]).tobytes() == y[1:].tobytes()
+        y = call(x).tobytes()
+        assert call(padded[:, :D]).tobytes() == y
+        assert call(shifted).tobytes() == y
+        ref = call(x)
+        for i in picks:
+            assert call(x[i:i + 1]).tobytes() == ref[i:i + 1].tobytes(), i
+        assert call(x[1:40]).tobytes() == ref[1:40].tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
