@@ -262,15 +262,16 @@ __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdi
 /* The same sums for one block (n <= FN_BLOCK) in T-precision vector lanes:
  * each float32 lane adds at most FN_BLOCK / (4 * TLANES) terms and the lanes are
  * combined by a pairwise tree, which keeps float64-like accuracy for the block;
- * blocks are merged in double. Four independent accumulators hide the add
- * latency; the tail is a padded vector (padding with c adds nothing). A float32
- * sum that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
+ * blocks are merged in double. Four independent accumulators (row_acc) hide the
+ * add latency: four vectors at a time, then single vectors into a0, then the
+ * tail as a padded vector into a1 (padding with c adds nothing). A float32 sum
+ * that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
  * squares may have underflowed (mean square below FN_TINY_SQ, constant blocks
- * included) reruns the block in double; so do blocks holding inf or NaN. */
-/* The accumulators of dev_sums_vec (sq_sum_vec in RMS mode, with c = 0: x - 0 is
- * x) for one row, fed four vectors at a time, so that a row's sums can also be
- * taken from realigned loads or inside another row's normalize loop. The vectors go to the accumulators
- * dev_sums_vec sends them to, in the same order: the same bits. */
+ * included) reruns the block in double; so do blocks holding inf or NaN. In RMS
+ * mode (sq_sum) c is 0: x - 0 is x. Every reader of a row (plain loads,
+ * realigned loads, the piped walk that feeds a row's vectors from inside
+ * another row's loop) sends the same vectors to the same accumulators in the
+ * same order, so the sums are the same bits. */
 typedef struct { VT a0, a1, a2, a3, q0, q1, q2, q3; } TF(row_acc);
 
 /* Four consecutive vectors, less the shift, into the four accumulators. */
@@ -278,6 +279,30 @@ static inline __attribute__((always_inline)) void TF(acc_dev4)(TF(row_acc) *s, V
 {
     s->a0 += d0; s->q0 += d0 * d0; s->a1 += d1; s->q1 += d1 * d1;
     s->a2 += d2; s->q2 += d2 * d2; s->a3 += d3; s->q3 += d3 * d3;
+}
+
+static inline __attribute__((always_inline)) void TF(acc_four)(TF(row_acc) *s, const T *x, VT cv)
+{
+    TF(acc_dev4)(s, TF(loadt)(x) - cv, TF(loadt)(x + TLANES) - cv, TF(loadt)(x + 2 * TLANES) - cv,
+                 TF(loadt)(x + 3 * TLANES) - cv);
+}
+
+/* Feeds x[i .. n) into the accumulators, i a multiple of 4 * TLANES or past the
+ * four-vector steps. */
+static inline __attribute__((always_inline)) void TF(acc_rest)(TF(row_acc) *s, const T *x, ptrdiff_t i, ptrdiff_t n,
+                                                               T c)
+{
+    const VT tz = {0};
+    const VT cv = tz + c;
+    for (; i + 4 * TLANES <= n; i += 4 * TLANES) TF(acc_four)(s, x + i, cv);
+    for (; i + TLANES <= n; i += TLANES) {
+        VT d = TF(loadt)(x + i) - cv;
+        s->a0 += d; s->q0 += d * d;
+    }
+    if (i < n) {
+        VT d = TF(load_part)(x + i, n - i, c) - cv;
+        s->a1 += d; s->q1 += d * d;
+    }
 }
 
 #if FN_VBYTES == 64 && defined(__AVX512F__)
@@ -328,7 +353,7 @@ static inline __attribute__((always_inline)) void TF(acc_four_ra)(TF(row_acc) *s
  * NumPy array, 16 bytes into a page, ran 6 % slower than over aligned rows).
  * The vectors, and the accumulators they go to, are those of the plain loop, so
  * the sums are the same bits. n >= 2 * TLANES (FN_REALIGN_BYTES). */
-static inline __attribute__((always_inline)) void TF(sums_vec_realigned)(const T *x, ptrdiff_t n, T c, int rms,
+static inline __attribute__((always_inline)) void TF(sums_vec_realigned)(const T *x, ptrdiff_t n, T c,
                                                                          VT *s1v, VT *s2v)
 {
     const VT tz = {0};
@@ -342,17 +367,9 @@ static inline __attribute__((always_inline)) void TF(sums_vec_realigned)(const T
     /* every vector read whole while the one after the fourth ends inside the row */
     for (; i + 5 * TLANES <= end; i += 4 * TLANES) TF(acc_four_ra)(&s, base, i / TLANES, 0, idx, &prev, cv);
     for (; i + 4 * TLANES <= n; i += 4 * TLANES) TF(acc_four_ra)(&s, base, i / TLANES, end, idx, &prev, cv);
-    for (; i + TLANES <= n; i += TLANES) {
-        VT b = TF(ra_block)(base, i / TLANES + 1, end);
-        VT d = TF(ra_shift)(prev, b, idx) - cv;
-        s.a0 += d; s.q0 += d * d;
-        prev = b;
-    }
-    if (i < n) {
-        VT d = TF(load_part)(x + i, n - i, c) - cv;
-        s.a1 += d; s.q1 += d * d;
-    }
-    *s1v = rms ? tz : (s.a0 + s.a1) + (s.a2 + s.a3);
+    /* at most three vectors and the tail: plain loads */
+    TF(acc_rest)(&s, x, i, n, c);
+    *s1v = (s.a0 + s.a1) + (s.a2 + s.a3);
     *s2v = (s.q0 + s.q1) + (s.q2 + s.q3);
 }
 #define FN_REALIGNED(x, n) ((uintptr_t)(x) % FN_VBYTES != 0 && (uintptr_t)(x) % sizeof(T) == 0 && (n) * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES)
@@ -362,30 +379,15 @@ static inline __attribute__((always_inline)) void TF(dev_sums_vec)(const T *x, p
 {
 #ifdef FN_REALIGNED
     if (FN_REALIGNED(x, n)) {
-        TF(sums_vec_realigned)(x, n, c, 0, s1v, s2v);
+        TF(sums_vec_realigned)(x, n, c, s1v, s2v);
         return;
     }
 #endif
     const VT tz = {0};
-    const VT cv = tz + c;
-    VT a0 = tz, a1 = tz, a2 = tz, a3 = tz, q0 = tz, q1 = tz, q2 = tz, q3 = tz;
-    ptrdiff_t i = 0;
-    for (; i + 4 * TLANES <= n; i += 4 * TLANES) {
-        VT d0 = TF(loadt)(x + i) - cv, d1 = TF(loadt)(x + i + TLANES) - cv;
-        VT d2 = TF(loadt)(x + i + 2 * TLANES) - cv, d3 = TF(loadt)(x + i + 3 * TLANES) - cv;
-        a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
-        a2 += d2; q2 += d2 * d2; a3 += d3; q3 += d3 * d3;
-    }
-    for (; i + TLANES <= n; i += TLANES) {
-        VT d = TF(loadt)(x + i) - cv;
-        a0 += d; q0 += d * d;
-    }
-    if (i < n) {
-        VT d = TF(load_part)(x + i, n - i, c) - cv;
-        a1 += d; q1 += d * d;
-    }
-    *s1v = (a0 + a1) + (a2 + a3);
-    *s2v = (q0 + q1) + (q2 + q3);
+    TF(row_acc) s = {tz, tz, tz, tz, tz, tz, tz, tz};
+    TF(acc_rest)(&s, x, 0, n, c);
+    *s1v = (s.a0 + s.a1) + (s.a2 + s.a3);
+    *s2v = (s.q0 + s.q1) + (s.q2 + s.q3);
 }
 
 /* 1 when T-precision sums of a block of n values can be trusted (see dev_sums) */
@@ -395,17 +397,6 @@ static inline int TF(sums_ok)(double s1, double s2, ptrdiff_t n)
     return (sizeof(T) == sizeof(double)) | ((s1 - s1 == 0) & (s2 - s2 == 0) & (s2 >= (double)n * FN_TINY_SQ));
 }
 
-static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1o, double *s2o)
-{
-    VT a, q;
-    TF(dev_sums_vec)(x, n, c, &a, &q);
-    double s1 = TF(hsumt)(a), s2 = TF(hsumt)(q);
-    if (!TF(sums_ok)(s1, s2, n)) {
-        TF(dev_sums_exact)(x, n, (double)c, s1o, s2o);
-        return;
-    }
-    *s1o = s1; *s2o = s2;
-}
 
 __attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
 {
@@ -423,40 +414,34 @@ __attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff
 
 static inline __attribute__((always_inline)) VT TF(sq_sum_vec)(const T *x, ptrdiff_t n)
 {
-#ifdef FN_REALIGNED
-    if (FN_REALIGNED(x, n)) {
-        VT a, q;
-        TF(sums_vec_realigned)(x, n, (T)0, 1, &a, &q);
-        return q;
-    }
-#endif
-    const VT tz = {0};
-    VT q0 = tz, q1 = tz, q2 = tz, q3 = tz;
-    ptrdiff_t i = 0;
-    for (; i + 4 * TLANES <= n; i += 4 * TLANES) {
-        VT v0 = TF(loadt)(x + i), v1 = TF(loadt)(x + i + TLANES);
-        VT v2 = TF(loadt)(x + i + 2 * TLANES), v3 = TF(loadt)(x + i + 3 * TLANES);
-        q0 += v0 * v0; q1 += v1 * v1; q2 += v2 * v2; q3 += v3 * v3;
-    }
-    for (; i + TLANES <= n; i += TLANES) {
-        VT v = TF(loadt)(x + i);
-        q0 += v * v;
-    }
-    if (i < n) {
-        VT v = TF(load_part)(x + i, n - i, (T)0);
-        q1 += v * v;
-    }
-    return (q0 + q1) + (q2 + q3);
+    VT a, q;
+    TF(dev_sums_vec)(x, n, (T)0, &a, &q);
+    return q;
+}
+
+/* The sums of a block from its lane sums a, q (a unused in RMS mode), reduced
+ * across lanes, or taken again in double when they cannot be trusted: dev_sums
+ * (sq_sum when rms, s1 = 0). */
+static inline void TF(sums_checked)(VT a, VT q, const T *x, ptrdiff_t n, T c, int rms, double *s1, double *s2)
+{
+    *s1 = rms ? 0.0 : TF(hsumt)(a);
+    *s2 = TF(hsumt)(q);
+    if (TF(sums_ok)(*s1, *s2, n)) return;
+    if (rms) TF(sq_sum_exact)(x, n, s2);
+    else TF(dev_sums_exact)(x, n, (double)c, s1, s2);
+}
+
+static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1, double *s2)
+{
+    VT a, q;
+    TF(dev_sums_vec)(x, n, c, &a, &q);
+    TF(sums_checked)(a, q, x, n, c, 0, s1, s2);
 }
 
 static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
 {
-    double s2 = TF(hsumt)(TF(sq_sum_vec)(x, n));
-    if (!TF(sums_ok)(0.0, s2, n)) {
-        double e;
-        TF(sq_sum_exact)(x, n, &e);
-        return e;
-    }
+    double s1, s2;
+    TF(sums_checked)((VT){0}, TF(sq_sum_vec)(x, n), x, n, (T)0, 1, &s1, &s2);
     return s2;
 }
 
@@ -898,12 +883,6 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
     }
 }
 
-static inline __attribute__((always_inline)) void TF(acc_four)(TF(row_acc) *s, const T *x, VT cv)
-{
-    TF(acc_dev4)(s, TF(loadt)(x) - cv, TF(loadt)(x + TLANES) - cv, TF(loadt)(x + 2 * TLANES) - cv,
-                 TF(loadt)(x + 3 * TLANES) - cv);
-}
-
 /* The rows of a pre-norm residual step (add_rows): row u of the normalized
  * input is sum = x + r, written to `sum` (rows at the seg shape's x offsets) as
  * it is computed. */
@@ -930,29 +909,13 @@ static inline __attribute__((always_inline)) void TF(acc_four_add)(TF(row_acc) *
     TF(acc_dev4)(s, v[0] - cv, v[1] - cv, v[2] - cv, v[3] - cv);
 }
 
-/* Feeds x[i ..] (four vectors at a time from i on, as dev_sums_vec's loop left
- * them) and returns the row's sums as dev_sums / sq_sum return them, double
- * precision rerun included. */
+/* Feeds x[i .. n) (four vectors at a time from i on, where the caller's steps
+ * left off) and returns the row's sums as dev_sums / sq_sum return them. */
 static inline __attribute__((always_inline)) void TF(acc_finish)(TF(row_acc) *s, const T *x, ptrdiff_t i, ptrdiff_t n,
                                                                  T c, int rms, double *s1, double *s2)
 {
-    const VT tz = {0};
-    const VT cv = tz + c;
-    for (; i + 4 * TLANES <= n; i += 4 * TLANES) TF(acc_four)(s, x + i, cv);
-    for (; i + TLANES <= n; i += TLANES) {
-        VT d = TF(loadt)(x + i) - cv;
-        s->a0 += d; s->q0 += d * d;
-    }
-    if (i < n) {
-        VT d = TF(load_part)(x + i, n - i, c) - cv;
-        s->a1 += d; s->q1 += d * d;
-    }
-    *s1 = rms ? 0.0 : TF(hsumt)((s->a0 + s->a1) + (s->a2 + s->a3));
-    *s2 = TF(hsumt)((s->q0 + s->q1) + (s->q2 + s->q3));
-    if (!TF(sums_ok)(*s1, *s2, n)) {
-        if (rms) TF(sq_sum_exact)(x, n, s2);
-        else TF(dev_sums_exact)(x, n, (double)c, s1, s2);
-    }
+    TF(acc_rest)(s, x, i, n, c);
+    TF(sums_checked)((s->a0 + s->a1) + (s->a2 + s->a3), (s->q0 + s->q1) + (s->q2 + s->q3), x, n, c, rms, s1, s2);
 }
 
 /* Row u's statistics from its sums and its norm_range coefficients, as
@@ -1165,13 +1128,13 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
      * chain per row. The arithmetic is that of block_stats + finish_stats +
      * seg_norm_part, so the results are the same bits. */
     int lean = s->R1 == 1 && s->R2 >= 1 && s->R2 <= FN_BLOCK && y && !p->stats_given;
-    int piped = TF(rows_piped)(s, y, p);
+    if (TF(rows_piped)(s, y, p)) {
+        TF(seg_rows_piped)(s, x, y, p, u0, u1, NULL);
+        if (p->stream) fn_store_fence();
+        return;
+    }
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
-        if (piped) {
-            TF(seg_rows_piped)(s, x, y, p, u0, u1, NULL);
-            break;
-        }
         if (lean) {
             TF(seg_rows_lean)(s, x, y, p, g, g1);
             continue;
