@@ -51,10 +51,11 @@
  * normalized, so that their dependency chains overlap. */
 #define FN_UNIT_GROUP 32
 
-/* Rows at least this long are read from aligned loads when they do not start on a
- * vector boundary, and written end to end with their neighbours (see
- * sums_vec_realigned, seg_rows_piped); shorter rows stay in L1 and pay more for
- * the set-up than for split loads (LayerNorm (512, 64) ran 10 % slower). */
+/* Rows and ranges at least this long are stored from their first vector boundary
+ * on (align_head), read from aligned loads when they do not start on one, and
+ * written end to end with their neighbours (see sums_vec_realigned,
+ * seg_rows_piped); shorter ones stay in L1 and pay more for the set-up than for
+ * split loads and stores (LayerNorm (512, 64) ran 5-10 % slower). */
 #define FN_REALIGN_BYTES 1024
 
 /* Rows are walked as seg_rows_piped (statistics of the next row inside the

@@ -579,11 +579,12 @@ static inline void TF(norm_part_vec)(const T *x, const T *wv, const T *bv, T *y,
 }
 
 /* Values before the first vector boundary of y (vec_head), and align_head: as
- * many, when a range of n values is long enough to peel them: full vector stores that straddle two cache lines make
- * every line of y a partial write, which the core must read for ownership first
- * (LayerNorm into a 16-byte aligned out ran 5-7 % slower). Ranges under 1 KiB are
- * not peeled: the extra partial store cost LayerNorm (512, 64) 5 %. Values are
- * computed lane by lane, so peeling changes no bits. */
+ * many, when a range of n values is long enough to peel them. Full vector stores
+ * that straddle two cache lines make every line of y a partial write, which the
+ * core must read for ownership first (LayerNorm into a 16-byte aligned out ran
+ * 5-7 % slower). Ranges under FN_REALIGN_BYTES are not peeled: the extra partial
+ * store cost LayerNorm (512, 64) 5 %. Values are computed lane by lane, so
+ * peeling changes no bits. */
 static inline ptrdiff_t TF(vec_head)(const T *y)
 {
     return (ptrdiff_t)(((FN_VBYTES - (uintptr_t)y % FN_VBYTES) % FN_VBYTES) / sizeof(T));
@@ -591,7 +592,7 @@ static inline ptrdiff_t TF(vec_head)(const T *y)
 
 static inline ptrdiff_t TF(align_head)(const T *y, ptrdiff_t n)
 {
-    return n * (ptrdiff_t)sizeof(T) >= 1024 && (uintptr_t)y % sizeof(T) == 0 ? TF(vec_head)(y) : 0;
+    return n * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && (uintptr_t)y % sizeof(T) == 0 ? TF(vec_head)(y) : 0;
 }
 
 /* A non-temporal store of one vector to an address aligned to FN_VBYTES. */
