@@ -222,6 +222,46 @@ cdef inline bint _param_ok(object a, int typenum, Py_ssize_t D):
             and cnp.PyArray_DIM(arr, 0) == D and cnp.PyArray_IS_C_CONTIGUOUS(arr))
 
 
+cdef object _fast_out(cnp.ndarray xa, object out, bint *stream):
+    """The output of a fast path: a new array when out is None (stream set when
+    its memory is mapped already), xa when out is x and writable, else out when it
+    is a writable, aligned, C-contiguous ndarray of x's dtype and shape that does
+    not overlap x (stream set). None for anything else: the general path then
+    validates and raises as documented."""
+    cdef cnp.ndarray ya
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    stream[0] = out is not None
+    if out is None:
+        return _new_output(xa, stream)
+    if out is xa:
+        return xa if cnp.PyArray_ISWRITEABLE(xa) else None
+    if type(out) is not np.ndarray:
+        return None
+    ya = <cnp.ndarray>out
+    if (cnp.PyArray_TYPE(ya) != cnp.PyArray_TYPE(xa) or cnp.PyArray_NDIM(ya) != nd
+            or not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISWRITEABLE(ya)
+            or not cnp.PyArray_ISALIGNED(ya)):
+        return None
+    for i in range(nd):
+        if cnp.PyArray_DIM(ya, i) != cnp.PyArray_DIM(xa, i):
+            return None
+    # any overlap with x other than x itself is the general path's error
+    if _overlaps(xa, ya):
+        return None
+    return ya
+
+
+cdef int _fast_threads(object num_threads, object default_threads, double work) except -1:
+    """Threads of a fast-path call: num_threads when it is a valid int, else the
+    default when the kernel would use more than one thread for `work` elements
+    (FN_SERIAL_ELEMS, src_c/fn_internal.h), else 1. 0: not a fast-path call."""
+    if num_threads is not None:
+        if type(num_threads) is not int or not 1 <= num_threads <= 1 << 20:
+            return 0
+        return num_threads
+    return default_threads() if work >= 65536 else 1
+
+
 def rows_fast(object x, object weight, object bias, object eps, object out, int mode,
               object num_threads, object default_threads):
     """The common case of layer_norm / rms_norm with no Python-level work: x a
@@ -247,41 +287,20 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
         return None
     if bias is not None and (weight is None or not _param_ok(bias, typenum, D)):
         return None
-    cdef cnp.ndarray ya
-    cdef bint stream = out is not None
-    if out is None:
-        ya = _new_output(xa, &stream)
-    elif out is x:
-        if not cnp.PyArray_ISWRITEABLE(xa):
-            return None
-        ya = xa
-    else:
-        if type(out) is not np.ndarray:
-            return None
-        ya = <cnp.ndarray>out
-        if (cnp.PyArray_TYPE(ya) != typenum or cnp.PyArray_NDIM(ya) != nd
-                or not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISWRITEABLE(ya)
-                or not cnp.PyArray_ISALIGNED(ya)
-                or cnp.PyArray_SIZE(ya) != size):
-            return None
-        for i in range(nd):
-            if cnp.PyArray_DIM(ya, i) != cnp.PyArray_DIM(xa, i):
-                return None
-        # any overlap with x other than x itself is the general path's error
-        if _overlaps(xa, ya):
-            return None
+    cdef bint stream = False
+    yo = _fast_out(xa, out, &stream)
+    if yo is None:
+        return None
+    cdef cnp.ndarray ya = <cnp.ndarray>yo
     if out is not None:
         # so is an out that overlaps weight or bias
         if (weight is not None and _overlaps(<cnp.ndarray>weight, ya)) or \
                 (bias is not None and _overlaps(<cnp.ndarray>bias, ya)):
             return None
-    cdef int nt = 1
-    if num_threads is not None:
-        if type(num_threads) is not int or num_threads < 1:
-            return None
-        nt = num_threads
-    elif size + (size // D) * 256 >= 65536:   # fn_work(rows, D) >= FN_SERIAL_ELEMS (src_c/fn_internal.h)
-        nt = default_threads()
+    # fn_work(rows, D) (src_c/fn_internal.h)
+    cdef int nt = _fast_threads(num_threads, default_threads, <double>size + <double>(size // D) * 256)
+    if nt == 0:
+        return None
     cdef fn_seg_shape s
     s.A = 1; s.R1 = 1; s.K = size // D; s.R2 = D
     s.xa = 0; s.xr1 = 0; s.xk = D
@@ -402,3 +421,4 @@ def forked_child():
 
 
 include "_lrn.pxi"
+include "_chanfast.pxi"

@@ -17,7 +17,7 @@ channels-last GroupNorm).
 import numpy as np
 
 from . import _engine, _ext
-from ._config import resolve_threads
+from ._config import get_num_threads, resolve_threads
 from ._validate import (as_input, channel_axis_index, check_eps, check_int, check_momentum, check_out,
                         check_param, check_running, compute_dtype)
 from .backward import _grad_input, _stat
@@ -184,6 +184,12 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     >>> fastnorm.group_norm(x, 2, eps=0.0).round(4)[0, 0].tolist()
     [-1.3416, -0.4472]
     """
+    # (groups 0 and -1 would mean BatchNorm and InstanceNorm to chan_fast)
+    if not return_stats and type(num_groups) is int and num_groups > 0:
+        y = _ext.chan_fast(x, weight, bias, eps, out, num_groups, channel_axis, None, None, True, 0.0,
+                           num_threads, get_num_threads)
+        if y is not None:
+            return y
     func = "group_norm"
     x, cax, C, dt, eps, nthreads, weight, bias, out = _common(x, weight, bias, channel_axis, eps,
                                                               out, num_threads, func)
@@ -255,6 +261,11 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
     >>> fastnorm.instance_norm(x, eps=0.0).tolist()
     [[[-1.0, 1.0], [-1.0, 1.0]]]
     """
+    if not return_stats and training is True and running_mean is None and running_var is None:
+        y = _ext.chan_fast(x, weight, bias, eps, out, -1, channel_axis, None, None, True, momentum,
+                           num_threads, get_num_threads)
+        if y is not None:
+            return y
     func = "instance_norm"
     x, cax, C, dt, eps, nthreads, weight, bias, out = _common(
         x, weight, bias, channel_axis, eps, out, num_threads, func,

@@ -1,0 +1,210 @@
+"""The compiled fast path of batch_norm, group_norm and instance_norm.
+
+``fastnorm._ext.chan_fast`` takes the common calls (C-contiguous float32/float64
+x, channels on axis 1 or last, parameters of x's dtype) without the Python-level
+validation and planning. It must give the same bits as the general path, which
+the same calls take when eps is a NumPy scalar instead of a Python float (the
+fast path declines anything but a float), and update running statistics the same
+way. It must decline (return None) whatever it does not cover, so the general
+path validates and raises.
+"""
+
+import numpy as np
+import pytest
+
+import fastnorm
+from fastnorm import _ext, get_num_threads
+from reference import batch_norm as ref_batch_norm
+
+EPS = 1e-5
+GENERAL_EPS = np.float64(EPS)   # same value; the fast path declines a NumPy scalar
+
+
+def _data(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return (3.0 + rng.standard_normal(shape)).astype(dtype)
+
+
+def _params(C, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0.5, 1.5, C).astype(dtype), rng.standard_normal(C).astype(dtype))
+
+
+def _fast(x, w, b, out, groups, cax, rm=None, rv=None, training=None, momentum=0.1, num_threads=None):
+    return _ext.chan_fast(x, w, b, EPS, out, groups, cax, rm, rv, training, momentum, num_threads,
+                          get_num_threads)
+
+
+# (shape, channel axis): NCHW with N > 1 and N == 1, channels-last, 2-D (N, C)
+BN_LAYOUTS = [((4, 6, 5, 7), 1), ((1, 6, 9), 1), ((3, 5, 4, 6), -1), ((50, 6), 1), ((50, 6), -1),
+              ((8, 16, 40, 40), 1), ((8, 40, 40, 16), -1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,cax", BN_LAYOUTS)
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_training_same_bits_as_general_path(shape, cax, dtype, affine):
+    x = _data(shape, dtype)
+    C = shape[cax]
+    w, b = _params(C, dtype) if affine else (None, None)
+    y = _fast(x, w, b, None, 0, cax)
+    assert y is not None, "the fast path declined a case it covers"
+    ref = fastnorm.batch_norm(x, w, b, channel_axis=cax, eps=GENERAL_EPS)
+    np.testing.assert_array_equal(y, ref)
+    # and against an independent float64 reference
+    yr = ref_batch_norm(x, w, b, eps=EPS, channel_axis=cax)[0]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(y, yr, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("rdtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,cax", BN_LAYOUTS[:5])
+def test_batch_norm_running_statistics_same_bits(shape, cax, dtype, rdtype):
+    x = _data(shape, dtype)
+    C = shape[cax]
+    w, b = _params(C, dtype)
+    rng = np.random.default_rng(5)
+    rm0 = rng.standard_normal(C).astype(rdtype)
+    rv0 = rng.uniform(0.5, 2.0, C).astype(rdtype)
+    # training: y and the updated running statistics
+    rm, rv = rm0.copy(), rv0.copy()
+    y = _fast(x, w, b, None, 0, cax, rm, rv, True, 0.3)
+    assert y is not None
+    rm_g, rv_g = rm0.copy(), rv0.copy()
+    ref = fastnorm.batch_norm(x, w, b, running_mean=rm_g, running_var=rv_g, training=True, momentum=0.3,
+                              channel_axis=cax, eps=GENERAL_EPS)
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(rm, rm_g)
+    np.testing.assert_array_equal(rv, rv_g)
+    assert not np.array_equal(rm, rm0)
+    _, _, _, rm_ref, rv_ref = ref_batch_norm(x, w, b, rm0, rv0, training=True, momentum=0.3, eps=EPS,
+                                             channel_axis=cax)
+    # float32 statistics are float32-accurate (blocks summed in float32)
+    rtol = 1e-6 if np.float32 in (dtype, rdtype) else 1e-12
+    np.testing.assert_allclose(rm, rm_ref, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(rv, rv_ref, rtol=rtol, atol=rtol)
+    # inference: the running statistics are read, not written
+    y = _fast(x, w, b, None, 0, cax, rm, rv, False)
+    assert y is not None
+    ref = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False,
+                              channel_axis=cax, eps=GENERAL_EPS)
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(rm, rm_g)
+    yr = ref_batch_norm(x, w, b, rm, rv, training=False, eps=EPS, channel_axis=cax)[0]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, yr, rtol=tol, atol=tol)
+
+
+# (shape, groups, channel axis); groups -1: InstanceNorm
+GROUPED = [((2, 8, 5, 6), 4, 1), ((2, 8, 30), 8, 1), ((3, 6), 3, 1), ((2, 5, 6, 8), 2, -1),
+           ((2, 5, 6, 8), 8, -1), ((2, 8, 5, 6), -1, 1), ((2, 5, 6, 8), -1, -1),
+           ((8, 64, 32, 32), 16, 1), ((8, 32, 32, 64), 16, -1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,groups,cax", GROUPED)
+@pytest.mark.parametrize("affine", [False, True])
+def test_group_and_instance_norm_same_bits_as_general_path(shape, groups, cax, dtype, affine):
+    x = _data(shape, dtype)
+    C = shape[cax]
+    w, b = _params(C, dtype) if affine else (None, None)
+    y = _fast(x, w, b, None, groups, cax, training=True)
+    assert y is not None, "the fast path declined a case it covers"
+    if groups == -1:
+        ref = fastnorm.instance_norm(x, w, b, channel_axis=cax, eps=GENERAL_EPS)
+    else:
+        ref = fastnorm.group_norm(x, groups, w, b, channel_axis=cax, eps=GENERAL_EPS)
+    np.testing.assert_array_equal(y, ref)
+    # independent reference: channels moved to axis 1, grouped, float64
+    G = C if groups == -1 else groups
+    xm = np.moveaxis(x.astype(np.float64), cax, 1)
+    xg = xm.reshape(xm.shape[0], G, -1)
+    yr = ((xg - xg.mean(-1, keepdims=True)) / np.sqrt(xg.var(-1, keepdims=True) + EPS)).reshape(xm.shape)
+    if affine:
+        pshape = (1, C) + (1,) * (x.ndim - 2)
+        yr = yr * w.reshape(pshape) + b.reshape(pshape)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(y, np.moveaxis(yr, 1, cax), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("groups", [0, 4, -1])
+def test_out_and_in_place(groups):
+    x = _data((4, 8, 6, 5), np.float32)
+    w, b = _params(8, np.float32)
+    ref = _fast(x, w, b, None, groups, 1, training=True if groups else None)
+    out = np.full_like(x, np.nan)
+    y = _fast(x, w, b, out, groups, 1, training=True if groups else None)
+    assert y is out
+    np.testing.assert_array_equal(out, ref)
+    xi = x.copy()
+    y = _fast(xi, w, b, xi, groups, 1, training=True if groups else None)
+    assert y is xi
+    np.testing.assert_array_equal(xi, ref)
+
+
+def test_threads_do_not_change_the_bits():
+    x = _data((8, 16, 48, 48), np.float32)
+    for groups in (0, 4, -1):
+        t = True if groups else None
+        one = _fast(x, None, None, None, groups, 1, training=t, num_threads=1)
+        two = _fast(x, None, None, None, groups, 1, training=t, num_threads=2)
+        np.testing.assert_array_equal(one, two)
+
+
+def _declined_cases():
+    x = _data((4, 6, 5), np.float32)
+    w, b = _params(6, np.float32)
+    rm, rv = np.zeros(6, np.float32), np.ones(6, np.float32)
+    base = dict(x=x, w=w, b=b, out=None, groups=0, cax=1, rm=None, rv=None, training=None, momentum=0.1,
+                num_threads=None)
+    ro = np.ones(6, np.float32)
+    ro.flags.writeable = False
+    xro = x.copy()
+    xro.flags.writeable = False
+    return {
+        "strided x": dict(base, x=x[:, :, ::2]),
+        "float16 x": dict(base, x=x.astype(np.float16)),
+        "1-D x": dict(base, x=x[0, 0]),
+        "empty x": dict(base, x=x[:0]),
+        "channel axis 0": dict(base, cax=0),
+        "channel axis in the middle": dict(base, x=_data((2, 3, 6, 5), np.float32), cax=2),
+        "bool channel axis": dict(base, cax=True),
+        "weight of another dtype": dict(base, w=w.astype(np.float64)),
+        "weight as a list": dict(base, w=list(w)),
+        "bias without weight": dict(base, w=None),
+        "read-only out=x": dict(base, x=xro, out=xro),
+        "out overlapping x": dict(base, out=x[::-1]),
+        "out of another dtype": dict(base, out=np.empty(x.shape, np.float64)),
+        "out overlapping weight": dict(base, x=_data((1, 6, 1), np.float32), w=w, out=w.reshape(1, 6, 1)),
+        "bad num_threads": dict(base, num_threads=0),
+        "bad momentum": dict(base, momentum=1.5),
+        "negative eps": None,
+        "one value per channel when training": dict(base, x=x[:1, :, :1].copy()),
+        "one channel": dict(base, x=x[:, :1].copy(), w=None, b=None),
+        "inference without running statistics": dict(base, training=False),
+        "only one running statistic": dict(base, rm=rm),
+        "read-only running statistic when training": dict(base, rm=ro, rv=rv, training=True),
+        "training not a bool": dict(base, training=1),
+        "groups not dividing C": dict(base, groups=4, training=True),
+        "group norm with running statistics": dict(base, groups=3, rm=rm, rv=rv, training=True),
+        "instance norm of one value per instance": dict(base, x=_data((4, 6, 1), np.float32), groups=-1,
+                                                         training=True),
+        "instance norm of 2-D x": dict(base, x=_data((4, 6), np.float32), groups=-1, training=True),
+    }
+
+
+@pytest.mark.parametrize("case", list(_declined_cases()))
+def test_declines_what_it_does_not_cover(case):
+    c = _declined_cases()[case]
+    if c is None:   # negative eps
+        x = _data((4, 6, 5), np.float32)
+        assert _ext.chan_fast(x, None, None, -1.0, None, 0, 1, None, None, None, 0.1, None,
+                              get_num_threads) is None
+        return
+    out_before = None if c["out"] is None else c["out"].copy()
+    y = _fast(c["x"], c["w"], c["b"], c["out"], c["groups"], c["cax"], c["rm"], c["rv"], c["training"],
+              c["momentum"], c["num_threads"])
+    assert y is None
+    if out_before is not None:
+        np.testing.assert_array_equal(c["out"], out_before)   # nothing written
