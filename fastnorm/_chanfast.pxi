@@ -1,6 +1,7 @@
 # The common case of batch_norm, group_norm and instance_norm, compiled. Their
 # Python-level validation and layout planning take 8-17 us a call, more than
 # the kernel needs for a (1, 64, 14, 14) input. Included by _ext.pyx.
+from libc.math cimport sqrt
 from libc.stdlib cimport malloc, free
 
 
@@ -104,16 +105,17 @@ cdef void _running_update(cnp.ndarray r, const double *batch, double scale, doub
 
 def chan_fast(object x, object weight, object bias, object eps, object out, object groups,
               object channel_axis, object running_mean, object running_var, object training,
-              object momentum, object num_threads, object default_threads):
+              object momentum, object num_threads, object default_threads, bint return_stats=False):
     """The common case of batch_norm (groups=0), instance_norm with instance
     statistics (groups=-1) and group_norm (groups >= 1), with no Python-level
     work: x a C-contiguous float32/float64 ndarray with its channels on axis 1 or
     on the last axis, weight and bias absent or 1-D of x's dtype (bias only with
     weight), eps and momentum Python floats, out absent or x or a separate
     C-contiguous array; for BatchNorm, running statistics absent or C-contiguous
-    float32/float64 vectors. Returns y, or None when the call is not that case
-    (the general path then validates and raises as documented). The kernel call
-    and its results are those of the general path."""
+    float32/float64 vectors. Returns y (with return_stats, (y, mean, rstd) as the
+    public functions return them), or None when the call is not that case (the
+    general path then validates and raises as documented). The kernel call and
+    its results are those of the general path."""
     if (type(x) is not np.ndarray or type(eps) is not float or type(groups) is not int
             or type(channel_axis) is not int or type(momentum) is not float):
         return None
@@ -180,16 +182,18 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
         # the general path of group_norm writes its output with ordinary stores
         stream = False
     cdef fn_norm_args p = _args(weight, bias, e, MODE_MEANVAR, has_running and not train, None, None, nt, stream)
-    # BatchNorm's per-channel statistics: read from the running statistics
-    # (inference) or kept for their update (training); else the kernel's own
+    # the statistics of every unit: read from the running statistics (inference
+    # BatchNorm), or kept for their update or for return_stats; else the
+    # kernel's own
+    cdef Py_ssize_t U = s.A * s.K if kind == 1 else c.A * c.K
     cdef double *stats = NULL
-    if has_running:
-        stats = <double *>malloc(2 * <size_t>C * sizeof(double))
+    if has_running or return_stats:
+        stats = <double *>malloc(2 * <size_t>U * sizeof(double))
         if stats == NULL:
             raise MemoryError("fastnorm: statistics allocation failed")
         p.mean = stats
-        p.var = stats + C
-        if not train:
+        p.var = stats + U
+        if has_running and not train:
             _running_read(<cnp.ndarray>running_mean, p.mean, C)
             _running_read(<cnp.ndarray>running_var, p.var, C)
     cdef void *xp = cnp.PyArray_DATA(xa)
@@ -209,6 +213,43 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
         n = size // C
         _running_update(<cnp.ndarray>running_mean, p.mean, 1.0, m, C)
         _running_update(<cnp.ndarray>running_var, p.var, n / (n - 1.0), m, C)
-    free(stats)
-    _check(status)
-    return ya
+    if status != FN_OK or not return_stats:
+        free(stats)
+        _check(status)
+        return ya
+    # grouped channels-last statistics come per channel: one of each group
+    cdef Py_ssize_t step = C // G if kind == 2 and G > 0 else 1
+    try:
+        mean, rstd = _stats_out(stats, stats + U, U // step, step, e, typenum)
+    finally:
+        free(stats)
+    if G > 0:
+        mean.shape = rstd.shape = (N, G)
+    return ya, mean, rstd
+
+
+cdef tuple _stats_out(const double *mean, const double *var, Py_ssize_t n, Py_ssize_t step, double eps,
+                      int typenum):
+    """(mean, 1 / sqrt(var + eps)) of every step-th unit, in x's dtype, rounded as
+    the general path's NumPy expressions round them."""
+    cdef cnp.npy_intp dim = n
+    cdef cnp.ndarray mo = cnp.PyArray_EMPTY(1, &dim, typenum, 0)
+    cdef cnp.ndarray ro = cnp.PyArray_EMPTY(1, &dim, typenum, 0)
+    cdef Py_ssize_t i
+    cdef float *mf
+    cdef float *rf
+    cdef double *md
+    cdef double *rd
+    if typenum == cnp.NPY_FLOAT32:
+        mf = <float *>cnp.PyArray_DATA(mo)
+        rf = <float *>cnp.PyArray_DATA(ro)
+        for i in range(n):
+            mf[i] = <float>mean[i * step]
+            rf[i] = <float>(1.0 / sqrt(var[i * step] + eps))
+    else:
+        md = <double *>cnp.PyArray_DATA(mo)
+        rd = <double *>cnp.PyArray_DATA(ro)
+        for i in range(n):
+            md[i] = mean[i * step]
+            rd[i] = 1.0 / sqrt(var[i * step] + eps)
+    return mo, ro

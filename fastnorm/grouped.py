@@ -185,11 +185,11 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     [-1.3416, -0.4472]
     """
     # (groups 0 and -1 would mean BatchNorm and InstanceNorm to chan_fast)
-    if not return_stats and type(num_groups) is int and num_groups > 0:
-        y = _ext.chan_fast(x, weight, bias, eps, out, num_groups, channel_axis, None, None, True, 0.0,
-                           num_threads, get_num_threads)
-        if y is not None:
-            return y
+    if type(num_groups) is int and num_groups > 0:
+        r = _ext.chan_fast(x, weight, bias, eps, out, num_groups, channel_axis, None, None, True, 0.0,
+                           num_threads, get_num_threads, return_stats is True)
+        if r is not None:
+            return r
     func = "group_norm"
     x, cax, C, dt, eps, nthreads, weight, bias, out = _common(x, weight, bias, channel_axis, eps,
                                                               out, num_threads, func)
@@ -261,11 +261,11 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
     >>> fastnorm.instance_norm(x, eps=0.0).tolist()
     [[[-1.0, 1.0], [-1.0, 1.0]]]
     """
-    if not return_stats and training is True and running_mean is None and running_var is None:
-        y = _ext.chan_fast(x, weight, bias, eps, out, -1, channel_axis, None, None, True, momentum,
-                           num_threads, get_num_threads)
-        if y is not None:
-            return y
+    if training is True and running_mean is None and running_var is None:
+        r = _ext.chan_fast(x, weight, bias, eps, out, -1, channel_axis, None, None, True, momentum,
+                           num_threads, get_num_threads, return_stats is True)
+        if r is not None:
+            return r
     func = "instance_norm"
     x, cax, C, dt, eps, nthreads, weight, bias, out = _common(
         x, weight, bias, channel_axis, eps, out, num_threads, func,

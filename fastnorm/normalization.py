@@ -160,11 +160,10 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     array([[-1., -1.],
            [ 1.,  1.]])
     """
-    if not return_stats:
-        y = _ext.chan_fast(x, weight, bias, eps, out, 0, channel_axis, running_mean, running_var,
-                           training, momentum, num_threads, get_num_threads)
-        if y is not None:
-            return y
+    r = _ext.chan_fast(x, weight, bias, eps, out, 0, channel_axis, running_mean, running_var,
+                       training, momentum, num_threads, get_num_threads, return_stats is True)
+    if r is not None:
+        return r
     func = "batch_norm"
     x = as_input(x, func)
     if x.ndim < 2:

@@ -4,8 +4,9 @@
 x, channels on axis 1 or last, parameters of x's dtype) without the Python-level
 validation and planning. It must give the same bits as the general path, which
 the same calls take when eps is a NumPy scalar instead of a Python float (the
-fast path declines anything but a float), and update running statistics the same
-way. It must decline (return None) whatever it does not cover, so the general
+fast path declines anything but a float), update running statistics the same
+way and, with return_stats (as the layers call it), return the same statistics.
+It must decline (return None) whatever it does not cover, so the general
 path validates and raises.
 """
 
@@ -208,3 +209,39 @@ def test_declines_what_it_does_not_cover(case):
     assert y is None
     if out_before is not None:
         np.testing.assert_array_equal(c["out"], out_before)   # nothing written
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,groups,cax", GROUPED + [(s, 0, c) for s, c in BN_LAYOUTS])
+def test_return_stats_same_bits_as_general_path(shape, groups, cax, dtype):
+    """(y, mean, rstd) of the fast path, as the layers ask for them."""
+    x = _data(shape, dtype)
+    C = shape[cax]
+    w, b = _params(C, dtype)
+    fast = _ext.chan_fast(x, w, b, EPS, None, groups, cax, None, None, True if groups else None, 0.1, None,
+                          get_num_threads, True)
+    assert fast is not None and len(fast) == 3
+    if groups == 0:
+        general = fastnorm.batch_norm(x, w, b, channel_axis=cax, eps=GENERAL_EPS, return_stats=True)
+    elif groups == -1:
+        general = fastnorm.instance_norm(x, w, b, channel_axis=cax, eps=GENERAL_EPS, return_stats=True)
+    else:
+        general = fastnorm.group_norm(x, groups, w, b, channel_axis=cax, eps=GENERAL_EPS, return_stats=True)
+    for a, g in zip(fast, general):
+        assert a.dtype == g.dtype and a.shape == g.shape
+        np.testing.assert_array_equal(a, g)
+
+
+@pytest.mark.parametrize("rdtype", [np.float32, np.float64])
+def test_return_stats_in_inference_are_the_running_statistics(rdtype):
+    x = _data((3, 6, 5, 4), np.float32)
+    rng = np.random.default_rng(3)
+    rm = rng.standard_normal(6).astype(rdtype)
+    rv = rng.uniform(0.5, 2.0, 6).astype(rdtype)
+    y, mean, rstd = _ext.chan_fast(x, None, None, EPS, None, 0, 1, rm, rv, False, 0.1, None,
+                                   get_num_threads, True)
+    general = fastnorm.batch_norm(x, running_mean=rm, running_var=rv, training=False, eps=GENERAL_EPS,
+                                  return_stats=True)
+    for a, g in zip((y, mean, rstd), general):
+        np.testing.assert_array_equal(a, g)
+    np.testing.assert_allclose(rstd, 1 / np.sqrt(rv.astype(np.float64) + EPS), rtol=1e-6)
