@@ -37,6 +37,8 @@ CORE_CASES = [
          layout="NCHW"),
     Case("BatchNorm eval NHWC (32, 56, 56, 64)", "batch_norm_eval", (32, 56, 56, 64),
          layout="NHWC"),
+    # small inference inputs: the cost of a call, not of memory
+    Case("BatchNorm eval NCHW (1, 64, 14, 14)", "batch_norm_eval", (1, 64, 14, 14), layout="NCHW"),
     Case("BatchNorm train 2-D (262144, 64)", "batch_norm_train", (262144, 64), layout="NC"),
     Case("BatchNorm train NCHW (64, 256, 14, 14)", "batch_norm_train", (64, 256, 14, 14),
          layout="NCHW"),
@@ -44,6 +46,7 @@ CORE_CASES = [
     # implementation lacking the op is skipped
     Case("GroupNorm (8, 256, 32, 32), 32 groups", "group_norm", (8, 256, 32, 32),
          layout="NCHW", groups=32),
+    Case("GroupNorm (1, 256, 7, 7), 32 groups", "group_norm", (1, 256, 7, 7), layout="NCHW", groups=32),
     Case("GroupNorm NHWC (8, 32, 32, 256), 32 groups", "group_norm", (8, 32, 32, 256),
          layout="NHWC", groups=32),
     Case("InstanceNorm (16, 64, 64, 64)", "instance_norm", (16, 64, 64, 64), layout="NCHW"),

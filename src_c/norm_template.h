@@ -816,29 +816,32 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
             }
         }
         if (!y) continue;
-        if (!per_unit) {
-            for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
-                for (ptrdiff_t u = g0; u < g1; u++)
-                    TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, r1, 0, s->R2, p->mean[u], p->var[u]);
-            continue;
-        }
         double rstd[FN_MAX_CHUNK_UNITS];
         T mh[FN_MAX_CHUNK_UNITS], ml[FN_MAX_CHUNK_UNITS], sc[FN_MAX_CHUNK_UNITS], sh[FN_MAX_CHUNK_UNITS];
         unsigned char fast[FN_MAX_CHUNK_UNITS];
         const double *mean = p->mean + g0, *var = p->var + g0;
         for (ptrdiff_t j = 0; j < cnt; j++) rstd[j] = 1.0 / sqrt(var[j] + p->eps);
-        TF(unit_coeffs)(cnt, mean, var, rstd, (double)(s->R1 * s->R2), w, b, wo, w && !wvec, p->stream,
-                        mh, ml, sc, sh, fast);
+        /* parameters that vary along r1 (GroupNorm's per-channel affine): the
+         * unit's coefficients without them, each segment's scale and shift
+         * formed from them as norm_range forms its own */
+        TF(unit_coeffs)(cnt, mean, var, rstd, (double)(s->R1 * s->R2), per_unit ? w : NULL, b, wo,
+                        per_unit && w && !wvec, p->stream, mh, ml, sc, sh, fast);
         for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
             for (ptrdiff_t j = 0; j < cnt; j++) {
-                if (!fast[j]) {
+                ptrdiff_t widx = wo[j] + (per_unit ? 0 : r1 * s->wr1);
+                T scs = sc[j], shs = sh[j];
+                if (!per_unit && !wvec) {
+                    scs = (T)(rstd[j] * (double)w[widx]);
+                    shs = b ? b[widx] : (T)0;
+                }
+                if (!fast[j] || !(scs - scs == 0)) {
                     ptrdiff_t u = g0 + j;
                     TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, r1, 0, s->R2, mean[j], var[j]);
                     continue;
                 }
                 TF(norm_row_fast)(x + xo[j] + r1 * s->xr1, y + yo[j] + r1 * s->yr1, s->R2,
-                                  w && wvec ? w + wo[j] : NULL, w && wvec && b ? b + wo[j] : NULL,
-                                  mh[j], ml[j], sc[j], sh[j]);
+                                  w && wvec ? w + widx : NULL, w && wvec && b ? b + widx : NULL,
+                                  mh[j], ml[j], scs, shs);
             }
     }
     if (y && p->stream) fn_store_fence();
