@@ -269,3 +269,33 @@ def test_layer_norm_backward_rows_do_not_depend_on_the_batch(D, dtype):
     for i in (0, 1, 63, 64, 150, 299):
         one = fastnorm.layer_norm_backward(dy[i:i + 1], x[i:i + 1], m[i:i + 1], r[i:i + 1], w)[0]
         assert one.tobytes() == dx[i:i + 1].tobytes(), i
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 40, 7, 7), (3, 24, 14, 14), (5, 33, 4, 4), (4, 20, 3, 3),
+                                   (64, 48, 7, 7)], ids=str)
+def test_batch_norm_planes_written_end_to_end_match_channel_by_channel(shape, dtype):
+    # the planes of neighbouring channels of a sample lie end to end and are
+    # written as one run, the vector that spans two planes joined from both; a
+    # channel normalized alone is written plane by plane
+    x, _ = _data(shape, dtype, seed=10)
+    C = shape[1]
+    w = np.linspace(0.5, 2, C).astype(dtype)
+    b = np.linspace(-1, 1, C).astype(dtype)
+    rm, rv = np.linspace(-0.2, 0.2, C).astype(dtype), np.linspace(0.5, 1.5, C).astype(dtype)
+    alone = np.empty_like(x)
+    alone_eval = np.empty_like(x)
+    for c in range(C):
+        sl = x[:, c:c + 1]
+        alone[:, c:c + 1] = fastnorm.batch_norm(sl, w[c:c + 1], b[c:c + 1], training=True)
+        alone_eval[:, c:c + 1] = fastnorm.batch_norm(sl, w[c:c + 1], b[c:c + 1], running_mean=rm[c:c + 1],
+                                                     running_var=rv[c:c + 1], training=False)
+    for k in range(0, 64 // x.itemsize, 3):
+        for nt in (1, 2):
+            out = _out_at(shape, dtype, k)
+            np.testing.assert_array_equal(fastnorm.batch_norm(x, w, b, training=True, out=out, num_threads=nt),
+                                          alone)
+            out = _out_at(shape, dtype, k)
+            np.testing.assert_array_equal(fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv,
+                                                              training=False, out=out, num_threads=nt),
+                                          alone_eval)
