@@ -187,7 +187,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     # (groups 0 and -1 would mean BatchNorm and InstanceNorm to chan_fast)
     if type(num_groups) is int and num_groups > 0:
         r = _ext.chan_fast(x, weight, bias, eps, out, num_groups, channel_axis, None, None, True, 0.0,
-                           num_threads, get_num_threads, return_stats is True)
+                           num_threads, get_num_threads, bool(return_stats))
         if r is not None:
             return r
     func = "group_norm"
@@ -263,7 +263,7 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
     """
     if training is True and running_mean is None and running_var is None:
         r = _ext.chan_fast(x, weight, bias, eps, out, -1, channel_axis, None, None, True, momentum,
-                           num_threads, get_num_threads, return_stats is True)
+                           num_threads, get_num_threads, bool(return_stats))
         if r is not None:
             return r
     func = "instance_norm"

@@ -161,7 +161,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
            [ 1.,  1.]])
     """
     r = _ext.chan_fast(x, weight, bias, eps, out, 0, channel_axis, running_mean, running_var,
-                       training, momentum, num_threads, get_num_threads, return_stats is True)
+                       training, momentum, num_threads, get_num_threads, bool(return_stats))
     if r is not None:
         return r
     func = "batch_norm"

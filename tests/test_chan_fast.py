@@ -245,3 +245,11 @@ def test_return_stats_in_inference_are_the_running_statistics(rdtype):
     for a, g in zip((y, mean, rstd), general):
         np.testing.assert_array_equal(a, g)
     np.testing.assert_allclose(rstd, 1 / np.sqrt(rv.astype(np.float64) + EPS), rtol=1e-6)
+
+
+def test_truthy_return_stats_returns_the_statistics():
+    # the public functions read return_stats by truth value, as the general path does
+    x = _data((2, 4, 3, 3), np.float64)
+    for r in (fastnorm.batch_norm(x, return_stats=1), fastnorm.group_norm(x, 2, return_stats=1),
+              fastnorm.instance_norm(x, return_stats=1)):
+        assert isinstance(r, tuple) and len(r) == 3

@@ -299,3 +299,24 @@ def test_batch_norm_planes_written_end_to_end_match_channel_by_channel(shape, dt
             np.testing.assert_array_equal(fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv,
                                                               training=False, out=out, num_threads=nt),
                                           alone_eval)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,G", [((6, 16, 7, 7), 4), ((3, 32, 5, 5), 8), ((64, 12, 3, 3), 3)], ids=str)
+def test_group_norm_short_planes_match_group_by_group(shape, G, dtype):
+    # groups of short planes are walked row by row of units, each plane's scale
+    # and shift formed from its unit's coefficients; a group normalized alone
+    # (one unit per sample) goes plane by plane through norm_range
+    x, _ = _data(shape, dtype, seed=11)
+    C = shape[1]
+    Cg = C // G
+    w = np.linspace(0.5, 2, C).astype(dtype)
+    b = np.linspace(-1, 1, C).astype(dtype)
+    w[1] = 0.0   # a zero scale, and one that overflows float32 with rstd
+    if dtype == np.float32:
+        w[2] = 3e38
+    full = fastnorm.group_norm(x, G, w, b)
+    for g in range(G):
+        sl = slice(g * Cg, (g + 1) * Cg)
+        alone = fastnorm.group_norm(np.ascontiguousarray(x[:, sl]), 1, w[sl], b[sl])
+        np.testing.assert_array_equal(full[:, sl], alone)
