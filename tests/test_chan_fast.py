@@ -253,3 +253,55 @@ def test_truthy_return_stats_returns_the_statistics():
     for r in (fastnorm.batch_norm(x, return_stats=1), fastnorm.group_norm(x, 2, return_stats=1),
               fastnorm.instance_norm(x, return_stats=1)):
         assert isinstance(r, tuple) and len(r) == 3
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_fast_path_equals_general_path(data):
+    # any shape, channel axis, op and parameters: when the fast path takes a call,
+    # its output, statistics and running statistics are the general path's bits;
+    # when it declines, the public function still answers (or raises) as before
+    ndim = data.draw(st.integers(2, 5), label="ndim")
+    shape = tuple(data.draw(st.lists(st.sampled_from([1, 1, 2, 3, 5, 8, 16, 17]), min_size=ndim,
+                                     max_size=ndim), label="shape"))
+    cax = data.draw(st.sampled_from([1, -1, ndim - 1]), label="channel_axis")
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    C = shape[cax]
+    kind = data.draw(st.sampled_from(["bn_train", "bn_running", "bn_eval", "gn", "in"]), label="op")
+    x = _data(shape, dtype, seed=data.draw(st.integers(0, 99), label="seed"))
+    w, b = _params(C, dtype) if data.draw(st.booleans(), label="affine") else (None, None)
+    out_kind = data.draw(st.sampled_from(["none", "buffer", "x"]), label="out")
+    stats = data.draw(st.booleans(), label="return_stats")
+    rm0, rv0 = np.linspace(-1, 1, C).astype(dtype), np.linspace(0.5, 2, C).astype(dtype)
+    G = data.draw(st.sampled_from([g for g in (1, 2, 4, C) if C % g == 0]), label="groups")
+
+    def call(eps, xin):
+        out = None if out_kind == "none" else (np.empty_like(xin) if out_kind == "buffer" else xin)
+        rm, rv = rm0.copy(), rv0.copy()
+        try:
+            if kind.startswith("bn"):
+                kw = dict(running_mean=rm, running_var=rv) if kind != "bn_train" else {}
+                r = fastnorm.batch_norm(xin, w, b, training=kind != "bn_eval" if kw else None, eps=eps,
+                                        channel_axis=cax, out=out, return_stats=stats, **kw)
+            elif kind == "gn":
+                r = fastnorm.group_norm(xin, G, w, b, eps=eps, channel_axis=cax, out=out, return_stats=stats)
+            else:
+                r = fastnorm.instance_norm(xin, w, b, eps=eps, channel_axis=cax, out=out, return_stats=stats)
+        except (ValueError, TypeError) as e:
+            return type(e)
+        r = r if isinstance(r, tuple) else (r,)
+        return [a.copy() for a in r] + [rm, rv]
+
+    fast = call(EPS, x.copy())
+    general = call(GENERAL_EPS, x.copy())
+    if isinstance(fast, type) or isinstance(general, type):
+        assert fast == general
+        return
+    assert len(fast) == len(general)
+    for a, g in zip(fast, general):
+        assert a.dtype == g.dtype and a.shape == g.shape
+        np.testing.assert_array_equal(a, g)
