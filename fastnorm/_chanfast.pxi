@@ -1,8 +1,6 @@
 # The common case of batch_norm, group_norm and instance_norm, compiled. Their
 # Python-level validation and layout planning take 8-17 us a call, more than
 # the kernel needs for a (1, 64, 14, 14) input. Included by _ext.pyx.
-from libc.math cimport sqrt
-from libc.stdlib cimport malloc, free
 
 
 cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape *s, fn_col_shape *c):

@@ -7,6 +7,8 @@ these functions only take the data pointers, release the GIL, run the kernel and
 turn its status into an exception.
 """
 cimport numpy as cnp
+from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
 import numpy as np
 
 cnp.import_array()
@@ -263,12 +265,13 @@ cdef int _fast_threads(object num_threads, object default_threads, double work) 
 
 
 def rows_fast(object x, object weight, object bias, object eps, object out, int mode,
-              object num_threads, object default_threads):
+              object num_threads, object default_threads, bint return_stats=False):
     """The common case of layer_norm / rms_norm with no Python-level work: x a
     C-contiguous float32/float64 ndarray normalized over its last axis, weight and
     bias absent or 1-D of x's dtype, eps a non-negative float, out absent or x or a
-    separate C-contiguous array. Returns y, or None when the call is not that case
-    (the general path then validates and raises as documented)."""
+    separate C-contiguous array. Returns y (with return_stats, (y, mean, rstd), or
+    (y, rstd) for RMS, as the public functions return them), or None when the call
+    is not that case (the general path then validates and raises as documented)."""
     if type(x) is not np.ndarray or type(eps) is not float:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
@@ -307,6 +310,15 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
     s.ya = 0; s.yr1 = 0; s.yk = D
     s.wk = 0; s.wr1 = 0; s.wr2 = 1
     cdef fn_norm_args p = _args(weight, bias, e, mode, False, None, None, nt, stream)
+    # the rows' statistics, for return_stats (as the layers ask); else the kernel's own
+    cdef Py_ssize_t rows = size // D
+    cdef double *stats = NULL
+    if return_stats:
+        stats = <double *>malloc(2 * <size_t>rows * sizeof(double))
+        if stats == NULL:
+            raise MemoryError("fastnorm: statistics allocation failed")
+        p.mean = stats
+        p.var = stats + rows
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *yp = cnp.PyArray_DATA(ya)
     cdef int status
@@ -315,8 +327,16 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
             status = fn_seg_norm_f32(&s, <const float *>xp, <float *>yp, &p)
         else:
             status = fn_seg_norm_f64(&s, <const double *>xp, <double *>yp, &p)
-    _check(status)
-    return ya
+    if status != FN_OK or not return_stats:
+        free(stats)
+        _check(status)
+        return ya
+    try:
+        mean, rstd = _stats_out(stats, stats + rows, rows, 1, e, typenum)
+    finally:
+        free(stats)
+    mean.shape = rstd.shape = x.shape[:-1]
+    return (ya, rstd) if mode == MODE_RMS else (ya, mean, rstd)
 
 
 cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b):

@@ -225,6 +225,15 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     return y
 
 
+def _last_axis_only(axis, x):
+    """Whether `axis` names only x's last axis (-1, or its index as the layers
+    pass it): the calls that the compiled row path may take."""
+    if axis == -1 or axis == (-1,):
+        return True
+    last = x.ndim - 1 if type(x) is np.ndarray else None
+    return last is not None and type(axis) in (int, tuple) and (axis == last or axis == (last,))
+
+
 def _layer_params(x, weight, bias, axes, dt, func, need_bias=True):
     shape = tuple(x.shape[i] for i in axes)
     weight = check_param(weight, shape, dt, func, "weight")
@@ -283,10 +292,11 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     array([[-1.,  1.],
            [-1.,  1.]])
     """
-    if not return_stats and (axis == -1 or axis == (-1,)):
-        y = _ext.rows_fast(x, weight, bias, eps, out, _engine.MODE_MEANVAR, num_threads, get_num_threads)
-        if y is not None:
-            return y
+    if _last_axis_only(axis, x):
+        r = _ext.rows_fast(x, weight, bias, eps, out, _engine.MODE_MEANVAR, num_threads, get_num_threads,
+                           bool(return_stats))
+        if r is not None:
+            return r
     return _rowwise(x, weight, bias, axis, eps, out, return_stats, num_threads,
                     "layer_norm", _engine.MODE_MEANVAR)
 
@@ -334,11 +344,12 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False,
     >>> fastnorm.rms_norm(np.array([[3.0, 4.0]]) * np.sqrt(2) / 5, eps=0.0).round(6)
     array([[0.848528, 1.131371]])
     """
-    if not return_stats and (axis == -1 or axis == (-1,)) and type(x) is np.ndarray:
+    if type(x) is np.ndarray and _last_axis_only(axis, x):
         e = _RMS_DEFAULT_EPS.get(x.dtype.num) if eps is None else eps
-        y = _ext.rows_fast(x, weight, None, e, out, _engine.MODE_RMS, num_threads, get_num_threads)
-        if y is not None:
-            return y
+        r = _ext.rows_fast(x, weight, None, e, out, _engine.MODE_RMS, num_threads, get_num_threads,
+                           bool(return_stats))
+        if r is not None:
+            return r
     x = as_input(x, "rms_norm")
     if eps is None:
         eps = float(np.finfo(x.dtype).eps)
