@@ -8,7 +8,7 @@ turn its status into an exception.
 """
 cimport numpy as cnp
 from libc.math cimport sqrt
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 import numpy as np
 
 cnp.import_array()
@@ -442,3 +442,4 @@ def forked_child():
 
 include "_lrn.pxi"
 include "_chanfast.pxi"
+include "_bwdfast.pxi"

@@ -147,3 +147,12 @@ def check_momentum(momentum, func):
     if not 0.0 <= m <= 1.0:
         raise ValueError(f"{func}: momentum must be in [0, 1], got {momentum!r}")
     return m
+
+
+def last_axis_only(axis, x):
+    """Whether `axis` names only x's last axis (-1, or its index as the layers
+    pass it): the calls that the compiled row paths may take."""
+    if axis == -1 or axis == (-1,):
+        return True
+    last = x.ndim - 1 if type(x) is np.ndarray else None
+    return last is not None and type(axis) in (int, tuple) and (axis == last or axis == (last,))

@@ -7,9 +7,10 @@ terms in one float32 accumulator.
 """
 import numpy as np
 
-from . import _engine
-from ._config import resolve_threads
-from ._validate import as_input, channel_axis_index, check_out, check_param, compute_dtype, normalize_axes
+from . import _engine, _ext
+from ._config import get_num_threads, resolve_threads
+from ._validate import (as_input, channel_axis_index, check_out, check_param, compute_dtype, last_axis_only,
+                        normalize_axes)
 
 __all__ = ["batch_norm_backward", "layer_norm_backward", "rms_norm_backward"]
 
@@ -160,6 +161,11 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, nu
     >>> bool(np.abs(dx).max() < 1e-12), db.tolist()
     (True, [1.0, 1.0, 1.0])
     """
+    if last_axis_only(axis, x):
+        r = _ext.rows_bwd_fast(dy, x, mean, rstd, weight, out, _engine.MODE_MEANVAR, num_threads,
+                               get_num_threads)
+        if r is not None:
+            return r
     return _rowwise_backward(dy, x, mean, rstd, weight, axis, out, num_threads,
                              "layer_norm_backward", _engine.MODE_MEANVAR)
 
@@ -204,8 +210,13 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None, num_thread
     >>> bool(np.abs(dx).max() < 1e-6)
     True
     """
-    dx, dw, _ = _rowwise_backward(dy, x, None, rstd, weight, axis, out, num_threads,
-                                  "rms_norm_backward", _engine.MODE_RMS)
+    r = None
+    if last_axis_only(axis, x):
+        r = _ext.rows_bwd_fast(dy, x, None, rstd, weight, out, _engine.MODE_RMS, num_threads, get_num_threads)
+    if r is None:
+        r = _rowwise_backward(dy, x, None, rstd, weight, axis, out, num_threads, "rms_norm_backward",
+                              _engine.MODE_RMS)
+    dx, dw, _ = r
     return dx, dw
 
 

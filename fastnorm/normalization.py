@@ -8,7 +8,7 @@ import numpy as np
 from . import _engine, _ext
 from ._config import get_num_threads, resolve_threads
 from ._validate import (as_input, channel_axis_index, check_eps, check_momentum, check_out,
-                        check_param, check_running, compute_dtype, normalize_axes)
+                        check_param, check_running, compute_dtype, last_axis_only, normalize_axes)
 
 __all__ = ["moments", "batch_norm", "layer_norm", "rms_norm"]
 
@@ -225,15 +225,6 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     return y
 
 
-def _last_axis_only(axis, x):
-    """Whether `axis` names only x's last axis (-1, or its index as the layers
-    pass it): the calls that the compiled row path may take."""
-    if axis == -1 or axis == (-1,):
-        return True
-    last = x.ndim - 1 if type(x) is np.ndarray else None
-    return last is not None and type(axis) in (int, tuple) and (axis == last or axis == (last,))
-
-
 def _layer_params(x, weight, bias, axes, dt, func, need_bias=True):
     shape = tuple(x.shape[i] for i in axes)
     weight = check_param(weight, shape, dt, func, "weight")
@@ -292,7 +283,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     array([[-1.,  1.],
            [-1.,  1.]])
     """
-    if _last_axis_only(axis, x):
+    if last_axis_only(axis, x):
         r = _ext.rows_fast(x, weight, bias, eps, out, _engine.MODE_MEANVAR, num_threads, get_num_threads,
                            bool(return_stats))
         if r is not None:
@@ -344,7 +335,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False,
     >>> fastnorm.rms_norm(np.array([[3.0, 4.0]]) * np.sqrt(2) / 5, eps=0.0).round(6)
     array([[0.848528, 1.131371]])
     """
-    if type(x) is np.ndarray and _last_axis_only(axis, x):
+    if type(x) is np.ndarray and last_axis_only(axis, x):
         e = _RMS_DEFAULT_EPS.get(x.dtype.num) if eps is None else eps
         r = _ext.rows_fast(x, weight, None, e, out, _engine.MODE_RMS, num_threads, get_num_threads,
                            bool(return_stats))
