@@ -305,3 +305,60 @@ def test_property_fast_path_equals_general_path(data):
     for a, g in zip(fast, general):
         assert a.dtype == g.dtype and a.shape == g.shape
         np.testing.assert_array_equal(a, g)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,cax", BN_LAYOUTS)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_backward_same_bits_as_general_path(shape, cax, dtype, training, affine):
+    # chan_bwd_fast: the general path is taken when invstd comes as a list
+    x = _data(shape, dtype, seed=4)
+    dy = _data(shape, dtype, seed=5) - 3.0
+    C = shape[cax]
+    w = _params(C, dtype)[0] if affine else None
+    _, mean, invstd = fastnorm.batch_norm(x, w, channel_axis=cax, return_stats=True)
+    fast = _ext.chan_bwd_fast(dy, x, mean, invstd, w, cax, training, None, None, get_num_threads)
+    assert fast is not None, "the compiled path declined a case it covers"
+    general = fastnorm.batch_norm_backward(dy, x, mean, invstd.tolist(), w, channel_axis=cax, training=training)
+    public = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, channel_axis=cax, training=training)
+    for a, g, q in zip(fast, general, public):
+        if g is None:
+            assert a is None and q is None
+            continue
+        assert a.dtype == g.dtype and a.shape == g.shape
+        np.testing.assert_array_equal(a, g)
+        np.testing.assert_array_equal(q, g)
+
+
+def test_batch_norm_backward_out_and_declined_cases():
+    x = _data((4, 6, 5, 5), np.float32)
+    dy = _data(x.shape, np.float32, seed=6)
+    w = _params(6, np.float32)[0]
+    _, m, s = fastnorm.batch_norm(x, w, return_stats=True)
+    ref = fastnorm.batch_norm_backward(dy, x, m, s.tolist(), w)
+    out = np.full_like(x, np.nan)
+    got = _ext.chan_bwd_fast(dy, x, m, s, w, 1, True, out, None, get_num_threads)
+    assert got[0] is out
+    for a, g in zip(got, ref):
+        np.testing.assert_array_equal(a, g)
+    declined = [
+        dict(out=dy), dict(out=x), dict(dy=dy.astype(np.float64)), dict(x=x[:, :, ::2], dy=dy[:, :, ::2]),
+        dict(m=m[:3]), dict(s=list(s)), dict(w=w.astype(np.float64)), dict(cax=0), dict(cax=2),
+        dict(training=1), dict(num_threads=0),
+    ]
+    for d in declined:
+        a = dict(dy=dy, x=x, m=m, s=s, w=w, cax=1, training=True, out=None, num_threads=None)
+        a.update(d)
+        before = None if a["out"] is None else a["out"].copy()
+        assert _ext.chan_bwd_fast(a["dy"], a["x"], a["m"], a["s"], a["w"], a["cax"], a["training"], a["out"],
+                                  a["num_threads"], get_num_threads) is None, d
+        if before is not None:
+            np.testing.assert_array_equal(a["out"], before)
+    # the public function still computes in place of dy, and raises on bad input
+    dyc = dy.copy()
+    got = fastnorm.batch_norm_backward(dyc, x, m, s, w, out=dyc)
+    assert got[0] is dyc
+    np.testing.assert_array_equal(dyc, ref[0])
+    with pytest.raises(ValueError):
+        fastnorm.batch_norm_backward(dy, x, m[:3], s, w)
