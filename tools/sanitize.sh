@@ -17,8 +17,8 @@
 #   tests/test_instance_norm.py tests/test_buffer_cache.py tests/test_streaming_stores.py
 #   tests/test_add_norm.py tests/test_chan_fast.py tests/test_rows_fast.py
 # deselecting (SANITIZE_DESELECT overrides it) what is meaningless under ASan:
-#   denormal timing ratios and RSS-growth checks (ASan's quarantine and shadow
-#   memory change both), and the >2**24-element reductions (slow under ASan).
+#   RSS-growth checks (ASan's quarantine and shadow memory change them), and the
+#   >2**24-element reductions (slow under ASan).
 #
 # Settings: ASAN_OPTIONS=detect_leaks=0 (CPython leaks by design at exit),
 # halt on the first UBSan report; LD_PRELOAD of libasan (the interpreter itself is
@@ -65,7 +65,7 @@ assert f.startswith('$WORK'), f'imported {f}, not the sanitized copy'; \
 print('sanitized fastnorm:', fastnorm._ext.__file__)"
 
 TESTS="${SANITIZE_TESTS:-tests/test_bad_input.py tests/test_extreme_values.py tests/test_determinism.py tests/test_concurrency.py tests/test_memory.py tests/test_errors.py tests/test_layer_norm.py tests/test_batch_norm.py tests/test_rms_norm.py tests/test_backward.py tests/test_layers.py tests/test_group_norm.py tests/test_instance_norm.py tests/test_buffer_cache.py tests/test_streaming_stores.py tests/test_add_norm.py tests/test_chan_fast.py tests/test_rows_fast.py}"
-DESELECT="${SANITIZE_DESELECT:-not denormals_not_pathologically_slow and not rss_growth and not longer_than_2_24 and not rss_detects}"
+DESELECT="${SANITIZE_DESELECT:-not rss_growth and not longer_than_2_24 and not rss_detects}"
 existing=""
 for t in $TESTS; do [ -e "$t" ] && existing="$existing $t"; done
 echo "== pytest under ASan+UBSan:$existing  (-k '$DESELECT')"
