@@ -247,6 +247,19 @@ def assert_close(actual, expected, dtype, scale=1.0, err_msg=""):
                                rtol=rtol, atol=atol * scale, err_msg=err_msg)
 
 
+def assert_same_results(got, *expected):
+    """Each tuple in `expected` holds what `got` holds, element by element: None
+    where it has None, else arrays of the same dtype, shape and bits."""
+    for exp in expected:
+        assert len(got) == len(exp)
+        for a, e in zip(got, exp):
+            if e is None:
+                assert a is None
+                continue
+            assert a.dtype == e.dtype and a.shape == e.shape
+            np.testing.assert_array_equal(a, e)
+
+
 def snapshot(*arrays):
     """Byte copies (plus the underlying buffer when a view) for 'unchanged' checks."""
     return [None if a is None else bytes(np.ascontiguousarray(a).tobytes()) for a in arrays]
