@@ -22,7 +22,7 @@ cdef bint _stat_ok(object a, cnp.ndarray x):
     return True
 
 
-cdef void _stat_read(cnp.ndarray a, double *dst, Py_ssize_t n):
+cdef void _stat_read(cnp.ndarray a, double *dst, Py_ssize_t n) noexcept:
     cdef Py_ssize_t i
     cdef float *f
     cdef double *d
@@ -54,6 +54,100 @@ cdef cnp.ndarray _grad_out(const double *g, Py_ssize_t n, int typenum):
     return o
 
 
+cdef bint _pair_ok(object x, object dy):
+    """x and dy: C-contiguous, aligned float32/float64 ndarrays of one dtype and
+    shape, at least 1-D and not empty."""
+    if type(x) is not np.ndarray or type(dy) is not np.ndarray:
+        return False
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef cnp.ndarray dya = <cnp.ndarray>dy
+    cdef int t = cnp.PyArray_TYPE(xa)
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or nd < 1 or cnp.PyArray_SIZE(xa) == 0:
+        return False
+    if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
+        return False
+    if (cnp.PyArray_TYPE(dya) != t or cnp.PyArray_NDIM(dya) != nd
+            or not cnp.PyArray_IS_C_CONTIGUOUS(dya) or not cnp.PyArray_ISALIGNED(dya)):
+        return False
+    for i in range(nd):
+        if cnp.PyArray_DIM(dya, i) != cnp.PyArray_DIM(xa, i):
+            return False
+    return True
+
+
+cdef object _dx_out(cnp.ndarray xa, object out, tuple inputs):
+    """dx for a backward fast path: a new array, or out when it is a separate
+    array that overlaps none of `inputs` (dx in place of dy or x is the general
+    path's business: the parameter gradients read both after dx is written)."""
+    cdef bint stream = False
+    yo = _fast_out(xa, out, &stream)
+    if yo is None or yo is xa:
+        return None
+    if out is not None:
+        for other in inputs:
+            if other is not None and _overlaps(<cnp.ndarray>other, <cnp.ndarray>yo):
+                return None
+    return yo
+
+
+cdef tuple _bwd_run(int kind, fn_seg_shape *s, fn_col_shape *c, cnp.ndarray xa, cnp.ndarray dya,
+                    cnp.ndarray dxa, fn_bwd_args *p, double *buf, Py_ssize_t nparam, bint with_db):
+    """Runs the SEG (kind 1) or COL kernel with the GIL released, frees buf (which
+    holds p's arrays) and returns (dx, dweight, dbias) in x's dtype; the
+    gradients None without a weight, dbias also without with_db."""
+    cdef void *xp = cnp.PyArray_DATA(xa)
+    cdef void *dyp = cnp.PyArray_DATA(dya)
+    cdef void *dxp = cnp.PyArray_DATA(dxa)
+    cdef int typenum = cnp.PyArray_TYPE(xa)
+    cdef bint is32 = typenum == cnp.NPY_FLOAT32
+    cdef int status
+    with nogil:
+        if kind == 1 and is32:
+            status = fn_seg_bwd_f32(s, <const float *>xp, <const float *>dyp, <float *>dxp, p)
+        elif kind == 1:
+            status = fn_seg_bwd_f64(s, <const double *>xp, <const double *>dyp, <double *>dxp, p)
+        elif is32:
+            status = fn_col_bwd_f32(c, <const float *>xp, <const float *>dyp, <float *>dxp, p)
+        else:
+            status = fn_col_bwd_f64(c, <const double *>xp, <const double *>dyp, <double *>dxp, p)
+    dw = db = None
+    try:
+        _check(status)
+        if p.dw != NULL:
+            dw = _grad_out(p.dw, nparam, typenum)
+            if with_db:
+                db = _grad_out(p.db, nparam, typenum)
+    finally:
+        free(buf)
+    return dxa, dw, db
+
+
+cdef double *_bwd_buffers(fn_bwd_args *p, Py_ssize_t nstat, Py_ssize_t units, Py_ssize_t nparam, int mode,
+                          object weight, int nt) except NULL:
+    """One zeroed block for p, returned to be freed: mean and rstd (nstat each,
+    as the kernel takes them: filled by the caller at the block's start), its
+    per-unit sums and corrected means (units each), the parameter gradients
+    (nparam each, with a weight)."""
+    cdef Py_ssize_t ng = nparam if weight is not None else 0
+    cdef double *buf = <double *>calloc(2 * <size_t>nstat + 3 * <size_t>units + 2 * <size_t>ng, sizeof(double))
+    if buf == NULL:
+        raise MemoryError("fastnorm: statistics allocation failed")
+    p.mode = mode
+    p.training = 1
+    p.w = _ptr(weight)
+    p.mean = buf
+    p.rstd = buf + nstat
+    p.s1 = buf + 2 * nstat
+    p.s2 = buf + 2 * nstat + units
+    p.cmean = buf + 2 * nstat + 2 * units
+    p.dw = buf + 2 * nstat + 3 * units if ng else NULL
+    p.db = buf + 2 * nstat + 3 * units + ng if ng else NULL
+    p.nparam = ng
+    p.nthreads = nt
+    return buf
+
+
 def rows_bwd_fast(object dy, object x, object mean, object rstd, object weight, object out, int mode,
                   object num_threads, object default_threads):
     """The common case of layer_norm_backward / rms_norm_backward with no
@@ -65,42 +159,22 @@ def rows_bwd_fast(object dy, object x, object mean, object rstd, object weight, 
     dbias) as layer_norm_backward does (dbias None for RMS), or None when the
     call is not that case (the general path then validates and raises as
     documented). The kernel call and its results are those of the general path."""
-    if type(x) is not np.ndarray or type(dy) is not np.ndarray:
+    if not _pair_ok(x, dy):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef cnp.ndarray dya = <cnp.ndarray>dy
-    cdef int typenum = cnp.PyArray_TYPE(xa)
-    cdef int nd = cnp.PyArray_NDIM(xa)
-    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or nd < 1:
-        return None
-    if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-        return None
-    if (cnp.PyArray_TYPE(dya) != typenum or cnp.PyArray_NDIM(dya) != nd
-            or not cnp.PyArray_IS_C_CONTIGUOUS(dya) or not cnp.PyArray_ISALIGNED(dya)):
-        return None
-    for i in range(nd):
-        if cnp.PyArray_DIM(dya, i) != cnp.PyArray_DIM(xa, i):
-            return None
     cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
-    cdef Py_ssize_t D = cnp.PyArray_DIM(xa, nd - 1)
+    cdef Py_ssize_t D = cnp.PyArray_DIM(xa, cnp.PyArray_NDIM(xa) - 1)
     # (rows of one value are planned as columns by the general path)
-    if size == 0 or D < 2:
+    if D < 2:
         return None
     cdef Py_ssize_t rows = size // D
     if not _stat_ok(rstd, xa) or (mode != MODE_RMS and not _stat_ok(mean, xa)):
         return None
-    if weight is not None and not _param_ok(weight, typenum, D):
+    if weight is not None and not _param_ok(weight, cnp.PyArray_TYPE(xa), D):
         return None
-    cdef bint stream = False
-    yo = _fast_out(xa, out, &stream)
-    if yo is None or yo is xa:
+    dxo = _dx_out(xa, out, (dy, mean, rstd, weight))
+    if dxo is None:
         return None
-    cdef cnp.ndarray dxa = <cnp.ndarray>yo
-    if out is not None:
-        # dx in place of, or overlapping, an input: the general path's business
-        for other in (dy, mean, rstd, weight):
-            if other is not None and _overlaps(<cnp.ndarray>other, dxa):
-                return None
     cdef int nt = _fast_threads(num_threads, default_threads, <double>size + <double>rows * 256)
     if nt == 0:
         return None
@@ -109,47 +183,12 @@ def rows_bwd_fast(object dy, object x, object mean, object rstd, object weight, 
     s.xa = 0; s.xr1 = 0; s.xk = D
     s.ya = 0; s.yr1 = 0; s.yk = D
     s.wk = 0; s.wr1 = D if weight is not None else 0; s.wr2 = 1 if weight is not None else 0
-    # per row: mean, rstd (float64, as the kernel takes them), then the kernel's
-    # sums and corrected means; the parameter gradients in float64
-    cdef Py_ssize_t ng = D if weight is not None else 0
-    cdef double *buf = <double *>calloc(5 * <size_t>rows + 2 * <size_t>ng, sizeof(double))
-    if buf == NULL:
-        raise MemoryError("fastnorm: statistics allocation failed")
     cdef fn_bwd_args p
-    p.mode = mode
-    p.training = 1
-    p.w = _ptr(weight)
-    p.mean = buf
-    p.rstd = buf + rows
-    p.s1 = buf + 2 * rows
-    p.s2 = buf + 3 * rows
-    p.cmean = buf + 4 * rows
-    p.dw = buf + 5 * rows if weight is not None else NULL
-    p.db = buf + 5 * rows + ng if weight is not None and mode != MODE_RMS else NULL
-    p.nparam = ng
-    p.nthreads = nt
+    cdef double *buf = _bwd_buffers(&p, rows, rows, D, mode, weight, nt)
     if mode != MODE_RMS:
         _stat_read(<cnp.ndarray>mean, buf, rows)
     _stat_read(<cnp.ndarray>rstd, buf + rows, rows)
-    cdef void *xp = cnp.PyArray_DATA(xa)
-    cdef void *dyp = cnp.PyArray_DATA(dya)
-    cdef void *dxp = cnp.PyArray_DATA(dxa)
-    cdef int status
-    with nogil:
-        if typenum == cnp.NPY_FLOAT32:
-            status = fn_seg_bwd_f32(&s, <const float *>xp, <const float *>dyp, <float *>dxp, &p)
-        else:
-            status = fn_seg_bwd_f64(&s, <const double *>xp, <const double *>dyp, <double *>dxp, &p)
-    dw = db = None
-    try:
-        _check(status)
-        if weight is not None:
-            dw = _grad_out(p.dw, ng, typenum)
-            if p.db != NULL:
-                db = _grad_out(p.db, ng, typenum)
-    finally:
-        free(buf)
-    return dxa, dw, db
+    return _bwd_run(1, &s, NULL, xa, <cnp.ndarray>dy, <cnp.ndarray>dxo, &p, buf, D, mode != MODE_RMS)
 
 
 def chan_bwd_fast(object dy, object x, object mean, object invstd, object weight, object channel_axis,
@@ -162,37 +201,20 @@ def chan_bwd_fast(object dy, object x, object mean, object invstd, object weight
     that overlaps none of the inputs. Returns (dx, dweight, dbias), or None when
     the call is not that case (the general path then validates and raises as
     documented). The kernel call and its results are those of the general path."""
-    if (type(x) is not np.ndarray or type(dy) is not np.ndarray or type(channel_axis) is not int
-            or type(training) is not bool):
+    if not _pair_ok(x, dy) or type(channel_axis) is not int or type(training) is not bool:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef cnp.ndarray dya = <cnp.ndarray>dy
-    cdef int typenum = cnp.PyArray_TYPE(xa)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or nd < 2:
+    if nd < 2 or not -nd <= channel_axis < nd or channel_axis % nd == 0:
         return None
-    if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-        return None
-    if (cnp.PyArray_TYPE(dya) != typenum or cnp.PyArray_NDIM(dya) != nd
-            or not cnp.PyArray_IS_C_CONTIGUOUS(dya) or not cnp.PyArray_ISALIGNED(dya)):
-        return None
-    for i in range(nd):
-        if cnp.PyArray_DIM(dya, i) != cnp.PyArray_DIM(xa, i):
-            return None
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
-    if size == 0 or not -nd <= channel_axis < nd:
-        return None
-    cdef Py_ssize_t cax = channel_axis % nd
-    if cax == 0:
-        return None
-    cdef Py_ssize_t C = cnp.PyArray_DIM(xa, cax)
+    cdef Py_ssize_t C = cnp.PyArray_DIM(xa, channel_axis % nd)
     if not (_running_ok(mean, C, False) and _running_ok(invstd, C, False)):
         return None
-    if weight is not None and not _param_ok(weight, typenum, C):
+    if weight is not None and not _param_ok(weight, cnp.PyArray_TYPE(xa), C):
         return None
     cdef fn_seg_shape s
     cdef fn_col_shape c
-    cdef int kind = _chan_layout(xa, cax, 0, &s, &c)
+    cdef int kind = _chan_layout(xa, channel_axis % nd, 0, &s, &c)
     if kind == 0:
         return None
     if kind == 1:
@@ -200,60 +222,76 @@ def chan_bwd_fast(object dy, object x, object mean, object invstd, object weight
         s.wk = 1 if weight is not None else 0
         s.wr1 = 0
         s.wr2 = 0
-    cdef bint stream = False
-    yo = _fast_out(xa, out, &stream)
-    if yo is None or yo is xa:
+    dxo = _dx_out(xa, out, (dy, mean, invstd, weight))
+    if dxo is None:
         return None
-    cdef cnp.ndarray dxa = <cnp.ndarray>yo
-    if out is not None:
-        for other in (dy, mean, invstd, weight):
-            if other is not None and _overlaps(<cnp.ndarray>other, dxa):
-                return None
-    cdef double work = <double>size + (<double>C * 256 if kind == 1 else 0.0)
-    cdef int nt = _fast_threads(num_threads, default_threads, work)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
+    cdef int nt = _fast_threads(num_threads, default_threads, <double>size + (<double>C * 256 if kind == 1 else 0.0))
     if nt == 0:
         return None
-    # per channel: mean, invstd (float64, as the kernel takes them), the kernel's
-    # sums and corrected means, then the parameter gradients
-    cdef Py_ssize_t ng = C if weight is not None else 0
-    cdef double *buf = <double *>calloc(5 * <size_t>C + 2 * <size_t>ng, sizeof(double))
-    if buf == NULL:
-        raise MemoryError("fastnorm: statistics allocation failed")
     cdef fn_bwd_args p
-    p.mode = MODE_MEANVAR
+    cdef double *buf = _bwd_buffers(&p, C, C, C, MODE_MEANVAR, weight, nt)
     p.training = training
-    p.w = _ptr(weight)
-    p.mean = buf
-    p.rstd = buf + C
-    p.s1 = buf + 2 * C
-    p.s2 = buf + 3 * C
-    p.cmean = buf + 4 * C
-    p.dw = buf + 5 * C if weight is not None else NULL
-    p.db = buf + 6 * C if weight is not None else NULL
-    p.nparam = ng
-    p.nthreads = nt
     _running_read(<cnp.ndarray>mean, buf, C)
     _running_read(<cnp.ndarray>invstd, buf + C, C)
-    cdef void *xp = cnp.PyArray_DATA(xa)
-    cdef void *dyp = cnp.PyArray_DATA(dya)
-    cdef void *dxp = cnp.PyArray_DATA(dxa)
-    cdef bint is32 = typenum == cnp.NPY_FLOAT32
-    cdef int status
-    with nogil:
-        if kind == 1 and is32:
-            status = fn_seg_bwd_f32(&s, <const float *>xp, <const float *>dyp, <float *>dxp, &p)
-        elif kind == 1:
-            status = fn_seg_bwd_f64(&s, <const double *>xp, <const double *>dyp, <double *>dxp, &p)
-        elif is32:
-            status = fn_col_bwd_f32(&c, <const float *>xp, <const float *>dyp, <float *>dxp, &p)
-        else:
-            status = fn_col_bwd_f64(&c, <const double *>xp, <const double *>dyp, <double *>dxp, &p)
-    dw = db = None
-    try:
-        _check(status)
-        if weight is not None:
-            dw = _grad_out(p.dw, C, typenum)
-            db = _grad_out(p.db, C, typenum)
-    finally:
-        free(buf)
-    return dxa, dw, db
+    return _bwd_run(kind, &s, &c, xa, <cnp.ndarray>dy, <cnp.ndarray>dxo, &p, buf, C, True)
+
+
+cdef bint _group_stat_ok(object a, Py_ssize_t N, Py_ssize_t G):
+    """A per-(sample, group) statistic as the forward returned it: a C-contiguous
+    float32 or float64 ndarray of shape (N, G)."""
+    if type(a) is not np.ndarray:
+        return False
+    cdef cnp.ndarray s = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(s)
+    return ((t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64) and cnp.PyArray_NDIM(s) == 2
+            and cnp.PyArray_DIM(s, 0) == N and cnp.PyArray_DIM(s, 1) == G
+            and cnp.PyArray_IS_C_CONTIGUOUS(s) and cnp.PyArray_ISALIGNED(s))
+
+
+def group_bwd_fast(object dy, object x, object groups, object mean, object rstd, object weight,
+                   object channel_axis, object out, object num_threads, object default_threads):
+    """The common case of group_norm_backward (groups >= 1) and of
+    instance_norm_backward with instance statistics (groups=-1) with no
+    Python-level work: x and dy C-contiguous float32/float64 ndarrays of one shape
+    and dtype with their channels on axis 1 or on the last axis (the layouts of
+    chan_fast), mean and rstd C-contiguous float32/float64 arrays of shape
+    (N, groups), weight absent or 1-D of x's dtype, out absent or a separate
+    C-contiguous array that overlaps none of the inputs. Returns (dx, dweight,
+    dbias), or None when the call is not that case (the general path then
+    validates and raises as documented). The kernel call and its results are
+    those of the general path."""
+    if not _pair_ok(x, dy) or type(channel_axis) is not int or type(groups) is not int:
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    if nd < 2 or not -nd <= channel_axis < nd or channel_axis % nd == 0:
+        return None
+    cdef Py_ssize_t C = cnp.PyArray_DIM(xa, channel_axis % nd)
+    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0)
+    cdef Py_ssize_t G = C if groups == -1 else groups
+    if G < 1 or C % G != 0:
+        return None
+    if not (_group_stat_ok(mean, N, G) and _group_stat_ok(rstd, N, G)):
+        return None
+    if weight is not None and not _param_ok(weight, cnp.PyArray_TYPE(xa), C):
+        return None
+    cdef fn_seg_shape s
+    cdef fn_col_shape c
+    cdef int kind = _chan_layout(xa, channel_axis % nd, G, &s, &c)
+    if kind == 0:
+        return None
+    dxo = _dx_out(xa, out, (dy, mean, rstd, weight))
+    if dxo is None:
+        return None
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
+    cdef int nt = _fast_threads(num_threads, default_threads,
+                                <double>size + (<double>(N * G) * 256 if kind == 1 else 0.0))
+    if nt == 0:
+        return None
+    # the kernel's units: (sample, group), or (sample, column) in channels-last
+    cdef fn_bwd_args p
+    cdef double *buf = _bwd_buffers(&p, N * G, N * G if kind == 1 else N * C, C, MODE_MEANVAR, weight, nt)
+    _stat_read(<cnp.ndarray>mean, buf, N * G)
+    _stat_read(<cnp.ndarray>rstd, buf + N * G, N * G)
+    return _bwd_run(kind, &s, &c, xa, <cnp.ndarray>dy, <cnp.ndarray>dxo, &p, buf, C, True)

@@ -65,7 +65,7 @@ cdef inline bint _running_ok(object r, Py_ssize_t C, bint writable):
             and cnp.PyArray_ISALIGNED(a) and (not writable or cnp.PyArray_ISWRITEABLE(a)))
 
 
-cdef void _running_read(cnp.ndarray r, double *dst, Py_ssize_t C):
+cdef void _running_read(cnp.ndarray r, double *dst, Py_ssize_t C) noexcept:
     cdef Py_ssize_t i
     cdef float *f
     cdef double *d
@@ -79,7 +79,7 @@ cdef void _running_read(cnp.ndarray r, double *dst, Py_ssize_t C):
             dst[i] = d[i]
 
 
-cdef void _running_update(cnp.ndarray r, const double *batch, double scale, double m, Py_ssize_t C):
+cdef void _running_update(cnp.ndarray r, const double *batch, double scale, double m, Py_ssize_t C) noexcept:
     """r = (1 - m) * r + m * (batch * scale), rounded as batch_norm's NumPy
     expression rounds it: for float32 r, (1 - m) * r is a float32 product (NumPy
     treats the Python float as weak), the sum is float64, stored as float32."""

@@ -335,7 +335,7 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
         mean, rstd = _stats_out(stats, stats + rows, rows, 1, e, typenum)
     finally:
         free(stats)
-    mean.shape = rstd.shape = x.shape[:-1]
+    mean.shape = rstd.shape = x.shape[:nd - 1]
     return (ya, rstd) if mode == MODE_RMS else (ya, mean, rstd)
 
 

@@ -343,6 +343,12 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channel_a
     >>> float(np.abs(dx).max()) < 1e-9, db.tolist()
     (True, [2.0, 2.0, 2.0, 2.0])
     """
+    # (groups -1 would mean InstanceNorm to group_bwd_fast)
+    if type(num_groups) is int and num_groups > 0:
+        r = _ext.group_bwd_fast(dy, x, num_groups, mean, rstd, weight, channel_axis, out, num_threads,
+                                get_num_threads)
+        if r is not None:
+            return r
     func = "group_norm_backward"
     x, cax, C, dt, _, nthreads, weight, _, out = _common(
         x, weight, None, channel_axis, 0.0, out, num_threads, func,
@@ -463,6 +469,9 @@ def instance_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, cha
     if not training:
         return batch_norm_backward(dy, x, mean, rstd, weight, channel_axis=channel_axis,
                                    training=False, out=out, num_threads=num_threads)
+    r = _ext.group_bwd_fast(dy, x, -1, mean, rstd, weight, channel_axis, out, num_threads, get_num_threads)
+    if r is not None:
+        return r
     x, cax, C, dt, _, nthreads, weight, _, out = _common(
         x, weight, None, channel_axis, 0.0, out, num_threads, func,
         (("dy", dy), ("mean", mean), ("rstd", rstd)), exact_ok=("dy",))

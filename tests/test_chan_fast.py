@@ -307,22 +307,37 @@ def test_property_fast_path_equals_general_path(data):
         np.testing.assert_array_equal(a, g)
 
 
+def _backward_inputs(shape, cax, dtype, affine, seed):
+    """x, dy and the weight (None unless affine) of a backward comparison."""
+    x = _data(shape, dtype, seed=seed)
+    dy = _data(shape, dtype, seed=seed + 1) - 3.0
+    return x, dy, (_params(shape[cax], dtype)[0] if affine else None)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,cax", BN_LAYOUTS)
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [False, True])
 def test_batch_norm_backward_same_bits_as_general_path(shape, cax, dtype, training, affine):
     # chan_bwd_fast: the general path is taken when invstd comes as a list
-    x = _data(shape, dtype, seed=4)
-    dy = _data(shape, dtype, seed=5) - 3.0
-    C = shape[cax]
-    w = _params(C, dtype)[0] if affine else None
+    x, dy, w = _backward_inputs(shape, cax, dtype, affine, seed=4)
     _, mean, invstd = fastnorm.batch_norm(x, w, channel_axis=cax, return_stats=True)
     fast = _ext.chan_bwd_fast(dy, x, mean, invstd, w, cax, training, None, None, get_num_threads)
     assert fast is not None, "the compiled path declined a case it covers"
     general = fastnorm.batch_norm_backward(dy, x, mean, invstd.tolist(), w, channel_axis=cax, training=training)
     public = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, channel_axis=cax, training=training)
     assert_same_results(general, fast, public)
+
+
+def _assert_declined(call, base, cases):
+    """call(**args) returns None for base updated with each case, and writes
+    nothing to out."""
+    for d in cases:
+        a = dict(base, **d)
+        before = None if a["out"] is None else a["out"].copy()
+        assert call(**a) is None, d
+        if before is not None:
+            np.testing.assert_array_equal(a["out"], before)
 
 
 def test_batch_norm_backward_out_and_declined_cases():
@@ -341,14 +356,9 @@ def test_batch_norm_backward_out_and_declined_cases():
         dict(m=m[:3]), dict(s=list(s)), dict(w=w.astype(np.float64)), dict(cax=0), dict(cax=2),
         dict(training=1), dict(num_threads=0),
     ]
-    for d in declined:
-        a = dict(dy=dy, x=x, m=m, s=s, w=w, cax=1, training=True, out=None, num_threads=None)
-        a.update(d)
-        before = None if a["out"] is None else a["out"].copy()
-        assert _ext.chan_bwd_fast(a["dy"], a["x"], a["m"], a["s"], a["w"], a["cax"], a["training"], a["out"],
-                                  a["num_threads"], get_num_threads) is None, d
-        if before is not None:
-            np.testing.assert_array_equal(a["out"], before)
+    _assert_declined(lambda dy, x, m, s, w, cax, training, out, num_threads: _ext.chan_bwd_fast(
+        dy, x, m, s, w, cax, training, out, num_threads, get_num_threads),
+        dict(dy=dy, x=x, m=m, s=s, w=w, cax=1, training=True, out=None, num_threads=None), declined)
     # the public function still computes in place of dy, and raises on bad input
     dyc = dy.copy()
     got = fastnorm.batch_norm_backward(dyc, x, m, s, w, out=dyc)
@@ -356,3 +366,48 @@ def test_batch_norm_backward_out_and_declined_cases():
     np.testing.assert_array_equal(dyc, ref[0])
     with pytest.raises(ValueError):
         fastnorm.batch_norm_backward(dy, x, m[:3], s, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,groups,cax", GROUPED)
+@pytest.mark.parametrize("affine", [False, True])
+def test_group_and_instance_norm_backward_same_bits_as_general_path(shape, groups, cax, dtype, affine):
+    # group_bwd_fast: the general path is taken when rstd comes as a list
+    x, dy, w = _backward_inputs(shape, cax, dtype, affine, seed=7)
+    if groups == -1:
+        _, mean, rstd = fastnorm.instance_norm(x, w, channel_axis=cax, return_stats=True)
+        general = fastnorm.instance_norm_backward(dy, x, mean, rstd.tolist(), w, channel_axis=cax)
+        public = fastnorm.instance_norm_backward(dy, x, mean, rstd, w, channel_axis=cax)
+    else:
+        _, mean, rstd = fastnorm.group_norm(x, groups, w, channel_axis=cax, return_stats=True)
+        general = fastnorm.group_norm_backward(dy, x, groups, mean, rstd.tolist(), w, channel_axis=cax)
+        public = fastnorm.group_norm_backward(dy, x, groups, mean, rstd, w, channel_axis=cax)
+    fast = _ext.group_bwd_fast(dy, x, groups, mean, rstd, w, cax, None, None, get_num_threads)
+    assert fast is not None, "the compiled path declined a case it covers"
+    assert_same_results(general, fast, public)
+
+
+def test_group_norm_backward_out_and_declined_cases():
+    x = _data((4, 8, 5, 5), np.float32)
+    dy = _data(x.shape, np.float32, seed=9)
+    w = _params(8, np.float32)[0]
+    _, m, r = fastnorm.group_norm(x, 4, w, return_stats=True)
+    ref = fastnorm.group_norm_backward(dy, x, 4, m, r.tolist(), w)
+    out = np.full_like(x, np.nan)
+    got = _ext.group_bwd_fast(dy, x, 4, m, r, w, 1, out, None, get_num_threads)
+    assert got[0] is out
+    assert_same_results(ref, got)
+    declined = [
+        dict(out=dy), dict(out=x), dict(dy=dy.astype(np.float64)), dict(m=m[:, :2]), dict(r=r.tolist()),
+        dict(groups=3), dict(groups=0), dict(groups=True), dict(w=w.astype(np.float64)), dict(cax=0),
+        dict(num_threads=0),
+    ]
+    _assert_declined(lambda dy, x, groups, m, r, w, cax, out, num_threads: _ext.group_bwd_fast(
+        dy, x, groups, m, r, w, cax, out, num_threads, get_num_threads),
+        dict(dy=dy, x=x, groups=4, m=m, r=r, w=w, cax=1, out=None, num_threads=None), declined)
+    dyc = dy.copy()
+    got = fastnorm.group_norm_backward(dyc, x, 4, m, r, w, out=dyc)
+    assert got[0] is dyc
+    np.testing.assert_array_equal(dyc, ref[0])
+    with pytest.raises(ValueError):
+        fastnorm.group_norm_backward(dy, x, 3, m, r, w)
