@@ -1,10 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
 """Thin wrappers around the C kernels of src_c/.
 
-Callers (fastnorm.normalization) have already validated every argument and laid
-the arrays out in one of the engine's canonical shapes (see src_c/fastnorm.h);
-these functions only take the data pointers, release the GIL, run the kernel and
-turn its status into an exception.
+Callers (fastnorm.normalization and the modules beside it) have already
+validated every argument and laid the arrays out in one of the engine's
+canonical shapes (see src_c/fastnorm.h); these functions only take the data
+pointers, release the GIL, run the kernel and turn its status into an exception.
+
+The fast paths (rows_fast here, chan_fast in _chanfast.pxi, the backward ones in
+_bwdfast.pxi) are the exception: they check the common calls themselves, in
+compiled code, and return None for anything else, which the general path then
+validates.
 """
 cimport numpy as cnp
 from libc.math cimport sqrt
