@@ -22,53 +22,15 @@ cdef bint _stat_ok(object a, cnp.ndarray x):
     return True
 
 
-cdef void _stat_read(cnp.ndarray a, double *dst, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i
-    cdef float *f
-    cdef double *d
-    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-        f = <float *>cnp.PyArray_DATA(a)
-        for i in range(n):
-            dst[i] = f[i]
-    else:
-        d = <double *>cnp.PyArray_DATA(a)
-        for i in range(n):
-            dst[i] = d[i]
-
-
-cdef cnp.ndarray _grad_out(const double *g, Py_ssize_t n, int typenum):
-    """A parameter gradient in x's dtype (the general path's astype)."""
-    cdef cnp.npy_intp dim = n
-    cdef cnp.ndarray o = cnp.PyArray_EMPTY(1, &dim, typenum, 0)
-    cdef Py_ssize_t i
-    cdef float *f
-    cdef double *d
-    if typenum == cnp.NPY_FLOAT32:
-        f = <float *>cnp.PyArray_DATA(o)
-        for i in range(n):
-            f[i] = <float>g[i]
-    else:
-        d = <double *>cnp.PyArray_DATA(o)
-        for i in range(n):
-            d[i] = g[i]
-    return o
-
-
 cdef bint _pair_ok(object x, object dy):
     """x and dy: C-contiguous, aligned float32/float64 ndarrays of one dtype and
     shape, at least 1-D and not empty."""
-    if type(x) is not np.ndarray or type(dy) is not np.ndarray:
+    if not _input_ok(x, 1) or not _input_ok(dy, 1):
         return False
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef cnp.ndarray dya = <cnp.ndarray>dy
-    cdef int t = cnp.PyArray_TYPE(xa)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or nd < 1 or cnp.PyArray_SIZE(xa) == 0:
-        return False
-    if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-        return False
-    if (cnp.PyArray_TYPE(dya) != t or cnp.PyArray_NDIM(dya) != nd
-            or not cnp.PyArray_IS_C_CONTIGUOUS(dya) or not cnp.PyArray_ISALIGNED(dya)):
+    if cnp.PyArray_TYPE(dya) != cnp.PyArray_TYPE(xa) or cnp.PyArray_NDIM(dya) != nd:
         return False
     for i in range(nd):
         if cnp.PyArray_DIM(dya, i) != cnp.PyArray_DIM(xa, i):
@@ -81,14 +43,8 @@ cdef object _dx_out(cnp.ndarray xa, object out, tuple inputs):
     array that overlaps none of `inputs` (dx in place of dy or x is the general
     path's business: the parameter gradients read both after dx is written)."""
     cdef bint stream = False
-    yo = _fast_out(xa, out, &stream)
-    if yo is None or yo is xa:
-        return None
-    if out is not None:
-        for other in inputs:
-            if other is not None and _overlaps(<cnp.ndarray>other, <cnp.ndarray>yo):
-                return None
-    return yo
+    yo = _fast_out(xa, out, &stream, inputs)
+    return None if yo is xa else yo
 
 
 cdef tuple _bwd_run(int kind, fn_seg_shape *s, fn_col_shape *c, cnp.ndarray xa, cnp.ndarray dya,
@@ -115,9 +71,9 @@ cdef tuple _bwd_run(int kind, fn_seg_shape *s, fn_col_shape *c, cnp.ndarray xa, 
     try:
         _check(status)
         if p.dw != NULL:
-            dw = _grad_out(p.dw, nparam, typenum)
+            dw = _doubles_out(p.dw, nparam, 1, typenum)
             if with_db:
-                db = _grad_out(p.db, nparam, typenum)
+                db = _doubles_out(p.db, nparam, 1, typenum)
     finally:
         free(buf)
     return dxa, dw, db
@@ -186,8 +142,8 @@ def rows_bwd_fast(object dy, object x, object mean, object rstd, object weight, 
     cdef fn_bwd_args p
     cdef double *buf = _bwd_buffers(&p, rows, rows, D, mode, weight, nt)
     if mode != MODE_RMS:
-        _stat_read(<cnp.ndarray>mean, buf, rows)
-    _stat_read(<cnp.ndarray>rstd, buf + rows, rows)
+        _read_doubles(<cnp.ndarray>mean, buf, rows)
+    _read_doubles(<cnp.ndarray>rstd, buf + rows, rows)
     return _bwd_run(1, &s, NULL, xa, <cnp.ndarray>dy, <cnp.ndarray>dxo, &p, buf, D, mode != MODE_RMS)
 
 
@@ -232,8 +188,8 @@ def chan_bwd_fast(object dy, object x, object mean, object invstd, object weight
     cdef fn_bwd_args p
     cdef double *buf = _bwd_buffers(&p, C, C, C, MODE_MEANVAR, weight, nt)
     p.training = training
-    _running_read(<cnp.ndarray>mean, buf, C)
-    _running_read(<cnp.ndarray>invstd, buf + C, C)
+    _read_doubles(<cnp.ndarray>mean, buf, C)
+    _read_doubles(<cnp.ndarray>invstd, buf + C, C)
     return _bwd_run(kind, &s, &c, xa, <cnp.ndarray>dy, <cnp.ndarray>dxo, &p, buf, C, True)
 
 
@@ -292,6 +248,6 @@ def group_bwd_fast(object dy, object x, object groups, object mean, object rstd,
     # the kernel's units: (sample, group), or (sample, column) in channels-last
     cdef fn_bwd_args p
     cdef double *buf = _bwd_buffers(&p, N * G, N * G if kind == 1 else N * C, C, MODE_MEANVAR, weight, nt)
-    _stat_read(<cnp.ndarray>mean, buf, N * G)
-    _stat_read(<cnp.ndarray>rstd, buf + N * G, N * G)
+    _read_doubles(<cnp.ndarray>mean, buf, N * G)
+    _read_doubles(<cnp.ndarray>rstd, buf + N * G, N * G)
     return _bwd_run(kind, &s, &c, xa, <cnp.ndarray>dy, <cnp.ndarray>dxo, &p, buf, C, True)

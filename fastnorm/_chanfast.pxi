@@ -65,20 +65,6 @@ cdef inline bint _running_ok(object r, Py_ssize_t C, bint writable):
             and cnp.PyArray_ISALIGNED(a) and (not writable or cnp.PyArray_ISWRITEABLE(a)))
 
 
-cdef void _running_read(cnp.ndarray r, double *dst, Py_ssize_t C) noexcept:
-    cdef Py_ssize_t i
-    cdef float *f
-    cdef double *d
-    if cnp.PyArray_TYPE(r) == cnp.NPY_FLOAT32:
-        f = <float *>cnp.PyArray_DATA(r)
-        for i in range(C):
-            dst[i] = f[i]
-    else:
-        d = <double *>cnp.PyArray_DATA(r)
-        for i in range(C):
-            dst[i] = d[i]
-
-
 cdef void _running_update(cnp.ndarray r, const double *batch, double scale, double m, Py_ssize_t C) noexcept:
     """r = (1 - m) * r + m * (batch * scale), rounded as batch_norm's NumPy
     expression rounds it: for float32 r, (1 - m) * r is a float32 product (NumPy
@@ -114,20 +100,16 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
     public functions return them), or None when the call is not that case (the
     general path then validates and raises as documented). The kernel call and
     its results are those of the general path."""
-    if (type(x) is not np.ndarray or type(eps) is not float or type(groups) is not int
+    if (not _input_ok(x, 2) or type(eps) is not float or type(groups) is not int
             or type(channel_axis) is not int or type(momentum) is not float):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int typenum = cnp.PyArray_TYPE(xa)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or nd < 2:
-        return None
-    if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-        return None
     cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
     cdef double e = <double>eps
     cdef double m = <double>momentum
-    if size == 0 or not e >= 0 or not 0.0 <= m <= 1.0 or not -nd <= channel_axis < nd:
+    if not e >= 0 or not 0.0 <= m <= 1.0 or not -nd <= channel_axis < nd:
         return None
     cdef Py_ssize_t cax = channel_axis % nd
     cdef Py_ssize_t C = cnp.PyArray_DIM(xa, cax)
@@ -163,14 +145,10 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
     if kind == 0:
         return None
     cdef bint stream = False
-    yo = _fast_out(xa, out, &stream)
+    yo = _fast_out(xa, out, &stream, (weight, bias, running_mean, running_var))
     if yo is None:
         return None
     cdef cnp.ndarray ya = <cnp.ndarray>yo
-    if out is not None:
-        for other in (weight, bias, running_mean, running_var):
-            if other is not None and _overlaps(<cnp.ndarray>other, ya):
-                return None
     # fn_work(units, unit length) for SEG, A * R * K for COL (src_c/fn_internal.h)
     cdef double work = <double>size + (<double>(s.A * s.K) * 256 if kind == 1 else 0.0)
     cdef int nt = _fast_threads(num_threads, default_threads, work)
@@ -192,8 +170,8 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
         p.mean = stats
         p.var = stats + U
         if has_running and not train:
-            _running_read(<cnp.ndarray>running_mean, p.mean, C)
-            _running_read(<cnp.ndarray>running_var, p.var, C)
+            _read_doubles(<cnp.ndarray>running_mean, p.mean, C)
+            _read_doubles(<cnp.ndarray>running_var, p.var, C)
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *yp = cnp.PyArray_DATA(ya)
     cdef int status
@@ -230,24 +208,13 @@ cdef tuple _stats_out(const double *mean, const double *var, Py_ssize_t n, Py_ss
                       int typenum):
     """(mean, 1 / sqrt(var + eps)) of every step-th unit, in x's dtype, rounded as
     the general path's NumPy expressions round them."""
-    cdef cnp.npy_intp dim = n
-    cdef cnp.ndarray mo = cnp.PyArray_EMPTY(1, &dim, typenum, 0)
-    cdef cnp.ndarray ro = cnp.PyArray_EMPTY(1, &dim, typenum, 0)
+    cdef double *rstd = <double *>malloc(<size_t>n * sizeof(double))
+    if rstd == NULL:
+        raise MemoryError("fastnorm: statistics allocation failed")
     cdef Py_ssize_t i
-    cdef float *mf
-    cdef float *rf
-    cdef double *md
-    cdef double *rd
-    if typenum == cnp.NPY_FLOAT32:
-        mf = <float *>cnp.PyArray_DATA(mo)
-        rf = <float *>cnp.PyArray_DATA(ro)
-        for i in range(n):
-            mf[i] = <float>mean[i * step]
-            rf[i] = <float>(1.0 / sqrt(var[i * step] + eps))
-    else:
-        md = <double *>cnp.PyArray_DATA(mo)
-        rd = <double *>cnp.PyArray_DATA(ro)
-        for i in range(n):
-            md[i] = mean[i * step]
-            rd[i] = 1.0 / sqrt(var[i * step] + eps)
-    return mo, ro
+    for i in range(n):
+        rstd[i] = 1.0 / sqrt(var[i * step] + eps)
+    try:
+        return _doubles_out(mean, n, step, typenum), _doubles_out(rstd, n, 1, typenum)
+    finally:
+        free(rstd)

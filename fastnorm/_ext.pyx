@@ -229,33 +229,85 @@ cdef inline bint _param_ok(object a, int typenum, Py_ssize_t D):
             and cnp.PyArray_DIM(arr, 0) == D and cnp.PyArray_IS_C_CONTIGUOUS(arr))
 
 
-cdef object _fast_out(cnp.ndarray xa, object out, bint *stream):
+cdef bint _input_ok(object x, int min_nd):
+    """x for a fast path: a C-contiguous, aligned float32/float64 ndarray of at
+    least min_nd dimensions, not empty."""
+    if type(x) is not np.ndarray:
+        return False
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(xa)
+    return ((t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64) and cnp.PyArray_NDIM(xa) >= min_nd
+            and cnp.PyArray_SIZE(xa) > 0 and cnp.PyArray_IS_C_CONTIGUOUS(xa) and cnp.PyArray_ISALIGNED(xa))
+
+
+cdef object _fast_out(cnp.ndarray xa, object out, bint *stream, tuple inputs):
     """The output of a fast path: a new array when out is None (stream set when
     its memory is mapped already), xa when out is x and writable, else out when it
     is a writable, aligned, C-contiguous ndarray of x's dtype and shape that does
-    not overlap x (stream set). None for anything else: the general path then
-    validates and raises as documented."""
+    not overlap x (stream set). None for anything else, and for an out that
+    overlaps one of `inputs` (ndarrays or None): the general path then validates
+    and raises as documented."""
     cdef cnp.ndarray ya
     cdef int nd = cnp.PyArray_NDIM(xa)
     stream[0] = out is not None
     if out is None:
         return _new_output(xa, stream)
     if out is xa:
-        return xa if cnp.PyArray_ISWRITEABLE(xa) else None
-    if type(out) is not np.ndarray:
-        return None
-    ya = <cnp.ndarray>out
-    if (cnp.PyArray_TYPE(ya) != cnp.PyArray_TYPE(xa) or cnp.PyArray_NDIM(ya) != nd
-            or not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISWRITEABLE(ya)
-            or not cnp.PyArray_ISALIGNED(ya)):
-        return None
-    for i in range(nd):
-        if cnp.PyArray_DIM(ya, i) != cnp.PyArray_DIM(xa, i):
+        if not cnp.PyArray_ISWRITEABLE(xa):
             return None
-    # any overlap with x other than x itself is the general path's error
-    if _overlaps(xa, ya):
-        return None
+        ya = xa
+    else:
+        if type(out) is not np.ndarray:
+            return None
+        ya = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(ya) != cnp.PyArray_TYPE(xa) or cnp.PyArray_NDIM(ya) != nd
+                or not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISWRITEABLE(ya)
+                or not cnp.PyArray_ISALIGNED(ya)):
+            return None
+        for i in range(nd):
+            if cnp.PyArray_DIM(ya, i) != cnp.PyArray_DIM(xa, i):
+                return None
+        # any overlap with x other than x itself is the general path's error
+        if _overlaps(xa, ya):
+            return None
+    for other in inputs:
+        if other is not None and _overlaps(<cnp.ndarray>other, ya):
+            return None
     return ya
+
+
+cdef void _read_doubles(cnp.ndarray a, double *dst, Py_ssize_t n) noexcept:
+    """The first n values of a C-contiguous float32/float64 array, as doubles."""
+    cdef Py_ssize_t i
+    cdef float *f
+    cdef double *d
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        f = <float *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            dst[i] = f[i]
+    else:
+        d = <double *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            dst[i] = d[i]
+
+
+cdef cnp.ndarray _doubles_out(const double *src, Py_ssize_t n, Py_ssize_t step, int typenum):
+    """A new 1-D array of x's dtype holding src[0], src[step], ... (n values),
+    rounded as NumPy's astype rounds them."""
+    cdef cnp.npy_intp dim = n
+    cdef cnp.ndarray o = cnp.PyArray_EMPTY(1, &dim, typenum, 0)
+    cdef Py_ssize_t i
+    cdef float *f
+    cdef double *d
+    if typenum == cnp.NPY_FLOAT32:
+        f = <float *>cnp.PyArray_DATA(o)
+        for i in range(n):
+            f[i] = <float>src[i * step]
+    else:
+        d = <double *>cnp.PyArray_DATA(o)
+        for i in range(n):
+            d[i] = src[i * step]
+    return o
 
 
 cdef int _fast_threads(object num_threads, object default_threads, double work) except -1:
@@ -277,34 +329,25 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
     separate C-contiguous array. Returns y (with return_stats, (y, mean, rstd), or
     (y, rstd) for RMS, as the public functions return them), or None when the call
     is not that case (the general path then validates and raises as documented)."""
-    if type(x) is not np.ndarray or type(eps) is not float:
+    if not _input_ok(x, 1) or type(eps) is not float:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int typenum = cnp.PyArray_TYPE(xa)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or nd < 1:
-        return None
-    if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-        return None
     cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
     cdef Py_ssize_t D = cnp.PyArray_DIM(xa, nd - 1)
     cdef double e = <double>eps
-    if size == 0 or not e >= 0:
+    if not e >= 0:
         return None
     if weight is not None and not _param_ok(weight, typenum, D):
         return None
     if bias is not None and (weight is None or not _param_ok(bias, typenum, D)):
         return None
     cdef bint stream = False
-    yo = _fast_out(xa, out, &stream)
+    yo = _fast_out(xa, out, &stream, (weight, bias))
     if yo is None:
         return None
     cdef cnp.ndarray ya = <cnp.ndarray>yo
-    if out is not None:
-        # so is an out that overlaps weight or bias
-        if (weight is not None and _overlaps(<cnp.ndarray>weight, ya)) or \
-                (bias is not None and _overlaps(<cnp.ndarray>bias, ya)):
-            return None
     # fn_work(rows, D) (src_c/fn_internal.h)
     cdef int nt = _fast_threads(num_threads, default_threads, <double>size + <double>(size // D) * 256)
     if nt == 0:
