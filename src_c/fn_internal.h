@@ -75,8 +75,12 @@
  * many bytes, which stay in L2 between the statistics and the normalize; and the
  * columns per slice: as many as fill this many bytes of w (and as many of b), which
  * stay in L1 while the slice is normalized for every row of the tile. */
+#ifndef FN_TILE_BYTES
 #define FN_TILE_BYTES (256 * 1024)
+#endif
+#ifndef FN_TILE_PARAM_BYTES
 #define FN_TILE_PARAM_BYTES 8192
+#endif
 /* Units per group of the row-wise walk (BatchNorm over short planes): as many as
  * fill this many bytes. x stays in L2 from the statistics to the
  * normalize, next to the lines of y that the normalize writes (1 MiB groups ran
