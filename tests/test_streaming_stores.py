@@ -112,3 +112,43 @@ def test_layer_norm_short_rows(dtype, offset):
     x64 = x[:4].astype(np.float64)
     m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
     np.testing.assert_allclose(out[:4], (x64 - m) / np.sqrt(v + 1e-5) * w + w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 5])
+@pytest.mark.parametrize("op", ["batch", "instance"])
+def test_backward_planes(op, offset):
+    # dx of 16 MB and more from the unit walk (BatchNorm NCHW, InstanceNorm) is
+    # streamed from its first vector boundary; planes of 57 x 61 values, so most
+    # planes start off a boundary. Each unit's gradients depend on its own data
+    # alone, and a small call (regular stores) over some of them is the reference.
+    rng = np.random.default_rng(9)
+    shape = (STREAM_PASS_BYTES // (4 * 64 * 57 * 61) + 2, 64, 57, 61)
+    x = (rng.standard_normal(shape) * 2 + 5).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(64).astype(np.float32)
+    out = _out_like(x, offset, STREAM_PASS_BYTES)
+    if op == "batch":
+        _, mean, invstd = fastnorm.batch_norm(x, w, None, training=True, return_stats=True)
+        dx, dw, db = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, out=out)
+        # channels 5 and 6 over every sample, in a call of their own
+        part = np.ascontiguousarray(x[:, 5:7]), np.ascontiguousarray(dy[:, 5:7])
+        want = fastnorm.batch_norm_backward(part[1], part[0], mean[5:7], invstd[5:7], w[5:7])
+        np.testing.assert_array_equal(dx[:, 5:7], want[0])
+        np.testing.assert_array_equal(dw[5:7], want[1])
+        m64 = x[:, 5].astype(np.float64).mean()
+        v64 = x[:, 5].astype(np.float64).var()
+        xh = (x[:, 5].astype(np.float64) - m64) / np.sqrt(v64 + 1e-5)
+        g = dy[:, 5].astype(np.float64)
+        ref = w[5] / np.sqrt(v64 + 1e-5) * (g - g.mean() - xh * (g * xh).mean())
+    else:
+        _, mean, invstd = fastnorm.instance_norm(x, w, None, return_stats=True)
+        dx, dw, db = fastnorm.instance_norm_backward(dy, x, mean, invstd, w, out=out)
+        # the last two samples, in a call of their own
+        want = fastnorm.instance_norm_backward(dy[-2:], x[-2:], mean[-2:], invstd[-2:], w)
+        np.testing.assert_array_equal(dx[-2:], want[0])
+        x64 = x[-1, 5].astype(np.float64)
+        xh = (x64 - x64.mean()) / np.sqrt(x64.var() + 1e-5)
+        g = dy[-1, 5].astype(np.float64)
+        ref = w[5] / np.sqrt(x64.var() + 1e-5) * (g - g.mean() - xh * (g * xh).mean())
+        dx = dx[-1:]
+    np.testing.assert_allclose(dx[:, 5] if op == "batch" else dx[0, 5], ref, rtol=1e-4, atol=1e-5)
