@@ -154,3 +154,17 @@ def test_moments_threads_agree(dtype, rng):
         m2, v2 = fastnorm.moments(x, axis, num_threads=2)
         np.testing.assert_allclose(m1, m2, rtol=rtol, atol=rtol)
         np.testing.assert_allclose(v1, v2, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("K", [300, 1029])
+def test_wide_column_moments_match_narrow_ones(K, dtype, rng):
+    # rows of many column chunks (4 vectors each) are summed in sub-blocks of
+    # rows that fit L1, each chunk's sums carried from one sub-block to the next;
+    # a chunk column's sums are the same sequence of additions as in a narrow
+    # array, so the bits too (columns past the last whole chunk take other loops)
+    x = (rng.standard_normal((203, K)) * 2 + 30).astype(dtype)
+    mean, var = check_moments(x, axis=0)
+    for cols in (slice(0, 64), slice(64, 128), slice(192, 256)):
+        m, v = fastnorm.moments(np.ascontiguousarray(x[:, cols]), axis=0)
+        np.testing.assert_array_equal(mean[cols], m)
+        np.testing.assert_array_equal(var[cols], v)
