@@ -762,6 +762,7 @@ static inline __attribute__((always_inline)) void TF(unit_coeffs)(ptrdiff_t cnt,
         sc[j] = (T)(wrow ? rstd[j] * (double)w[wo[j]] : rstd[j]);
         sh[j] = wrow && b ? b[wo[j]] : (T)0;
     }
+#pragma omp simd
     for (ptrdiff_t j = 0; j < cnt; j++) {
         mh[j] = (T)mean[j];
         ml[j] = (T)(mean[j] - (double)mh[j]);
@@ -1348,10 +1349,10 @@ static fn_unit_coefs TF(given_coefs)(const fn_seg_shape *s, const fn_norm_args *
     unsigned char *fast = (unsigned char *)(sh + n);
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     int wvec = s->wr2 != 0;
-    for (ptrdiff_t u = 0; u < U; u++) {
-        rstd[u] = 1.0 / sqrt(p->var[u] + p->eps);
-        wo[u] = (u % s->K) * s->wk;
-    }
+    for (ptrdiff_t u = 0; u < U; u++) rstd[u] = 1.0 / sqrt(p->var[u] + p->eps);
+    /* units are (a, k), k fastest: no division per unit */
+    for (ptrdiff_t a = 0, u = 0; a < s->A; a++)
+        for (ptrdiff_t k = 0; k < s->K; k++, u++) wo[u] = k * s->wk;
     TF(unit_coeffs)(U, p->mean, p->var, rstd, (double)(s->R1 * s->R2), w, b, wo, w && !wvec, p->stream,
                     mh, ml, sc, sh, fast);
     if (w && s->wr1 != 0) memset(fast, 0, n);
