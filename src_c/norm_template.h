@@ -1591,6 +1591,7 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
             TF(storet)(s2 + k + 2 * TLANES, q2); TF(storet)(s2 + k + 3 * TLANES, q3);
         }
     }
+    k = kc;
     for (; k + TLANES <= K; k += TLANES) {
         VT c0 = rms ? tz : TF(loadt)(x0 + k), a0 = tz, q0 = tz;
         for (ptrdiff_t r = r0; r < r1; r++) {
