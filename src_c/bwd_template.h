@@ -114,10 +114,12 @@ static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, doubl
  * step: the next row is read from memory while this one's dx is written
  * (LayerNorm backward (8192, 768) 5 % faster). The same bits as bwd_dx and
  * bwd_sums. (Adding the parameter partials in this loop too, from the same
- * loads, ran 20 % slower than their own pass over the row in L1.) */
+ * loads, ran 20 % slower than their own pass over the row in L1.) With stream,
+ * dx is written with non-temporal stores from its first vector boundary on. */
 static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
                              const T *w, double scale, double c1, double c2,
-                             const T *xs, const T *dys, double mean_s, double *s0, double *s1, double *s2)
+                             const T *xs, const T *dys, double mean_s, double *s0, double *s1, double *s2,
+                             int stream)
 {
     const VT z = {0};
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
@@ -126,6 +128,13 @@ static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double
     TF(bwd_acc) acc = {z, z, z, z, z, z};
     ptrdiff_t i = TF(align_head)(dx, n), is = 0;
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
+    if (stream && (uintptr_t)(dx + i) % FN_VBYTES == 0)
+        for (; i + 2 * TLANES <= n && is + 2 * TLANES <= n; i += 2 * TLANES, is += 2 * TLANES) {
+            TF(bwd_acc_two)(&acc, xs + is, dys + is, w ? w + is : NULL, msv);
+            TF(stream_store)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
+            TF(stream_store)(dx + i + TLANES,
+                             TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v));
+        }
     for (; i + 2 * TLANES <= n && is + 2 * TLANES <= n; i += 2 * TLANES, is += 2 * TLANES) {
         TF(bwd_acc_two)(&acc, xs + is, dys + is, w ? w + is : NULL, msv);
         TF(storet)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
@@ -176,7 +185,7 @@ typedef struct {
     const T *wunit;      /* one parameter per unit (BatchNorm), else NULL */
     const T *wplane;     /* one parameter per (k, r1) row (GroupNorm's channels), else NULL */
     int stream;          /* dx written with non-temporal stores from its vector boundaries on
-                            (seg_bwd_unit; see seg_bwd) */
+                            (seg_bwd_unit and seg_bwd_rows_piped; see seg_bwd) */
 } TF(seg_bwd_ptrs);
 
 static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
@@ -268,9 +277,9 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
             TF(bwd_coeffs)(p, wu, (double)n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
             if (has_next)
                 TF(bwd_dx_piped)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w, scale, c1, c2,
-                                 q->x + xn, q->dy + xn, mean_n, &b[0], &b[1], &b[2]);
+                                 q->x + xn, q->dy + xn, mean_n, &b[0], &b[1], &b[2], q->stream);
             else
-                TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w, scale, c1, c2, 0);
+                TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w, scale, c1, c2, q->stream);
         } else if (has_next) {
             TF(bwd_sums)(q->x + xn, q->dy + xn, n, mean_n, w, &b[0], &b[1], &b[2]);
         }
@@ -307,6 +316,7 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
                 TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
             }
         }
+        if (q->stream) fn_store_fence();
     );
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (ptrdiff_t j = 0; j < np_; j++) {
@@ -448,10 +458,13 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     if (U == 0) return FN_OK;
     const T *w = (const T *)p->w;
     int plane = w && s->wk != 0 && s->wr1 != 0 && s->R1 > 1;
-    /* a unit's dx pass re-reads x and dy from L2: streaming dx keeps its lines
-     * from being read for ownership and from evicting them (BatchNorm backward
-     * (32, 64, 56, 56) 14 % faster). The row walk (seg_bwd_rows_piped) and the
-     * GroupNorm planes (seg_bwd_planes) gained nothing and store as before. */
+    /* dx of 16 MiB and more is streamed: a unit's dx pass re-reads x and dy from
+     * L2, and cached stores of dx would read each of its lines for ownership and
+     * evict them (BatchNorm backward (32, 64, 56, 56) 14 % faster streamed); the
+     * row walk (seg_bwd_rows_piped) reads the next row while it writes dx, and
+     * skipping the read for ownership leaves the core's fill buffers to those reads
+     * (LayerNorm backward (8192, 768) 4 % faster, one thread 6 %). The GroupNorm
+     * planes (seg_bwd_planes) gained nothing and store as before. */
     TF(seg_bwd_ptrs) q = {x, dy, dx, (w && s->wk == 0) ? w : NULL, (w && s->wk != 0 && !plane) ? w : NULL,
                           plane ? w : NULL, dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)};
     double work = fn_work((double)U, (double)unit_len);

@@ -152,3 +152,29 @@ def test_backward_planes(op, offset):
         ref = w[5] / np.sqrt(x64.var() + 1e-5) * (g - g.mean() - xh * (g * xh).mean())
         dx = dx[-1:]
     np.testing.assert_allclose(dx[:, 5] if op == "batch" else dx[0, 5], ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 3])
+def test_layer_norm_backward_rows(dtype, offset):
+    # rows of one block: dx of 16 MB and more is streamed from each row's first
+    # vector boundary on, while the next row's sums are taken in the same loop;
+    # a row's dx depends on that row alone, and small calls are the reference
+    D = 777
+    rng = np.random.default_rng(10)
+    rows = STREAM_PASS_BYTES // (np.dtype(dtype).itemsize * D) + 5
+    x = (rng.standard_normal((rows, D)) + 3).astype(dtype)
+    dy = rng.standard_normal((rows, D)).astype(dtype)
+    w = rng.standard_normal(D).astype(dtype)
+    _, mean, rstd = fastnorm.layer_norm(x, w, None, return_stats=True)
+    out = _out_like(x, offset, STREAM_PASS_BYTES)
+    dx = fastnorm.layer_norm_backward(dy, x, mean, rstd, w, out=out)[0]
+    assert dx is out
+    for r in (slice(0, 70), slice(rows // 2, rows // 2 + 70), slice(-70, None)):
+        want = fastnorm.layer_norm_backward(dy[r], x[r], mean[r], rstd[r], w)[0]
+        np.testing.assert_array_equal(dx[r], want)
+    x64, g = x[:3].astype(np.float64), dy[:3].astype(np.float64) * w
+    m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+    xh = (x64 - m) / np.sqrt(v + 1e-5)
+    ref = (g - g.mean(axis=1, keepdims=True) - xh * (g * xh).mean(axis=1, keepdims=True)) / np.sqrt(v + 1e-5)
+    np.testing.assert_allclose(dx[:3], ref, rtol=1e-4, atol=1e-5)
