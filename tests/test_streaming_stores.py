@@ -178,3 +178,37 @@ def test_layer_norm_backward_rows(dtype, offset):
     xh = (x64 - m) / np.sqrt(v + 1e-5)
     ref = (g - g.mean(axis=1, keepdims=True) - xh * (g * xh).mean(axis=1, keepdims=True)) / np.sqrt(v + 1e-5)
     np.testing.assert_allclose(dx[:3], ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["batch", "group"])
+@pytest.mark.parametrize("K", [64, 67])
+@pytest.mark.parametrize("big", [False, True], ids=["small", "16MB"])
+def test_backward_columns_same_bits_at_any_offset(op, K, big):
+    # channels-last dx is written as one flat range from its first vector boundary
+    # on (streamed from 16 MB on): an out= placed 0, 1 or 5 elements past a line
+    # moves every value between the masked head, the full vectors and the masked
+    # tail, and none of them may change a bit
+    rng = np.random.default_rng(11)
+    rows = (STREAM_PASS_BYTES // (4 * K) + 99) if big else 517
+    x = (rng.standard_normal((rows, K)) * 2 + 5).astype(np.float32)
+    dy = rng.standard_normal((rows, K)).astype(np.float32)
+    w = rng.standard_normal(K).astype(np.float32)
+    if op == "batch":
+        _, mean, rstd = fastnorm.batch_norm(x, w, None, training=True, channel_axis=1, return_stats=True)
+        run = lambda out: fastnorm.batch_norm_backward(dy, x, mean, rstd, w, channel_axis=1, out=out)[0]
+    else:
+        groups = K if K == 67 else 16
+        x3, dy3 = x.reshape(1, rows, K), dy.reshape(1, rows, K)
+        _, mean, rstd = fastnorm.group_norm(x3, groups, w, None, channel_axis=-1, return_stats=True)
+        run = lambda out: fastnorm.group_norm_backward(dy3, x3, groups, mean, rstd, w, channel_axis=-1,
+                                                       out=out.reshape(1, rows, K))[0].reshape(rows, K)
+    results = [run(_out_like(x, off, 0)).copy() for off in (0, 1, 5)]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    if op == "batch":
+        # a column against the float64 closed form
+        x64, g = x[:, 3].astype(np.float64), dy[:, 3].astype(np.float64)
+        m, v = x64.mean(), x64.var()
+        xh = (x64 - m) / np.sqrt(v + 1e-5)
+        ref = w[3] / np.sqrt(v + 1e-5) * (g - g.mean() - xh * (g * xh).mean())
+        np.testing.assert_allclose(results[0][:, 3], ref, rtol=1e-3, atol=1e-5)
