@@ -590,16 +590,14 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
     }
 }
 
-/* Per-column T coefficients of one slab for the T-precision dx,
+/* Per-column coefficients of one slab for the T-precision dx,
  *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
- * from double per-column mean, rstd and coefficients (scale, c1, c2 at stride cs).
- * cf holds 6K values; returns 0 when one is not finite in T (dx then runs in
- * double). */
-/* Per-column dx coefficients of one slab in T precision, FN_COL_DX_ARRAYS arrays
- * of 2K values: mh, ml, rstd, scale, c1, c2 and, when wcol is given, the weight,
- * each written twice in a row so that a vector of columns starting anywhere in
- * [0, K) loads without wrapping (col_dx_rows' flat walk). Returns 0 when one of
- * them is not finite in T; the slab then takes col_dx_rows_exact. */
+ * from double per-column mean, rstd and coefficients (scale, c1, c2 at stride
+ * cs): FN_COL_DX_ARRAYS arrays of 2K values, mh, ml, rs, sc, c1, c2 and, when
+ * wcol is given, the weight, each written twice in a row so that a vector of
+ * columns starting anywhere in [0, K) loads without wrapping (col_dx_rows' flat
+ * walk). Returns 0 when one of them is not finite in T; the slab then takes
+ * col_dx_rows_exact. */
 #define FN_COL_DX_ARRAYS 7
 static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
                              const double *c1, const double *c2, ptrdiff_t cs, const T *wcol, T *cf)
