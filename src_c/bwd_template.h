@@ -536,6 +536,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
 
 /* Sums (around the given mean, see bwd_sums) of superblock sb of slab a into
  * s0[K], s1[K], s2[K]. */
+#define FN_COL_CARRY_MAX 1024
 static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
                               const T *wred, const double *mean, ptrdiff_t a, ptrdiff_t sb,
                               double *s0, double *s1, double *s2)
@@ -551,26 +552,48 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
      * moved to the exact mean at the end, as in bwd_sums. */
     const VT z = {0};
     ptrdiff_t kv = K - K % (2 * TLANES);
+    /* with several chunks, the block's rows go in sub-blocks of x and dy that fill
+     * half of L1, each chunk's lane sums carried from one sub-block to the next in
+     * `carry` (the same additions in the same order), so the chunks after the first
+     * re-read the sub-block from L1, as col_block_stats does */
+    T carry[3 * FN_COL_CARRY_MAX];
+    ptrdiff_t sub = kv > 2 * TLANES && kv <= FN_COL_CARRY_MAX
+                    ? fn_max(1, FN_L1_BYTES / 2 / (2 * K * (ptrdiff_t)sizeof(T))) : FN_COL_BLOCK;
     for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += FN_COL_BLOCK) {
         ptrdiff_t r1 = fn_min(r0 + FN_COL_BLOCK, r_end);
-        for (ptrdiff_t k = 0; k < kv; k += 2 * TLANES) {
-            T mb[2 * TLANES];
-            for (int j = 0; j < 2 * TLANES; j++) mb[j] = rms ? (T)0 : (T)mean[k + j];
-            const VT m0 = TF(loadt)(mb), m1 = TF(loadt)(mb + TLANES);
-            VT c0 = z, c1 = z, a0 = z, a1 = z, b0 = z, b1 = z;
-            for (ptrdiff_t r = r0; r < r1; r++) {
-                const T *xr = xs + r * s->xr + k, *dyr = dys + r * s->xr + k;
-                VT d0 = TF(loadt)(xr) - m0, d1 = TF(loadt)(xr + TLANES) - m1;
-                VT g0 = TF(loadt)(dyr), g1 = TF(loadt)(dyr + TLANES);
-                if (wred) { VT wv = z + wred[r]; g0 *= wv; g1 *= wv; }
-                c0 += d0; c1 += d1; a0 += g0; a1 += g1; b0 += g0 * d0; b1 += g1 * d1;
-            }
-            T tc[2 * TLANES], ta[2 * TLANES], tb[2 * TLANES];
-            TF(storet)(tc, c0); TF(storet)(tc + TLANES, c1);
-            TF(storet)(ta, a0); TF(storet)(ta + TLANES, a1);
-            TF(storet)(tb, b0); TF(storet)(tb + TLANES, b1);
-            for (int j = 0; j < 2 * TLANES; j++) {
-                s0[k + j] += (double)tc[j]; s1[k + j] += (double)ta[j]; s2[k + j] += (double)tb[j];
+        for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
+            ptrdiff_t re = fn_min(rs + sub, r1);
+            for (ptrdiff_t k = 0; k < kv; k += 2 * TLANES) {
+                T mb[2 * TLANES];
+                for (int j = 0; j < 2 * TLANES; j++) mb[j] = rms ? (T)0 : (T)mean[k + j];
+                const VT m0 = TF(loadt)(mb), m1 = TF(loadt)(mb + TLANES);
+                T *cc = carry + k, *ca = carry + FN_COL_CARRY_MAX + k, *cb = carry + 2 * FN_COL_CARRY_MAX + k;
+                VT c0 = z, c1 = z, a0 = z, a1 = z, b0 = z, b1 = z;
+                if (rs > r0) {
+                    c0 = TF(loadt)(cc); c1 = TF(loadt)(cc + TLANES);
+                    a0 = TF(loadt)(ca); a1 = TF(loadt)(ca + TLANES);
+                    b0 = TF(loadt)(cb); b1 = TF(loadt)(cb + TLANES);
+                }
+                for (ptrdiff_t r = rs; r < re; r++) {
+                    const T *xr = xs + r * s->xr + k, *dyr = dys + r * s->xr + k;
+                    VT d0 = TF(loadt)(xr) - m0, d1 = TF(loadt)(xr + TLANES) - m1;
+                    VT g0 = TF(loadt)(dyr), g1 = TF(loadt)(dyr + TLANES);
+                    if (wred) { VT wv = z + wred[r]; g0 *= wv; g1 *= wv; }
+                    c0 += d0; c1 += d1; a0 += g0; a1 += g1; b0 += g0 * d0; b1 += g1 * d1;
+                }
+                if (re < r1) {
+                    TF(storet)(cc, c0); TF(storet)(cc + TLANES, c1);
+                    TF(storet)(ca, a0); TF(storet)(ca + TLANES, a1);
+                    TF(storet)(cb, b0); TF(storet)(cb + TLANES, b1);
+                    continue;
+                }
+                T tc[2 * TLANES], ta[2 * TLANES], tb[2 * TLANES];
+                TF(storet)(tc, c0); TF(storet)(tc + TLANES, c1);
+                TF(storet)(ta, a0); TF(storet)(ta + TLANES, a1);
+                TF(storet)(tb, b0); TF(storet)(tb + TLANES, b1);
+                for (int j = 0; j < 2 * TLANES; j++) {
+                    s0[k + j] += (double)tc[j]; s1[k + j] += (double)ta[j]; s2[k + j] += (double)tb[j];
+                }
             }
         }
         for (ptrdiff_t r = r0; r < r1; r++) {

@@ -574,3 +574,27 @@ def test_empty_inputs(dtype):
         dx, dw = p.values[0](x, x, np.empty((3, 0), dtype), np.ones(4, dtype))
         assert dx.shape == (3, 0, 4), p.id
         np.testing.assert_array_equal(dw, np.zeros(4))
+
+
+@pytest.mark.parametrize("K", [300, 1029])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_channels_last_backward_matches_narrow(K, dtype):
+    # with several column chunks, the sums of a block of rows are taken in
+    # sub-blocks that fit L1, each chunk's lane sums carried between them: a chunk
+    # column's sums, dx and parameter gradients are those of a narrow array of the
+    # same columns, bit for bit (columns past the last whole chunk take other loops)
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((203, K)) * 2 + 30).astype(dtype)
+    dy = rng.standard_normal((203, K)).astype(dtype)
+    w = rng.standard_normal(K).astype(dtype)
+    _, mean, rstd = fastnorm.batch_norm(x, w, None, training=True, channel_axis=1, eps=EPS,
+                                        return_stats=True)
+    dx, dw, db = fastnorm.batch_norm_backward(dy, x, mean, rstd, w, channel_axis=1)
+    for cols in (slice(0, 64), slice(64, 128), slice(192, 256)):
+        nx, ndy = np.ascontiguousarray(x[:, cols]), np.ascontiguousarray(dy[:, cols])
+        ndx, ndw, ndb = fastnorm.batch_norm_backward(ndy, nx, mean[cols], rstd[cols], w[cols], channel_axis=1)
+        np.testing.assert_array_equal(dx[:, cols], ndx)
+        np.testing.assert_array_equal(dw[cols], ndw)
+        np.testing.assert_array_equal(db[cols], ndb)
+    want = bn_backward64(dy.astype(F64), x.astype(F64), w.astype(F64), 1, True)
+    close(dx, want[0], dtype, "dx")
