@@ -101,11 +101,9 @@ static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, doubl
      * vectors at both ends are computed as the full ones */
     ptrdiff_t i = TF(align_head)(dx, n);
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
-    if (stream && (uintptr_t)(dx + i) % FN_VBYTES == 0)
-        for (; i + TLANES <= n; i += TLANES)
-            TF(stream_store)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
+    stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
     for (; i + TLANES <= n; i += TLANES)
-        TF(storet)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
+        TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
     if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec)(x, dy, w, i, n - i, mhv, mlv, rv, sv, c1v, c2v));
 }
 
@@ -128,17 +126,12 @@ static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double
     TF(bwd_acc) acc = {z, z, z, z, z, z};
     ptrdiff_t i = TF(align_head)(dx, n), is = 0;
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
-    if (stream && (uintptr_t)(dx + i) % FN_VBYTES == 0)
-        for (; i + 2 * TLANES <= n && is + 2 * TLANES <= n; i += 2 * TLANES, is += 2 * TLANES) {
-            TF(bwd_acc_two)(&acc, xs + is, dys + is, w ? w + is : NULL, msv);
-            TF(stream_store)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
-            TF(stream_store)(dx + i + TLANES,
-                             TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v));
-        }
+    stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
     for (; i + 2 * TLANES <= n && is + 2 * TLANES <= n; i += 2 * TLANES, is += 2 * TLANES) {
         TF(bwd_acc_two)(&acc, xs + is, dys + is, w ? w + is : NULL, msv);
-        TF(storet)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
-        TF(storet)(dx + i + TLANES, TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v));
+        TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
+        TF(store_vec)(dx + i + TLANES, TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v),
+                      stream);
     }
     for (; i + TLANES <= n; i += TLANES)
         TF(storet)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
@@ -463,7 +456,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
      * evict them (BatchNorm backward (32, 64, 56, 56) 14 % faster streamed); the
      * row walk (seg_bwd_rows_piped) reads the next row while it writes dx, and
      * skipping the read for ownership leaves the core's fill buffers to those reads
-     * (LayerNorm backward (8192, 768) 4 % faster, one thread 6 %). The GroupNorm
+     * (LayerNorm backward (8192, 768) 6 % faster, one thread 14 %). The GroupNorm
      * planes (seg_bwd_planes) gained nothing and store as before. */
     TF(seg_bwd_ptrs) q = {x, dy, dx, (w && s->wk == 0) ? w : NULL, (w && s->wk != 0 && !plane) ? w : NULL,
                           plane ? w : NULL, dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)};
@@ -536,7 +529,6 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
 
 /* Sums (around the given mean, see bwd_sums) of superblock sb of slab a into
  * s0[K], s1[K], s2[K]. */
-#define FN_COL_CARRY_MAX 1024
 static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
                               const T *wred, const double *mean, ptrdiff_t a, ptrdiff_t sb,
                               double *s0, double *s1, double *s2)
@@ -552,13 +544,12 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
      * moved to the exact mean at the end, as in bwd_sums. */
     const VT z = {0};
     ptrdiff_t kv = K - K % (2 * TLANES);
-    /* with several chunks, the block's rows go in sub-blocks of x and dy that fill
-     * half of L1, each chunk's lane sums carried from one sub-block to the next in
-     * `carry` (the same additions in the same order), so the chunks after the first
-     * re-read the sub-block from L1, as col_block_stats does */
+    /* with several chunks, the block's rows go in sub-blocks (fn_l1_sub_rows), each
+     * chunk's lane sums carried from one sub-block to the next in `carry` (the same
+     * additions in the same order) */
     T carry[3 * FN_COL_CARRY_MAX];
     ptrdiff_t sub = kv > 2 * TLANES && kv <= FN_COL_CARRY_MAX
-                    ? fn_max(1, FN_L1_BYTES / 2 / (2 * K * (ptrdiff_t)sizeof(T))) : FN_COL_BLOCK;
+                    ? fn_l1_sub_rows(2 * K * (ptrdiff_t)sizeof(T)) : FN_COL_BLOCK;
     for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += FN_COL_BLOCK) {
         ptrdiff_t r1 = fn_min(r0 + FN_COL_BLOCK, r_end);
         for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
@@ -621,7 +612,6 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
  * columns starting anywhere in [0, K) loads without wrapping (col_dx_rows' flat
  * walk). Returns 0 when one of them is not finite in T; the slab then takes
  * col_dx_rows_exact. */
-#define FN_COL_DX_ARRAYS 7
 static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
                              const double *c1, const double *c2, ptrdiff_t cs, const T *wcol, T *cf)
 {
@@ -676,8 +666,7 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
         for (; i + TLANES <= n; i += TLANES) {
             VT v = TF(col_dx_vec)(TF(loadt)(xf + i), TF(loadt)(dyf + i), TF(loadt)(wc + col), wcol, cf + col, K2,
                                   TLANES);
-            if (stream) TF(stream_store)(dxf + i, v);
-            else TF(storet)(dxf + i, v);
+            TF(store_vec)(dxf + i, v, stream);
             col += TLANES;
             if (col >= K) col -= K;
         }

@@ -42,6 +42,11 @@
 /* Rows per block and blocks per superblock of the column kernel. */
 #define FN_COL_BLOCK 64
 #define FN_COL_SUPER 16
+/* Most columns whose backward lane sums col_bwd_super carries between sub-blocks
+ * (on its stack); wider slabs are walked without sub-blocks. */
+#define FN_COL_CARRY_MAX 1024
+/* Per-column arrays of the channels-last dx coefficients (col_dx_coeffs). */
+#define FN_COL_DX_ARRAYS 7
 /* Units per group of the backward's fused parameter sums, and the most doubles
  * of partial sums it may hold (else parameters get a pass of their own). */
 #define FN_PARAM_GROUP 64
@@ -269,6 +274,16 @@ static inline void fn_unit_offsets(const fn_seg_shape *s, ptrdiff_t g, ptrdiff_t
 /* Items per chunk of a parallel loop over n items of item_elems values each:
  * about FN_CHUNK_ELEMS values, but at least two chunks per thread, so that no
  * thread goes without work (256 rows of 64 values made a single chunk). */
+/* The column walks' sub-blocks (col_block_stats, col_bwd_super): rows of
+ * row_bytes (of x, or of x and dy) that fill half of L1, at least one. With
+ * several column chunks, each chunk re-reads the sub-block from L1, and the
+ * block's lines are fetched within a short window instead of a few lines per row
+ * per chunk pass. */
+static inline ptrdiff_t fn_l1_sub_rows(ptrdiff_t row_bytes)
+{
+    return fn_max(1, FN_L1_BYTES / 2 / fn_max(1, row_bytes));
+}
+
 static inline ptrdiff_t fn_chunk_items(ptrdiff_t n, ptrdiff_t item_elems, int nt)
 {
     ptrdiff_t c = FN_CHUNK_ELEMS / fn_max(1, item_elems);

@@ -1558,11 +1558,10 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
      * block's rows; one vector, then single columns, for what is left */
     const VT tz = {0};
     ptrdiff_t k = 0, kc = K / (4 * TLANES) * (4 * TLANES);
-    /* rows in sub-blocks of about half of L1 when there are several chunks: the
-     * chunks after the first re-read the sub-block from L1, and the block's lines
-     * are fetched within a short window, not four lines per row per chunk pass
-     * (column moments K = 256 ran 1.3x slower than row moments of the same bytes) */
-    ptrdiff_t sub = kc > 4 * TLANES ? fn_max(1, FN_L1_BYTES / 2 / (K * (ptrdiff_t)sizeof(T))) : r1 - r0;
+    /* rows in sub-blocks (fn_l1_sub_rows) when there are several chunks, each
+     * chunk's sums carried in s1, s2 from one sub-block to the next (column
+     * moments K = 256 ran 1.3x slower than row moments of the same bytes without) */
+    ptrdiff_t sub = kc > 4 * TLANES ? fn_l1_sub_rows(K * (ptrdiff_t)sizeof(T)) : r1 - r0;
     for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
         ptrdiff_t re = fn_min(rs + sub, r1);
         for (k = 0; k < kc; k += 4 * TLANES) {
