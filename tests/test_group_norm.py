@@ -144,6 +144,41 @@ def test_threads_identical(rng):
         np.testing.assert_array_equal(y1, y2)
 
 
+# Shapes that take each NCHW walk: groups of small planes (row-wise chunks, with a
+# group of one block and of several), few groups of many planes (split across
+# threads), units of a third of L1 (pipelined) and larger ones.
+PLANE_WALKS = [((1, 256, 7, 7), 32), ((64, 256, 7, 7), 32), ((2, 64, 14, 14), 4),
+               ((1, 256, 28, 28), 4), ((3, 12, 33, 31), 3), ((8, 40, 32, 32), 8), ((2, 6, 100, 100), 2)]
+
+
+@pytest.mark.parametrize("shape, G", PLANE_WALKS)
+def test_groups_are_layer_norm_rows(rng, dtype, shape, G):
+    # a group's channel planes lie end to end: whichever walk and thread count,
+    # its statistics and (without affine) its output are those of layer_norm over
+    # the same values, bit for bit
+    x = (rng.normal(size=shape) * 2.0 + 30.0).astype(dtype)
+    rows = x.reshape(shape[0] * G, -1)
+    yl, ml, rl = fastnorm.layer_norm(rows, return_stats=True)
+    for nt in (1, 2, 3):
+        y, m, r = fastnorm.group_norm(x, G, return_stats=True, num_threads=nt)
+        np.testing.assert_array_equal(m.ravel(), ml.ravel())
+        np.testing.assert_array_equal(r.ravel(), rl.ravel())
+        np.testing.assert_array_equal(y.reshape(rows.shape), yl)
+
+
+@pytest.mark.parametrize("shape, G", PLANE_WALKS)
+def test_plane_walks_with_affine(rng, dtype, shape, G):
+    x, w, b = _data(rng, shape, dtype, 1)
+    expected = ref_group_norm(x, G, w, b)[0]
+    first = None
+    for nt in (1, 2, 3):
+        y = fastnorm.group_norm(x, G, w, b, num_threads=nt)
+        assert_close(y, expected, dtype)
+        if first is None:
+            first = y
+        np.testing.assert_array_equal(y, first)
+
+
 def test_empty_batch(dtype):
     x = np.zeros((0, 4, 3), dtype)
     y = fastnorm.group_norm(x, 2)
