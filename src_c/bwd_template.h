@@ -36,16 +36,12 @@ static inline __attribute__((always_inline)) void TF(bwd_acc_two)(TF(bwd_acc) *s
 
 /* Feeds values [i, n) (two vectors at a time from i on, then one vector, then
  * the last few values as a vector padded with values that add nothing: x with
- * the shift, dy with 0) and returns the sums. (The last values one by one in
- * double made the sums of GroupNorm's 7 x 7 planes three quarters of its
- * backward.) */
-static inline __attribute__((always_inline)) void TF(bwd_acc_finish)(TF(bwd_acc) *s, const T *x, const T *dy,
-                                                                     const T *w, ptrdiff_t i, ptrdiff_t n,
-                                                                     double mean, double *s0, double *s1,
-                                                                     double *s2)
+ * the shift m, dy with 0). (The last values one by one in double made the sums
+ * of GroupNorm's 7 x 7 planes three quarters of its backward.) */
+static inline __attribute__((always_inline)) void TF(bwd_acc_rest)(TF(bwd_acc) *s, const T *x, const T *dy,
+                                                                   const T *w, ptrdiff_t i, ptrdiff_t n, T m)
 {
     const VT z = {0};
-    const T m = (T)mean;
     const VT mv = z + m;
     for (; i + 2 * TLANES <= n; i += 2 * TLANES) TF(bwd_acc_two)(s, x + i, dy + i, w ? w + i : NULL, mv);
     if (i + TLANES <= n) {
@@ -59,12 +55,48 @@ static inline __attribute__((always_inline)) void TF(bwd_acc_finish)(TF(bwd_acc)
         if (w) g *= TF(load_part)(w + i, n - i, (T)0);
         s->c1 += d; s->a1 += g; s->b1 = TF(fmadd)(g, d, s->b1);
     }
-    double c = TF(hsumt)(s->c0 + s->c1), a = TF(hsumt)(s->a0 + s->a1), b = TF(hsumt)(s->b0 + s->b1);
-    /* the shift was m, not mean: move the sums to mean */
+}
+
+/* The sums from the lane sums c, a, b of values shifted by m (= mean rounded to
+ * T): moved to mean. */
+static inline void TF(bwd_shifted)(double c, double a, double b, ptrdiff_t n, T m, double mean,
+                                   double *s0, double *s1, double *s2)
+{
     double delta = (double)m - mean;
     *s0 = c + (double)n * delta;
     *s1 = a;
     *s2 = b + a * delta;
+}
+
+/* bwd_acc_rest, then the sums. */
+static inline __attribute__((always_inline)) void TF(bwd_acc_finish)(TF(bwd_acc) *s, const T *x, const T *dy,
+                                                                     const T *w, ptrdiff_t i, ptrdiff_t n,
+                                                                     double mean, double *s0, double *s1,
+                                                                     double *s2)
+{
+    const T m = (T)mean;
+    TF(bwd_acc_rest)(s, x, dy, w, i, n, m);
+    TF(bwd_shifted)(TF(hsumt)(s->c0 + s->c1), TF(hsumt)(s->a0 + s->a1), TF(hsumt)(s->b0 + s->b1), n, m, mean,
+                    s0, s1, s2);
+}
+
+/* bwd_sums (without parameters) of cnt <= LANES rows of n values, row j at x[j],
+ * dy[j], its sums to s0[j], s1[j], s2[j]: the lanes of the rows are reduced
+ * together (hsumt_rows), bit for bit as bwd_sums row by row, so short rows (the
+ * 7 x 7 planes of GroupNorm) share the cross-lane adds. */
+static inline void TF(bwd_sums_rows)(const T *const *x, const T *const *dy, ptrdiff_t cnt, ptrdiff_t n,
+                                     double mean, double *s0, double *s1, double *s2)
+{
+    const VT z = {0};
+    const T m = (T)mean;
+    VT c[LANES], a[LANES], b[LANES];
+    for (int r = 0; r < LANES; r++) {
+        TF(bwd_acc) acc = {z, z, z, z, z, z};
+        if (r < cnt) TF(bwd_acc_rest)(&acc, x[r], dy[r], NULL, 0, n, m);
+        c[r] = acc.c0 + acc.c1; a[r] = acc.a0 + acc.a1; b[r] = acc.b0 + acc.b1;
+    }
+    VD cs = TF(hsumt_rows)(c), as = TF(hsumt_rows)(a), bs = TF(hsumt_rows)(b);
+    for (ptrdiff_t r = 0; r < cnt; r++) TF(bwd_shifted)(cs[r], as[r], bs[r], n, m, mean, &s0[r], &s1[r], &s2[r]);
 }
 
 static inline void TF(bwd_sums)(const T *x, const T *dy, ptrdiff_t n, double mean,
@@ -385,6 +417,33 @@ static void TF(seg_bwd_plane_row)(const fn_seg_shape *s, const fn_bwd_args *p, c
     row[0] = S[0]; row[1] = S[1]; row[2] = S[2];
 }
 
+/* seg_bwd_plane_row for all rows of unit u; single-block rows LANES at a time
+ * (bwd_sums_rows), the same bits. */
+static void TF(seg_bwd_plane_rows)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                   ptrdiff_t u, double *rows)
+{
+    if (s->R2 > FN_BLOCK) {
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) TF(seg_bwd_plane_row)(s, p, q, u, r1, rows + 3 * r1);
+        return;
+    }
+    ptrdiff_t xu = (u / s->K) * s->xa + (u % s->K) * s->xk;
+    double mean = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u];
+    for (ptrdiff_t r0 = 0; r0 < s->R1; r0 += LANES) {
+        ptrdiff_t cnt = fn_min(LANES, s->R1 - r0);
+        const T *xr[LANES], *dyr[LANES];
+        double s0[LANES], s1[LANES], s2[LANES];
+        for (ptrdiff_t j = 0; j < cnt; j++) {
+            xr[j] = q->x + xu + (r0 + j) * s->xr1;
+            dyr[j] = q->dy + xu + (r0 + j) * s->xr1;
+        }
+        TF(bwd_sums_rows)(xr, dyr, cnt, s->R2, mean, s0, s1, s2);
+        for (ptrdiff_t j = 0; j < cnt; j++) {
+            double *row = rows + 3 * (r0 + j);
+            row[0] = 0.0 + s0[j]; row[1] = 0.0 + s1[j]; row[2] = 0.0 + s2[j];
+        }
+    }
+}
+
 static inline double TF(plane_w)(const fn_seg_shape *s, const TF(seg_bwd_ptrs) *q, ptrdiff_t u, ptrdiff_t r1)
 {
     return (double)q->wplane[(u % s->K) * s->wk + r1 * s->wr1];
@@ -423,7 +482,7 @@ static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const
         ptrdiff_t chunk = fn_chunk_items(U, R1 * s->R2, nt);
         FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
             for (ptrdiff_t u = u_c_ * chunk; u < fn_min(U, (u_c_ + 1) * chunk); u++) {
-                for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_row)(s, p, q, u, r1, rows + 3 * (u * R1 + r1));
+                TF(seg_bwd_plane_rows)(s, p, q, u, rows + 3 * u * R1);
                 TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
                 if (q->dx)
                     for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_dx)(s, p, q, u, r1);

@@ -354,9 +354,11 @@ def _ref_backward(x, G, w, dy, eps, channel_axis):
 
 
 # Large enough for the parallel kernels: few units (work split by rows), many
-# units (one unit per work item), channels-last groups of columns.
+# units (one unit per work item; planes of up to a block summed several at a
+# time), channels-last groups of columns.
 @pytest.mark.parametrize("shape, G, channel_axis", [
     ((2, 8, 64, 64), 2, 1), ((8, 16, 32, 32), 4, 1), ((1, 4, 128, 128), 1, 1),
+    ((2, 64, 28, 28), 2, 1), ((4, 512, 7, 7), 2, 1),
     ((2, 64, 64, 8), 2, -1), ((4, 32, 32, 16), 4, -1), ((4, 32, 32, 16), 16, -1)])
 def test_backward_large_every_thread_count(rng, dtype, shape, G, channel_axis):
     x = (rng.normal(size=shape) * 3.0 + 5.0).astype(dtype)
