@@ -94,6 +94,9 @@
 /* Segments shorter than this many bytes are too short for the hardware
  * prefetchers to follow a walk that jumps from segment to segment. */
 #define FN_SHORT_SEGMENT_BYTES 4096
+/* backward units of one segment up to this size have their sums taken several
+ * at a time (seg_bwd_units) */
+#define FN_BWD_BATCH_BYTES 256
 
 /* Below this much work a call runs serially: a parallel region costs more. Work
  * is counted in elements plus, per unit (row), FN_UNIT_WORK elements for its fixed
