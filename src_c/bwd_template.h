@@ -301,6 +301,53 @@ static void TF(seg_bwd_unit)(const fn_seg_shape *s, const fn_bwd_args *p, const 
             TF(seg_bwd_block)(s, p, q, u, r1, 0, s->R2, 1, NULL);
 }
 
+/* Whether seg_bwd_units walks its units row-wise (seg_bwd_rowwise). */
+static inline int TF(bwd_rowwise)(const fn_seg_shape *s, const TF(seg_bwd_ptrs) *q)
+{
+    return s->R1 > 1 && s->xr1 != s->R2 && TF(bwd_short_segments)(s, q)
+           && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES;
+}
+
+/* Units [u0, u1) of many short segments that lie a row of units apart
+ * (BatchNorm over N planes of 7 x 7): as the forward's seg_units_rowwise, the
+ * units of a chunk are walked together, segment row by segment row, so memory
+ * is read in long runs; each segment row's sums are taken LANES units at a time
+ * (bwd_sums_rows) and added to each unit's in segment order, as seg_bwd_unit
+ * adds them: the same bits. Then the chunk's dx, from L2, the same way. */
+static void TF(seg_bwd_rowwise)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                ptrdiff_t u0, ptrdiff_t u1)
+{
+    ptrdiff_t group = fn_rowwise_units(2 * s->R1 * s->R2 * (ptrdiff_t)sizeof(T), FN_MAX_CHUNK_UNITS);
+    for (ptrdiff_t g0 = u0; g0 < u1; g0 += group) {
+        ptrdiff_t cnt = fn_min(group, u1 - g0);
+        ptrdiff_t xo[FN_MAX_CHUNK_UNITS], yo[FN_MAX_CHUNK_UNITS], wo[FN_MAX_CHUNK_UNITS];
+        double mean[FN_MAX_CHUNK_UNITS + LANES], S0[FN_MAX_CHUNK_UNITS], S1[FN_MAX_CHUNK_UNITS],
+            S2[FN_MAX_CHUNK_UNITS];
+        fn_unit_offsets(s, g0, cnt, xo, yo, wo);
+        for (ptrdiff_t j = 0; j < cnt; j++) {
+            mean[j] = p->mode == FN_MODE_RMS ? 0.0 : p->mean[g0 + j];
+            S0[j] = 0; S1[j] = 0; S2[j] = 0;
+        }
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+            for (ptrdiff_t j0 = 0; j0 < cnt; j0 += LANES) {
+                ptrdiff_t m = fn_min(LANES, cnt - j0);
+                const T *xr[LANES], *dyr[LANES];
+                double s0[LANES], s1[LANES], s2[LANES];
+                for (ptrdiff_t j = 0; j < m; j++) {
+                    xr[j] = q->x + xo[j0 + j] + r1 * s->xr1;
+                    dyr[j] = q->dy + xo[j0 + j] + r1 * s->xr1;
+                }
+                TF(bwd_sums_rows)(xr, dyr, m, s->R2, mean + j0, s0, s1, s2);
+                for (ptrdiff_t j = 0; j < m; j++) { S0[j0 + j] += s0[j]; S1[j0 + j] += s1[j]; S2[j0 + j] += s2[j]; }
+            }
+        for (ptrdiff_t j = 0; j < cnt; j++)
+            TF(bwd_unit_finish)(p, g0 + j, (double)(s->R1 * s->R2), S0[j], S1[j], S2[j]);
+        if (q->dx)
+            for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+                for (ptrdiff_t j = 0; j < cnt; j++) TF(seg_bwd_block)(s, p, q, g0 + j, r1, 0, s->R2, 1, NULL);
+    }
+}
+
 /* Units [u0, u1) by seg_bwd_unit; single-segment units of at most
  * FN_BWD_BATCH_BYTES (InstanceNorm's 7 x 7 planes, 13 % faster) LANES at a time:
  * their sums by bwd_sums_rows, then their dx. The same bits. (Planes of 14 x 14
@@ -309,6 +356,10 @@ static void TF(seg_bwd_unit)(const fn_seg_shape *s, const fn_bwd_args *p, const 
 static void TF(seg_bwd_units)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
                               ptrdiff_t u0, ptrdiff_t u1)
 {
+    if (TF(bwd_rowwise)(s, q)) {
+        TF(seg_bwd_rowwise)(s, p, q, u0, u1);
+        return;
+    }
     if (s->R1 != 1 || !TF(bwd_short_segments)(s, q) || s->R2 * (ptrdiff_t)sizeof(T) > FN_BWD_BATCH_BYTES) {
         for (ptrdiff_t u = u0; u < u1; u++) TF(seg_bwd_unit)(s, p, q, u);
         return;
@@ -604,6 +655,14 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     }
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
+        /* row-wise chunks: at most as many units as L2 holds, at least two
+         * chunks per thread and as many for each thread */
+        if (TF(bwd_rowwise)(s, &q)) {
+            ptrdiff_t fit = fn_rowwise_units(2 * unit_len * (ptrdiff_t)sizeof(T), FN_MAX_CHUNK_UNITS);
+            ptrdiff_t n_chunks = fn_max((U + fit - 1) / fit, 2 * (ptrdiff_t)nt);
+            n_chunks = (n_chunks + nt - 1) / nt * nt;
+            chunk = fn_max(1, (U + n_chunks - 1) / n_chunks);
+        }
         FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
             TF(seg_bwd_units)(s, p, &q, u_c_ * chunk, fn_min(U, (u_c_ + 1) * chunk));
             if (q.stream) fn_store_fence();

@@ -497,6 +497,30 @@ def test_batch_norm_backward_thread_count_invariant(bwd, channel_axis):
         np.testing.assert_array_equal(a, b)
 
 
+# Short planes take the row-wise walk (the channels of a chunk together, several
+# planes' sums at a time) or, with few channels per thread, the walk by planes:
+# the same bits at every thread count, and the float64 values.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(256, 6, 7, 7), (64, 32, 7, 7), (8, 64, 28, 28), (64, 24, 14, 14)])
+def test_batch_norm_backward_short_planes(shape, dtype):
+    x = data(shape, 71, dtype)
+    dy = data(shape, 72, dtype)
+    w = data((shape[1],), 73, dtype)
+    X, _ = _bn_groups(x, 1)
+    mean = X.mean(1).astype(dtype)
+    invstd = (1 / np.sqrt(X.var(1) + EPS)).astype(dtype)
+    expected = bn_backward64(dy, x, w, 1, True)
+    first = None
+    for nt in (1, 2, 3, 4):
+        got = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, num_threads=nt)
+        if first is None:
+            first = got
+            for g, e in zip(got, expected):
+                np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-4 * np.abs(e).max())
+        for a, b in zip(first, got):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("bwd", _impls("layer_norm_backward"))
 def test_layer_norm_backward_thread_count_invariant(bwd):
     x = data((3000, 48), 61, np.float32)
