@@ -149,6 +149,52 @@ static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, doubl
     if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec)(x, dy, w, i, n - i, mhv, mlv, rv, sv, c1v, c2v));
 }
 
+/* dx of cnt segments of n >= TLANES values lying end to end in x, dy and dx (the
+ * planes of neighbouring channels of one sample), segment j with its unit's
+ * coefficients (mean, rstd, scale, c1, c2 as bwd_dx takes them, at 5 * j). The
+ * run is walked as one row from dx's first vector boundary: the vector that
+ * spans two segments is computed with each one's coefficients and the two are
+ * joined (as norm_run_joined), where segment by segment a 7 x 7 plane took two
+ * partial stores. Each value's arithmetic is bwd_dx's: the same bits. */
+static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdiff_t cnt, const double *cf,
+                              int stream)
+{
+    const VT z = {0};
+    const ptrdiff_t total = n * cnt;
+    ptrdiff_t j = 0, end = n;      /* segment j spans [end - n, end) */
+    VT mhv, mlv, rv, sv, c1v, c2v;
+#define FN_DX_COEFS(j) do {                                                          \
+        const double *c_ = cf + 5 * (j);                                              \
+        const T mh_ = (T)c_[0];                                                       \
+        mhv = z + mh_; mlv = z + (T)(c_[0] - (double)mh_); rv = z + (T)c_[1];         \
+        sv = z + (T)c_[2]; c1v = z + (T)c_[3]; c2v = z + (T)c_[4];                    \
+    } while (0)
+    FN_DX_COEFS(0);
+    ptrdiff_t i = fn_min(TF(vec_head)(dx), total);
+    if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, NULL, 0, i, mhv, mlv, rv, sv, c1v, c2v));
+    stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
+    while (i < total) {
+        ptrdiff_t m = fn_min(TLANES, total - i);
+        VT v = TF(bwd_dx_vec)(x, dy, NULL, i, m, mhv, mlv, rv, sv, c1v, c2v);
+        if (i + m > end) {
+            ptrdiff_t k = end - i;
+            j++;
+            end += n;
+            FN_DX_COEFS(j);
+            v = TF(join)(v, TF(bwd_dx_vec)(x, dy, NULL, i, m, mhv, mlv, rv, sv, c1v, c2v), k);
+        }
+        if (m == TLANES) TF(store_vec)(dx + i, v, stream);
+        else TF(store_part)(dx + i, m, v);
+        i += m;
+        if (i == end && j + 1 < cnt) {
+            j++;
+            end += n;
+            FN_DX_COEFS(j);
+        }
+    }
+#undef FN_DX_COEFS
+}
+
 /* bwd_dx of a row with the sums (bwd_sums) of the next row (xs, dys around
  * mean_s, parameters w alike) taken in the same loop, two vectors of each per
  * step: the next row is read from memory while this one's dx is written
@@ -227,25 +273,33 @@ typedef struct {
                             (seg_bwd_unit and seg_bwd_rows_piped; see seg_bwd) */
 } TF(seg_bwd_ptrs);
 
+/* Unit u's dx coefficients as bwd_dx takes them: corrected mean, rstd, scale,
+ * c1, c2. */
+static inline void TF(seg_dx_coeffs)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                     ptrdiff_t u, double *c)
+{
+    double wu = q->wunit ? (double)q->wunit[(u % s->K) * s->wk] : 1.0;
+    c[0] = p->cmean[u];
+    c[1] = p->rstd[u];
+    TF(bwd_coeffs)(p, wu, (double)(s->R1 * s->R2), p->s1[u], p->s2[u], c[1], &c[2], &c[3], &c[4]);
+}
+
 static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
                               ptrdiff_t u, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1, int want_dx,
                               double *sums)
 {
     ptrdiff_t a = u / s->K, k = u % s->K;
     ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1 + i0;
-    double rstd = p->rstd[u];
     const T *w = q->wred ? q->wred + r1 * s->wr1 + i0 : NULL;
     if (!want_dx) {
         double mean = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u];
         TF(bwd_sums)(q->x + xo, q->dy + xo, i1 - i0, mean, w, &sums[0], &sums[1], &sums[2]);
         return;
     }
-    double mean = p->cmean[u];
-    double n = (double)(s->R1 * s->R2), scale, c1, c2;
-    double wu = q->wunit ? (double)q->wunit[k * s->wk] : 1.0;
-    TF(bwd_coeffs)(p, wu, n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
+    double c[5];
+    TF(seg_dx_coeffs)(s, p, q, u, c);
     ptrdiff_t yo = a * s->ya + k * s->yk + r1 * s->yr1 + i0;
-    TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, i1 - i0, mean, rstd, w, scale, c1, c2, q->stream);
+    TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, i1 - i0, c[0], c[1], w, c[2], c[3], c[4], q->stream);
 }
 
 /* Whether segments are single blocks summed without parameters: then
@@ -342,9 +396,26 @@ static void TF(seg_bwd_rowwise)(const fn_seg_shape *s, const fn_bwd_args *p, con
             }
         for (ptrdiff_t j = 0; j < cnt; j++)
             TF(bwd_unit_finish)(p, g0 + j, (double)(s->R1 * s->R2), S0[j], S1[j], S2[j]);
-        if (q->dx)
-            for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
-                for (ptrdiff_t j = 0; j < cnt; j++) TF(seg_bwd_block)(s, p, q, g0 + j, r1, 0, s->R2, 1, NULL);
+        if (!q->dx) continue;
+        /* the planes of one sample's channels lie end to end: joined runs */
+        double cf[5 * FN_MAX_CHUNK_UNITS];
+        unsigned char all[FN_MAX_CHUNK_UNITS];
+        for (ptrdiff_t j = 0; j < cnt; j++) {
+            TF(seg_dx_coeffs)(s, p, q, g0 + j, cf + 5 * j);
+            all[j] = 1;
+        }
+        int joined = s->R2 >= TLANES;
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+            for (ptrdiff_t j = 0; j < cnt; j++) {
+                ptrdiff_t run = joined ? TF(joined_len)(xo, yo, all, j, cnt, s->R2) : 1;
+                if (run > 1) {
+                    TF(bwd_dx_joined)(q->x + xo[j] + r1 * s->xr1, q->dy + xo[j] + r1 * s->xr1,
+                                      q->dx + yo[j] + r1 * s->yr1, s->R2, run, cf + 5 * j, q->stream);
+                    j += run - 1;
+                } else {
+                    TF(seg_bwd_block)(s, p, q, g0 + j, r1, 0, s->R2, 1, NULL);
+                }
+            }
     }
 }
 
