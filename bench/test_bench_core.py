@@ -49,6 +49,8 @@ CORE_CASES = [
     Case("GroupNorm (1, 256, 7, 7), 32 groups", "group_norm", (1, 256, 7, 7), layout="NCHW", groups=32),
     Case("GroupNorm NHWC (8, 32, 32, 256), 32 groups", "group_norm", (8, 32, 32, 256),
          layout="NHWC", groups=32),
+    # planes of 7 x 7 (the last stage of a ResNet): per-plane steps, not memory
+    Case("GroupNorm (64, 256, 7, 7), 32 groups", "group_norm", (64, 256, 7, 7), layout="NCHW", groups=32),
     Case("InstanceNorm (16, 64, 64, 64)", "instance_norm", (16, 64, 64, 64), layout="NCHW"),
     Case("add+LayerNorm (8192, 768)", "add_layer_norm", (8192, 768)),
     Case("LayerNorm backward (8192, 768)", "layer_norm_backward", (8192, 768)),
@@ -56,6 +58,8 @@ CORE_CASES = [
          layout="NCHW"),
     Case("BatchNorm backward NHWC (32, 56, 56, 64)", "batch_norm_backward", (32, 56, 56, 64),
          layout="NHWC"),
+    Case("BatchNorm backward NCHW (64, 256, 7, 7)", "batch_norm_backward", (64, 256, 7, 7),
+         layout="NCHW"),
     Case("GroupNorm backward (8, 256, 32, 32), 32 groups", "group_norm_backward", (8, 256, 32, 32),
          layout="NCHW", groups=32),
     Case("GroupNorm backward NHWC (8, 32, 32, 256), 32 groups", "group_norm_backward",
