@@ -728,14 +728,8 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     }
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
-        /* row-wise chunks: at most as many units as L2 holds, at least two
-         * chunks per thread and as many for each thread */
-        if (TF(bwd_rowwise)(s, &q)) {
-            ptrdiff_t fit = fn_rowwise_units(2 * unit_len * (ptrdiff_t)sizeof(T), FN_MAX_CHUNK_UNITS);
-            ptrdiff_t n_chunks = fn_max((U + fit - 1) / fit, 2 * (ptrdiff_t)nt);
-            n_chunks = (n_chunks + nt - 1) / nt * nt;
-            chunk = fn_max(1, (U + n_chunks - 1) / n_chunks);
-        }
+        if (TF(bwd_rowwise)(s, &q))
+            chunk = fn_rowwise_chunk(U, 2 * unit_len * (ptrdiff_t)sizeof(T), FN_MAX_CHUNK_UNITS, nt);
         FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
             TF(seg_bwd_units)(s, p, &q, u_c_ * chunk, fn_min(U, (u_c_ + 1) * chunk));
             if (q.stream) fn_store_fence();

@@ -299,6 +299,18 @@ static inline ptrdiff_t fn_rowwise_units(ptrdiff_t unit_bytes, ptrdiff_t max_uni
     return fn_max(1, fn_min(max_units, FN_ROWWISE_BYTES / fn_max(1, unit_bytes)));
 }
 
+/* Units per chunk of a row-wise walk over U units on nt threads: at most as many
+ * as fn_rowwise_units allows, at least two chunks per thread, and as many chunks
+ * for each thread (7 chunks on 2 threads left one thread a chunk behind:
+ * BatchNorm (64, 256, 7, 7) ~ 10 % slower). */
+static inline ptrdiff_t fn_rowwise_chunk(ptrdiff_t U, ptrdiff_t unit_bytes, ptrdiff_t max_units, int nt)
+{
+    ptrdiff_t fit = fn_rowwise_units(unit_bytes, max_units);
+    ptrdiff_t n_chunks = fn_max((U + fit - 1) / fit, 2 * (ptrdiff_t)nt);
+    n_chunks = (n_chunks + nt - 1) / nt * nt;
+    return fn_max(1, (U + n_chunks - 1) / n_chunks);
+}
+
 /* Work sharing with cache affinity and load balance. Items [0, n) are split into
  * one contiguous share per thread; a thread takes the items of its own share in
  * order, then those left in the other shares. Uncontended, each thread gets the

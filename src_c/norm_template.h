@@ -1528,10 +1528,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
         /* a pipelined chunk starts with a statistics-only unit: make chunks long */
         if (pipelined) chunk = fn_max(chunk, U / (8 * (ptrdiff_t)nt));
-        /* row-wise chunks: as many units as L2 holds, at least two chunks per thread */
-        if (rowwise)
-            chunk = fn_max(1, fn_min(fn_rowwise_units(unit_bytes, FN_MAX_CHUNK_UNITS),
-                                     U / (2 * (ptrdiff_t)nt)));
+        if (rowwise) chunk = fn_rowwise_chunk(U, unit_bytes, FN_MAX_CHUNK_UNITS, nt);
         /* tiled chunks: at least a tile, and long (each starts with a tile's
          * statistics taken alone), with at least two chunks per thread */
         if (tiled)
