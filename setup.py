@@ -111,7 +111,8 @@ extensions = [
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=[os.path.join("src_c", f) for f in os.listdir("src_c") if f.endswith(".h")]
-        + ["fastnorm/_lrn.pxi", "fastnorm/_bufcache.pxi", "fastnorm/_chanfast.pxi", "fastnorm/_bwdfast.pxi"],
+        + ["fastnorm/_lrn.pxi", "fastnorm/_bufcache.pxi", "fastnorm/_chanfast.pxi", "fastnorm/_bwdfast.pxi",
+           "fastnorm/_momentsfast.pxi"],
     )
 ]
 

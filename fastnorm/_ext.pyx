@@ -7,7 +7,7 @@ canonical shapes (see src_c/fastnorm.h); these functions only take the data
 pointers, release the GIL, run the kernel and turn its status into an exception.
 
 The fast paths (rows_fast here, chan_fast in _chanfast.pxi, the backward ones in
-_bwdfast.pxi) are the exception: they check the common calls themselves, in
+_bwdfast.pxi, moments_fast in _momentsfast.pxi) are the exception: they check the common calls themselves, in
 compiled code, and return None for anything else, which the general path then
 validates.
 """
@@ -491,3 +491,4 @@ def forked_child():
 include "_lrn.pxi"
 include "_chanfast.pxi"
 include "_bwdfast.pxi"
+include "_momentsfast.pxi"

@@ -273,6 +273,12 @@ typedef struct {
                             (seg_bwd_unit and seg_bwd_rows_piped; see seg_bwd) */
 } TF(seg_bwd_ptrs);
 
+/* The value unit u's sums are taken around: its mean (0 in RMS mode). */
+static inline double TF(sums_center)(const fn_bwd_args *p, ptrdiff_t u)
+{
+    return p->mode == FN_MODE_RMS ? 0.0 : p->mean[u];
+}
+
 /* Unit u's dx coefficients as bwd_dx takes them: corrected mean, rstd, scale,
  * c1, c2. */
 static inline void TF(seg_dx_coeffs)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
@@ -292,7 +298,7 @@ static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const
     ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1 + i0;
     const T *w = q->wred ? q->wred + r1 * s->wr1 + i0 : NULL;
     if (!want_dx) {
-        double mean = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u];
+        double mean = TF(sums_center)(p, u);
         TF(bwd_sums)(q->x + xo, q->dy + xo, i1 - i0, mean, w, &sums[0], &sums[1], &sums[2]);
         return;
     }
@@ -321,7 +327,7 @@ static inline __attribute__((always_inline)) ptrdiff_t TF(seg_bwd_segment_sums)(
     for (ptrdiff_t j = 0; j < cnt; j++) {
         xr[j] = q->x + xu + (r0 + j) * s->xr1;
         dyr[j] = q->dy + xu + (r0 + j) * s->xr1;
-        mean[j] = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u];
+        mean[j] = TF(sums_center)(p, u);
     }
     TF(bwd_sums_rows)(xr, dyr, cnt, s->R2, mean, s0, s1, s2);
     /* 0 + the block's sums, as a sum over the segment's blocks starts */
@@ -379,7 +385,7 @@ static void TF(seg_bwd_rowwise)(const fn_seg_shape *s, const fn_bwd_args *p, con
             S2[FN_MAX_CHUNK_UNITS];
         fn_unit_offsets(s, g0, cnt, xo, yo, wo);
         for (ptrdiff_t j = 0; j < cnt; j++) {
-            mean[j] = p->mode == FN_MODE_RMS ? 0.0 : p->mean[g0 + j];
+            mean[j] = TF(sums_center)(p, g0 + j);
             S0[j] = 0; S1[j] = 0; S2[j] = 0;
         }
         for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
@@ -443,7 +449,7 @@ static void TF(seg_bwd_units)(const fn_seg_shape *s, const fn_bwd_args *p, const
             ptrdiff_t u = g + j, xo = (u / s->K) * s->xa + (u % s->K) * s->xk;
             xr[j] = q->x + xo;
             dyr[j] = q->dy + xo;
-            mean[j] = p->mode == FN_MODE_RMS ? 0.0 : p->mean[u];
+            mean[j] = TF(sums_center)(p, u);
         }
         TF(bwd_sums_rows)(xr, dyr, cnt, s->R2, mean, s0, s1, s2);
         /* (the group's dx as one joined run, as seg_bwd_rowwise writes it, ran
