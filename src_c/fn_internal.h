@@ -266,7 +266,17 @@ static inline void fn_unit_offsets(const fn_seg_shape *s, ptrdiff_t g, ptrdiff_t
     /* the shape in locals: the stores to xo, yo, wo might alias *s otherwise, and
      * every field was reloaded for every unit (8 % of LayerNorm (512, 64)) */
     const ptrdiff_t K = s->K, xa = s->xa, xk = s->xk, ya = s->ya, yk = s->yk, wk = s->wk;
-    for (ptrdiff_t j = 0, a = g / K, k = g % K; j < cnt; j++) {
+    const ptrdiff_t a0 = g / K, k0 = g % K;
+    if (k0 + cnt <= K) {
+        /* all in one a (LayerNorm's rows): a loop without the wrap, which vectorizes */
+        for (ptrdiff_t j = 0; j < cnt; j++) {
+            xo[j] = a0 * xa + (k0 + j) * xk;
+            yo[j] = a0 * ya + (k0 + j) * yk;
+            wo[j] = (k0 + j) * wk;
+        }
+        return;
+    }
+    for (ptrdiff_t j = 0, a = a0, k = k0; j < cnt; j++) {
         xo[j] = a * xa + k * xk;
         yo[j] = a * ya + k * yk;
         wo[j] = k * wk;
