@@ -284,9 +284,6 @@ static inline void fn_unit_offsets(const fn_seg_shape *s, ptrdiff_t g, ptrdiff_t
     }
 }
 
-/* Items per chunk of a parallel loop over n items of item_elems values each:
- * about FN_CHUNK_ELEMS values, but at least two chunks per thread, so that no
- * thread goes without work (256 rows of 64 values made a single chunk). */
 /* The column walks' sub-blocks (col_block_stats, col_bwd_super): rows of
  * row_bytes (of x, or of x and dy) that fill half of L1, at least one. With
  * several column chunks, each chunk re-reads the sub-block from L1, and the
@@ -297,6 +294,9 @@ static inline ptrdiff_t fn_l1_sub_rows(ptrdiff_t row_bytes)
     return fn_max(1, FN_L1_BYTES / 2 / fn_max(1, row_bytes));
 }
 
+/* Items per chunk of a parallel loop over n items of item_elems values each:
+ * about FN_CHUNK_ELEMS values, but at least two chunks per thread, so that no
+ * thread goes without work (256 rows of 64 values made a single chunk). */
 static inline ptrdiff_t fn_chunk_items(ptrdiff_t n, ptrdiff_t item_elems, int nt)
 {
     ptrdiff_t c = FN_CHUNK_ELEMS / fn_max(1, item_elems);

@@ -807,16 +807,22 @@ static inline fn_seg_shape TF(stats_view)(const fn_seg_shape *s)
     return v;
 }
 
+/* Merges the block of m <= FN_BLOCK values at blk (a segment's last when m is
+ * short, of 1 / inv_tail values) into acc. */
+static inline __attribute__((always_inline)) void TF(acc_one_block)(fn_acc *acc, const T *blk, ptrdiff_t m,
+                                                                    int rms, double inv_tail)
+{
+    double bm, bm2;
+    TF(block_stats)(blk, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
+    TF(acc_block)(acc, (double)m, bm, bm2, rms);
+}
+
 /* Merges the blocks of one segment (R2 values at seg) into acc, in order. */
 static inline __attribute__((always_inline)) void TF(acc_segment)(fn_acc *acc, const T *seg, ptrdiff_t R2,
                                                                   int rms, double inv_tail)
 {
-    for (ptrdiff_t i0 = 0; i0 < R2; i0 += FN_BLOCK) {
-        ptrdiff_t m = fn_min(FN_BLOCK, R2 - i0);
-        double bm, bm2;
-        TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
-        TF(acc_block)(acc, (double)m, bm, bm2, rms);
-    }
+    for (ptrdiff_t i0 = 0; i0 < R2; i0 += FN_BLOCK)
+        TF(acc_one_block)(acc, seg + i0, fn_min(FN_BLOCK, R2 - i0), rms, inv_tail);
 }
 
 /* Statistics of the unit at xu (R1 segments of R2 values; s is a statistics view). */
@@ -1202,10 +1208,8 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
 static inline void TF(pipe_stats_block)(const fn_seg_shape *s, const T *xu, ptrdiff_t t, ptrdiff_t nb, int rms,
                                         double inv_tail, fn_acc *acc)
 {
-    ptrdiff_t i0 = (t % nb) * FN_BLOCK, m = fn_min(FN_BLOCK, s->R2 - i0);
-    double bm, bm2;
-    TF(block_stats)(xu + (t / nb) * s->xr1 + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
-    TF(acc_block)(acc, (double)m, bm, bm2, rms);
+    ptrdiff_t i0 = (t % nb) * FN_BLOCK;
+    TF(acc_one_block)(acc, xu + (t / nb) * s->xr1 + i0, fn_min(FN_BLOCK, s->R2 - i0), rms, inv_tail);
 }
 
 /* Units of a third to a half of L1 each, [u0, u1): the statistics of unit u + 1 are
@@ -1361,10 +1365,7 @@ static inline ptrdiff_t TF(cursor_step)(const fn_seg_shape *s, const T *x, const
                                         TF(stats_cursor) *c, int rms, double inv_tail, double inv_total)
 {
     ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - c->i0);
-    double bm, bm2;
-    TF(block_stats)(x + (c->u / s->K) * s->xa + (c->u % s->K) * s->xk + c->i0, m,
-                    m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
-    TF(acc_block)(&c->acc, (double)m, bm, bm2, rms);
+    TF(acc_one_block)(&c->acc, x + (c->u / s->K) * s->xa + (c->u % s->K) * s->xk + c->i0, m, rms, inv_tail);
     c->i0 += m;
     if (c->i0 == s->R2) {
         TF(finish_stats)(&c->acc, inv_total, rms, &p->mean[c->u], &p->var[c->u]);
