@@ -144,6 +144,17 @@ static inline void fn_merge_cols(double na, double *ma, double *m2a, double nb,
     }
 }
 
+/* 1 when the T-precision sums s1, s2 of n values per column (in double) can be
+ * trusted, as sums_ok for a row: finite, and mean squares not below FN_TINY_SQ.
+ * Branch-free, so that it vectorizes (x - x == 0 exactly when x is finite). */
+static inline int fn_col_sums_ok(const double *s1, const double *s2, ptrdiff_t K, double n)
+{
+    int ok = 1;
+    const double tiny = n * FN_TINY_SQ;
+    for (ptrdiff_t k = 0; k < K; k++) ok &= (s1[k] - s1[k] == 0) & (s2[k] - s2[k] == 0) & (s2[k] >= tiny);
+    return ok;
+}
+
 /* Groups of kg consecutive columns with equal counts (channels-last GroupNorm):
  * each column's mean and biased variance become its group's, the mean of the
  * means and the mean of the variances plus the variance of the means (exact). */

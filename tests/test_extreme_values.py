@@ -117,6 +117,57 @@ def test_moments_nonfinite_stays_in_its_column(bad):
     assert not np.isfinite(v[2])
 
 
+# Column statistics are summed in blocks of 64 rows, and each superblock of 1024
+# rows sums its blocks after the first in double, shifted by the first block's
+# means: rows 0, 63 (block 0), 64, 1023 (the rest of superblock 0), 1024, 2999.
+COLUMN_ROWS = [0, 63, 64, 700, 1023, 1024, 2999]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("row", COLUMN_ROWS, ids=str)
+@pytest.mark.parametrize("bad", BADS, ids=_ids)
+def test_column_nonfinite_at_any_row_stays_in_its_column(bad, row, dtype):
+    # 70 columns: a chunk of 64 summed in vectors, then single columns
+    x = np.random.default_rng(row).standard_normal((3000, 70)).astype(dtype)
+    x[row, [5, 66]] = bad
+    with np.errstate(all="ignore"):
+        m, v = fastnorm.moments(x, axis=0)
+    good = np.setdiff1d(np.arange(70), [5, 66])
+    x64 = x[:, good].astype(np.float64)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(m[good], x64.mean(axis=0), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(v[good], x64.var(axis=0), rtol=rtol)
+    assert not np.isfinite(v[[5, 66]]).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("rest_scale", [1e19, 1e-22, 1e3], ids=_ids)
+@pytest.mark.parametrize("first_scale", [1e19, 1e-22, 1.0], ids=_ids)
+def test_column_blocks_of_different_scales(first_scale, rest_scale, dtype):
+    """A superblock whose first block and other blocks differ in scale: float32
+    squares that overflow (1e19) or lose their precision below the normal range
+    (1e-22) in either part are taken again in double, and a first block far from
+    the rest still shifts the rest well enough. Against float64, in every column
+    walk: moments, BatchNorm channels-last, RMSNorm over axis 0."""
+    rng = np.random.default_rng(11)
+    x64 = rng.standard_normal((2500, 67)) + 0.5
+    x64[:64] *= first_scale
+    x64[64:] *= rest_scale
+    x = x64.astype(dtype)
+    xr = x.astype(np.float64)
+    rtol = 2e-6 if dtype == np.float32 else 1e-12
+    mean, var = xr.mean(axis=0), xr.var(axis=0)
+    if var.min() > np.finfo(dtype).tiny:    # else moments' float32 variance is denormal
+        m, v = fastnorm.moments(x, axis=0)
+        np.testing.assert_allclose(m, mean, rtol=rtol)
+        np.testing.assert_allclose(v, var, rtol=rtol)
+    y = fastnorm.batch_norm(x[None], channel_axis=-1, eps=0.0)[0]
+    np.testing.assert_allclose(y, (xr - mean) / np.sqrt(var), rtol=4 * rtol, atol=4 * rtol)
+    y = fastnorm.rms_norm(x, axis=0, eps=0.0)
+    np.testing.assert_allclose(y, xr / np.sqrt((xr * xr).mean(axis=0)), rtol=4 * rtol,
+                               atol=4 * rtol)
+
+
 # ------------------------------------------------------------- constant data
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("value", [0.0, 3.7, -1e4, 1e30], ids=_ids)
