@@ -170,20 +170,35 @@ def test_wide_column_moments_match_narrow_ones(K, dtype, rng):
         np.testing.assert_array_equal(var[cols], v)
 
 
-# The compiled path (fastnorm._ext.moments_fast): calls over the last axis of a
-# C-contiguous float32/float64 array with a Python int ddof skip the Python-level
-# validation and planning; a NumPy integer ddof takes the general path. Both must
-# return the same types, shapes, dtypes and bits, ddof >= n (inf / NaN) included.
+# The compiled path (fastnorm._ext.moments_fast): calls over trailing axes (rows)
+# or leading axes (columns) of a C-contiguous float32/float64 array with a Python
+# int ddof skip the Python-level validation and planning; a NumPy integer ddof
+# takes the general path. Both must return the same types, shapes, dtypes and
+# bits, ddof >= n (inf / NaN) included.
+FAST_SHAPE_AXES = [
+    ((7,), [-1, 0, None, (0,)]),
+    ((1,), [None, 0]),
+    ((3, 5), [-1, 1, 0, None, (0, 1), (1, 0)]),
+    ((4, 3, 1000), [2, (1, 2), (2, 1), 0, (0, 1), (-3, -2), None]),
+    ((2, 2049), [-1, 0, None]),
+    ((3000, 70), [0, 1]),
+    ((1, 64), [0, 1]),
+    ((64, 1), [0, 1]),              # kept axes of one value: one row, as the planner does
+    ((5, 1, 6), [0, (0, 1), (1, 2), 2]),
+    ((2, 3, 4, 5), [(0, 1, 2), (1, 2, 3), (0, 1), 3]),
+]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(7,), (1,), (3, 5), (4, 3, 1000), (2, 2049)], ids=str)
+@pytest.mark.parametrize("shape,axes", FAST_SHAPE_AXES, ids=str)
 @pytest.mark.parametrize("keepdims", [False, True])
-def test_compiled_path_same_results_as_general_path(shape, dtype, keepdims):
+def test_compiled_path_same_results_as_general_path(shape, axes, dtype, keepdims):
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(shape) * 3 + 100).astype(dtype)
-    axes = [-1, len(shape) - 1] + ([None] if len(shape) == 1 else [])
     for axis in axes:
         assert fastnorm._ext.moments_fast(x, axis, 0, keepdims, None, fastnorm.get_num_threads) is not None
-        for ddof in (0, 1, shape[-1], shape[-1] + 2, -1):
+        n = x.size if axis is None else int(np.prod([shape[a] for a in np.atleast_1d(axis)]))
+        for ddof in (0, 1, n, n + 2, -1):
             with np.errstate(divide="ignore", invalid="ignore"):
                 fast = fastnorm.moments(x, axis=axis, ddof=ddof, keepdims=keepdims)
                 general = fastnorm.moments(x, axis=axis, ddof=np.int64(ddof), keepdims=keepdims)
@@ -194,13 +209,22 @@ def test_compiled_path_same_results_as_general_path(shape, dtype, keepdims):
 
 
 def test_compiled_path_declines_other_calls():
-    x = np.ones((4, 6), np.float32)
+    x = np.ones((4, 6, 5), np.float32)
     g = fastnorm.get_num_threads
-    assert fastnorm._ext.moments_fast(x, 0, 0, False, None, g) is None         # not the last axis
-    assert fastnorm._ext.moments_fast(x, None, 0, False, None, g) is None      # all axes of a 2-D x
+    assert fastnorm._ext.moments_fast(x, 1, 0, False, None, g) is None         # a middle axis
+    assert fastnorm._ext.moments_fast(x, (0, 2), 0, False, None, g) is None    # not one range
+    assert fastnorm._ext.moments_fast(x, (0, 0), 0, False, None, g) is None    # repeated: raises there
+    assert fastnorm._ext.moments_fast(x, 3, 0, False, None, g) is None         # out of range: raises there
+    assert fastnorm._ext.moments_fast(x, 2 ** 70, 0, False, None, g) is None
+    assert fastnorm._ext.moments_fast(x, (), 0, False, None, g) is None
+    assert fastnorm._ext.moments_fast(x, np.int64(0), 0, False, None, g) is None
+    assert fastnorm._ext.moments_fast(x, [0, 1], 0, False, None, g) is None
+    assert fastnorm._ext.moments_fast(x, True, 0, False, None, g) is None
     assert fastnorm._ext.moments_fast(x, -1, True, False, None, g) is None     # bool ddof: the general path raises
     assert fastnorm._ext.moments_fast(x[:, ::2], -1, 0, False, None, g) is None  # not contiguous
     assert fastnorm._ext.moments_fast(x.astype(np.float16), -1, 0, False, None, g) is None
     assert fastnorm._ext.moments_fast(x, -1, 0, False, 0, g) is None          # bad num_threads: raises there
+    with pytest.raises(ValueError):
+        fastnorm.moments(x, axis=3)
     with pytest.raises(ValueError):
         fastnorm.moments(x, axis=-1, num_threads=0)
