@@ -164,11 +164,7 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
     cdef Py_ssize_t U = s.A * s.K if kind == 1 else c.A * c.K
     cdef double *stats = NULL
     if has_running or return_stats:
-        stats = <double *>malloc(2 * <size_t>U * sizeof(double))
-        if stats == NULL:
-            raise MemoryError("fastnorm: statistics allocation failed")
-        p.mean = stats
-        p.var = stats + U
+        stats = _stats_buffer(&p, U)
         if has_running and not train:
             _read_doubles(<cnp.ndarray>running_mean, p.mean, C)
             _read_doubles(<cnp.ndarray>running_var, p.var, C)

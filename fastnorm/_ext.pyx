@@ -291,6 +291,17 @@ cdef void _read_doubles(cnp.ndarray a, double *dst, Py_ssize_t n) noexcept:
             dst[i] = d[i]
 
 
+cdef double *_stats_buffer(fn_norm_args *p, Py_ssize_t units) except NULL:
+    """The kernel's statistics in a new block of 2 * units doubles: p.mean at its
+    start, p.var after units values. Returns the block, for free()."""
+    cdef double *stats = <double *>malloc(2 * <size_t>units * sizeof(double))
+    if stats == NULL:
+        raise MemoryError("fastnorm: statistics allocation failed")
+    p.mean = stats
+    p.var = stats + units
+    return stats
+
+
 cdef cnp.ndarray _doubles_out(const double *src, Py_ssize_t n, Py_ssize_t step, int typenum):
     """A new 1-D array of x's dtype holding src[0], src[step], ... (n values),
     rounded as NumPy's astype rounds them."""
@@ -362,11 +373,7 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
     cdef Py_ssize_t rows = size // D
     cdef double *stats = NULL
     if return_stats:
-        stats = <double *>malloc(2 * <size_t>rows * sizeof(double))
-        if stats == NULL:
-            raise MemoryError("fastnorm: statistics allocation failed")
-        p.mean = stats
-        p.var = stats + rows
+        stats = _stats_buffer(&p, rows)
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *yp = cnp.PyArray_DATA(ya)
     cdef int status

@@ -74,11 +74,7 @@ def moments_fast(object x, object axis, object ddof, object keepdims, object num
     c.xa = 0; c.xr = units; c.ya = 0; c.yr = units
     c.w_along_r = 0; c.Kg = 1
     cdef fn_norm_args p = _args(None, None, 0.0, MODE_MEANVAR, False, None, None, nt, False)
-    cdef double *stats = <double *>malloc(2 * <size_t>units * sizeof(double))
-    if stats == NULL:
-        raise MemoryError("fastnorm: statistics allocation failed")
-    p.mean = stats
-    p.var = stats + units
+    cdef double *stats = _stats_buffer(&p, units)
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef int status
     with nogil:
