@@ -968,10 +968,6 @@ static void TF(col_dx_rows_exact)(const fn_col_shape *s, const T *x, const T *dy
     }
 }
 
-/* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
- * with one parameter per column. Column sums are taken without the parameter and
- * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
- * gradients follow without another pass over the sums' inputs. */
 /* 1 when the dx pass over n blocks of FN_COL_BLOCK rows should walk each
  * thread's share from its end (fn_share_mirror), starting with the rows the sums
  * pass read last, still in L2: BatchNorm backward (16, 28, 28, 128) and (8, 28,
@@ -983,6 +979,10 @@ static int TF(col_dx_mirror)(ptrdiff_t K, ptrdiff_t n, int nt)
     return 8 * in_l2 >= n / fn_max(1, nt);
 }
 
+/* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
+ * with one parameter per column. Column sums are taken without the parameter and
+ * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
+ * gradients follow without another pass over the sums' inputs. */
 static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p,
                               int nt)
 {

@@ -1274,8 +1274,8 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
      * take the lean path: no block merges, and the per-row scalar steps (mean,
      * variance, 1/sqrt, the safety test) run as vector loops over the group
      * instead of one dependency chain per row (moments of rows of 64 values 1.6x
-     * faster than through seg_unit_stats). The arithmetic is that of block_stats + finish_stats +
-     * seg_norm_part, so the results are the same bits. */
+     * faster than through seg_unit_stats). The arithmetic is that of block_stats
+     * + finish_stats + seg_norm_part, so the results are the same bits. */
     int lean = s->R1 == 1 && s->R2 >= 1 && s->R2 <= FN_BLOCK && !p->stats_given;
     if (TF(rows_piped)(s, y, p)) {
         TF(seg_rows_piped)(s, x, y, p, u0, u1, NULL);
