@@ -1,77 +1,91 @@
 # Included by _ext.pyx: the compiled fast path of fastnorm.moments.
 
-cdef bint _reduced_range(object axis, int nd, Py_ssize_t *lo, Py_ssize_t *hi):
-    """The axes moments reduces as one range [lo, hi) of x's axes: None (all),
-    a Python int, or a tuple of distinct Python ints that are consecutive in some
-    order. False for anything else (out of range, repeated, bool, NumPy integers,
-    empty: the general path validates and raises as documented)."""
-    cdef Py_ssize_t a, n, i
+cdef bint _kept_range(object axis, int nd, Py_ssize_t *m0, Py_ssize_t *m1):
+    """The axes moments keeps, when they form one range [m0, m1) of x's axes (the
+    reduced ones lead and trail it; m0 == m1 == 0 when every axis is reduced):
+    axis None, a Python int, or a tuple of distinct Python ints. False for
+    anything else (out of range, repeated, bool, NumPy integers, empty, kept axes
+    apart: the general path validates, raises and plans those)."""
+    cdef Py_ssize_t a, i, first = -1, last = -1
     cdef object ax
-    if axis is None:
-        lo[0] = 0
-        hi[0] = nd
-        return True
-    if type(axis) is int:
-        axis = (axis,)
-    elif type(axis) is not tuple:
+    cdef char reduced[64]
+    if nd > 64:
         return False
-    n = len(<tuple>axis)
-    if n == 0 or n > nd:
-        return False
-    lo[0] = nd
-    hi[0] = 0
-    for ax in <tuple>axis:
-        if type(ax) is not int or not -nd <= ax < nd:
+    for i in range(nd):
+        reduced[i] = axis is None
+    if axis is not None:
+        if type(axis) is int:
+            axis = (axis,)
+        elif type(axis) is not tuple or len(<tuple>axis) == 0:
             return False
-        a = ax
-        if a < 0:
-            a += nd
-        lo[0] = min(lo[0], a)
-        hi[0] = max(hi[0], a + 1)
-    # n values spanning n places, each in range: distinct and consecutive
-    return hi[0] - lo[0] == n and len(set(<tuple>axis)) == n
+        for ax in <tuple>axis:
+            if type(ax) is not int or not -nd <= ax < nd:
+                return False
+            a = ax
+            if a < 0:
+                a += nd
+            if reduced[a]:
+                return False
+            reduced[a] = 1
+    for i in range(nd):
+        if not reduced[i]:
+            if first < 0:
+                first = i
+            elif i != last + 1:
+                return False
+            last = i
+    m0[0] = first if first >= 0 else 0
+    m1[0] = last + 1 if first >= 0 else 0
+    return True
 
 
 def moments_fast(object x, object axis, object ddof, object keepdims, object num_threads,
                  object default_threads):
     """The common cases of moments with no Python-level work: x a C-contiguous
-    float32/float64 ndarray reduced over trailing axes (rows, as the general
-    path's SEG plan; axis None included) or leading axes (columns, its COL plan;
-    one row when the kept axes hold one value, as the planner drops size-1 axes),
-    axis None, a Python int or a tuple of them, ddof a Python int, keepdims a bool.
-    Returns (mean, var) as moments returns them, or None when the call is not
-    such a case (the general path then validates and raises as documented). The
-    kernel call and its results are those of the general path."""
+    float32/float64 ndarray whose kept axes form one range, the reduced ones
+    leading and trailing it (rows: trailing axes; columns: leading axes; NCHW
+    channels: both), mapped onto the shape the general path plans for them (the
+    planner drops size-1 axes: kept axes of one value make one row, reduced
+    trailing axes of one value make columns); axis None, a Python int or a tuple
+    of them, ddof a Python int, keepdims a bool. Returns (mean, var) as moments
+    returns them, or None when the call is not such a case (the general path then
+    validates and raises as documented). The kernel call and its results are
+    those of the general path."""
     if (not _input_ok(x, 1) or type(ddof) is not int or type(keepdims) is not bool):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int typenum = cnp.PyArray_TYPE(xa)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    cdef Py_ssize_t lo = 0, hi = 0, i
-    if not _reduced_range(axis, nd, &lo, &hi):
+    cdef Py_ssize_t m0 = 0, m1 = 0, i
+    if not _kept_range(axis, nd, &m0, &m1):
         return None
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(xa), n_red = 1
-    for i in range(lo, hi):
-        n_red *= cnp.PyArray_DIM(xa, i)
-    cdef Py_ssize_t units = size // n_red
-    cdef bint columns = hi < nd
-    if columns and lo != 0:
-        return None
-    if columns and units == 1:
-        columns = False
-    # fn_work(rows, D) for rows, A * R * K for columns (src_c/fn_internal.h)
+    # x as [R1, K, R2]: reduced, kept, reduced
+    cdef Py_ssize_t R1 = 1, K = 1, R2 = 1
+    for i in range(nd):
+        if i < m0:
+            R1 *= cnp.PyArray_DIM(xa, i)
+        elif i < m1:
+            K *= cnp.PyArray_DIM(xa, i)
+        else:
+            R2 *= cnp.PyArray_DIM(xa, i)
+    cdef Py_ssize_t size = R1 * K * R2, n_red = R1 * R2, units = K
+    cdef bint columns = R2 == 1 and K > 1
+    if K == 1:
+        R2 = n_red
+        R1 = 1
+    # fn_work(units, unit length) for rows, A * R * K for columns (src_c/fn_internal.h)
     cdef double work = <double>size + (0.0 if columns else <double>units * 256)
     cdef int nt = _fast_threads(num_threads, default_threads, work)
     if nt == 0:
         return None
     cdef fn_seg_shape s
-    s.A = 1; s.R1 = 1; s.K = units; s.R2 = n_red
-    s.xa = 0; s.xr1 = 0; s.xk = n_red
-    s.ya = 0; s.yr1 = 0; s.yk = n_red
+    s.A = 1; s.R1 = R1; s.K = K; s.R2 = R2
+    s.xa = 0; s.xr1 = K * R2; s.xk = R2
+    s.ya = 0; s.yr1 = K * R2; s.yk = R2
     s.wk = 0; s.wr1 = 0; s.wr2 = 0
     cdef fn_col_shape c
-    c.A = 1; c.R = n_red; c.K = units
-    c.xa = 0; c.xr = units; c.ya = 0; c.yr = units
+    c.A = 1; c.R = R1; c.K = K
+    c.xa = 0; c.xr = K; c.ya = 0; c.yr = K
     c.w_along_r = 0; c.Kg = 1
     cdef fn_norm_args p = _args(None, None, 0.0, MODE_MEANVAR, False, None, None, nt, False)
     cdef double *stats = _stats_buffer(&p, units)
@@ -105,8 +119,8 @@ def moments_fast(object x, object axis, object ddof, object keepdims, object num
         free(stats)
     shape = x.shape
     if keepdims:
-        shape = shape[:lo] + (1,) * (hi - lo) + shape[hi:]
+        shape = (1,) * m0 + shape[m0:m1] + (1,) * (nd - m1)
     else:
-        shape = shape[:lo] + shape[hi:]
+        shape = shape[m0:m1]
     mean.shape = var.shape = shape
     return mean[()], var[()]

@@ -170,8 +170,9 @@ def test_wide_column_moments_match_narrow_ones(K, dtype, rng):
         np.testing.assert_array_equal(var[cols], v)
 
 
-# The compiled path (fastnorm._ext.moments_fast): calls over trailing axes (rows)
-# or leading axes (columns) of a C-contiguous float32/float64 array with a Python
+# The compiled path (fastnorm._ext.moments_fast): calls whose kept axes form one
+# range, the reduced ones leading and trailing it (rows, columns, the channels of
+# NCHW), over a C-contiguous float32/float64 array with a Python
 # int ddof skip the Python-level validation and planning; a NumPy integer ddof
 # takes the general path. Both must return the same types, shapes, dtypes and
 # bits, ddof >= n (inf / NaN) included.
@@ -185,7 +186,12 @@ FAST_SHAPE_AXES = [
     ((1, 64), [0, 1]),
     ((64, 1), [0, 1]),              # kept axes of one value: one row, as the planner does
     ((5, 1, 6), [0, (0, 1), (1, 2), 2]),
-    ((2, 3, 4, 5), [(0, 1, 2), (1, 2, 3), (0, 1), 3]),
+    ((2, 3, 4, 5), [(0, 1, 2), (1, 2, 3), (0, 1), 3, (0, 2, 3), (0, 3), (3, 0, 2)]),
+    ((3, 5, 7), [(0, 2)]),
+    ((8, 4, 1, 1), [(0, 2, 3)]),    # reduced trailing axes of one value: columns
+    ((8, 1, 5, 5), [(0, 2, 3)]),    # kept axis of one value: one row
+    ((1, 4, 3, 3), [(0, 2, 3)]),
+    ((64, 16, 9, 9), [(0, 2, 3)]),  # BatchNorm's statistics of an NCHW batch
 ]
 
 
@@ -211,8 +217,7 @@ def test_compiled_path_same_results_as_general_path(shape, axes, dtype, keepdims
 def test_compiled_path_declines_other_calls():
     x = np.ones((4, 6, 5), np.float32)
     g = fastnorm.get_num_threads
-    assert fastnorm._ext.moments_fast(x, 1, 0, False, None, g) is None         # a middle axis
-    assert fastnorm._ext.moments_fast(x, (0, 2), 0, False, None, g) is None    # not one range
+    assert fastnorm._ext.moments_fast(x, 1, 0, False, None, g) is None         # kept axes apart
     assert fastnorm._ext.moments_fast(x, (0, 0), 0, False, None, g) is None    # repeated: raises there
     assert fastnorm._ext.moments_fast(x, 3, 0, False, None, g) is None         # out of range: raises there
     assert fastnorm._ext.moments_fast(x, 2 ** 70, 0, False, None, g) is None
