@@ -171,14 +171,6 @@ static inline void fn_merge_column_groups(double *mean, double *var, ptrdiff_t K
     }
 }
 
-/* Sum of squared deviations from a block of shifted sums; rounding can leave a
- * tiny negative, NaN stays NaN. */
-static inline double fn_m2_from_sums(double s1, double s2, double n)
-{
-    double m2 = s2 - s1 * (s1 / n);
-    return m2 < 0 ? 0 : m2;
-}
-
 /* True when the T-precision normalize is safe for a unit of n values with this
  * mean and (biased) variance: x - mean cannot overflow (|x - mean| <= sqrt(n * var))
  * and the values are not in float32's denormal range. */

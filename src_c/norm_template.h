@@ -1704,16 +1704,13 @@ __attribute__((noinline, cold)) static void TF(col_sums_exact)(const fn_col_shap
 }
 
 /* Statistics (mean[K], m2[K]; in RMS mode 0 and the sums of squares) of n values
- * per column from their sums less the shift c. */
+ * per column from their sums less the shift c (c NULL: RMS), as fn_sums_to_stats. */
 static void TF(col_sums_to_stats)(const double *s1, const double *s2, const T *c, double n, ptrdiff_t K,
                                   double *mean, double *m2)
 {
     double inv_n = 1.0 / n;
-    for (ptrdiff_t k = 0; k < K; k++) {
-        double q = s1[k] * inv_n, m = s2[k] - s1[k] * q;
-        mean[k] = c ? (double)c[k] + q : 0.0;
-        m2[k] = !c ? s2[k] : (m < 0 ? 0 : m);
-    }
+    for (ptrdiff_t k = 0; k < K; k++)
+        fn_sums_to_stats(s1[k], s2[k], c ? (double)c[k] : 0.0, inv_n, !c, &mean[k], &m2[k]);
 }
 
 /* Statistics of rows [r0, r1) of a slab at xs, shifted by the first of them.
