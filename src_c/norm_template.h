@@ -138,6 +138,11 @@ static inline __attribute__((always_inline)) VD TF(hsumt_rows)(const VT *rows)
     VL ev, od;
     for (int l = 0; l < LANES; l++) { ev[l] = v[0][2 * l]; od[l] = v[0][2 * l + 1]; }
     return (zero + __builtin_convertvector(ev, VD)) + __builtin_convertvector(od, VD);
+#elif FN_T_BYTES == 4 && FN_VBYTES == 64 && defined(__AVX512F__)
+    /* one vcvtps2pd each: __builtin_convertvector split them in two halves */
+    VL ev = __builtin_shufflevector(v[0], v[0], 0, 2, 4, 6, 8, 10, 12, 14);
+    VL od = __builtin_shufflevector(v[0], v[0], 1, 3, 5, 7, 9, 11, 13, 15);
+    return (zero + (VD)_mm512_cvtps_pd((__m256)ev)) + (VD)_mm512_cvtps_pd((__m256)od);
 #elif FN_T_BYTES == 4
 #if FN_VBYTES == 64
     VL ev = __builtin_shufflevector(v[0], v[0], 0, 2, 4, 6, 8, 10, 12, 14);
@@ -991,9 +996,10 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
         double m2;
         fn_sums_to_stats(s1[j], s2[j], c0[j], inv_n, rms, &mean[j], &m2);
         var[j] = m2 * inv_n;
-        rstd[j] = 1.0 / sqrt(var[j] + eps);
     }
-    if (!y) return;     /* statistics only (moments) */
+    /* statistics only (moments): no 1 / sqrt, a sixth of the time of rows of 64 */
+    if (!y) return;
+    for (ptrdiff_t j = 0; j < cnt; j++) rstd[j] = 1.0 / sqrt(var[j] + eps);
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     int wvec = s->wr2 != 0;
     T mh[FN_UNIT_GROUP], ml[FN_UNIT_GROUP], sc[FN_UNIT_GROUP], sh[FN_UNIT_GROUP];
