@@ -709,8 +709,57 @@ static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const
     return FN_OK;
 }
 
+static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p);
+
+/* The backward of seg_as_columns' shapes (seg_columns_ok) through the column
+ * walk with groups of R2 columns (col_bwd_groups): per-unit statistics and
+ * sums are the groups' own; a per-unit parameter is repeated for each of the
+ * unit's columns and its gradients are summed over them. */
+static int TF(seg_bwd_as_columns)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
+{
+    ptrdiff_t R2 = s->R2, KC = s->K * R2;
+    fn_col_shape c = {s->A, s->R1, KC, s->xa, s->xr1, s->ya, s->yr1, 0, R2};
+    fn_bwd_args cp = *p;
+    int w_unit = p->w && s->wk == 1;
+    double *grads = p->dw ? (double *)malloc(sizeof(double) * 2 * (size_t)KC) : NULL;
+    T *wc = w_unit ? (T *)malloc(sizeof(T) * (size_t)KC) : NULL;
+    if ((p->dw && !grads) || (w_unit && !wc)) {
+        free(grads);
+        free(wc);
+        return FN_ENOMEM;
+    }
+    if (w_unit) {
+        const T *w = (const T *)p->w;
+        for (ptrdiff_t i = 0; i < KC; i++) wc[i] = w[i / R2];
+        cp.w = wc;
+    }
+    if (p->dw) {
+        cp.dw = grads;
+        cp.db = p->db ? grads + KC : NULL;
+        cp.nparam = KC;
+    }
+    int status = TF(col_bwd)(&c, x, dy, dx, &cp);
+    if (status == FN_OK && p->dw) {
+        /* per column (w_column) or summed over each unit's columns */
+        ptrdiff_t step = w_unit ? R2 : 1;
+        for (ptrdiff_t i = 0; i < KC / step; i++) {
+            double dw = 0, db = 0;
+            for (ptrdiff_t j = i * step; j < (i + 1) * step; j++) {
+                dw += grads[j];
+                if (p->db) db += grads[KC + j];
+            }
+            p->dw[i] = dw;
+            if (p->db) p->db[i] = db;
+        }
+    }
+    free(grads);
+    free(wc);
+    return status;
+}
+
 static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
 {
+    if (TF(seg_columns_ok)(s, dx, p->w)) return TF(seg_bwd_as_columns)(s, x, dy, dx, p);
     ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
     if (U == 0) return FN_OK;
     const T *w = (const T *)p->w;

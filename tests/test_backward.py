@@ -249,6 +249,34 @@ def test_batch_norm_backward_closed_form(bwd, dtype, shape, channel_axis, layout
     np.testing.assert_array_equal(xl, x_before)  # input untouched
 
 
+# channels of short runs lying next to each other, (N, C, L) with small L: the
+# backward reads them row by row as columns (src_c seg_bwd_as_columns), on
+# both sides of the shape rule that selects that walk
+BN_SHORT_SHAPES = [(300, 7, 2), (64, 33, 3), (5, 40, 4), (17, 6, 2, 2), (2100, 5, 8), (2047, 3, 8)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BN_SHORT_SHAPES, ids=str)
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_backward_short_segments(dtype, shape, affine, training):
+    x, dy, w, b, running, mean, invstd = _bn_case(shape, 1, affine, training, dtype)
+    want_dx, want_dw, want_db = bn_backward64(dy, x, w, 1, training, running)
+    results = [fastnorm.batch_norm_backward(dy, x, mean, invstd, w, training=training, num_threads=nt)
+               for nt in (1, 2, 3)]
+    dx, dw, db = results[0]
+    close(dx, want_dx, dtype, "dx")
+    if affine:
+        close(dw, want_dw, dtype, "dweight")
+        close(db, want_db, dtype, "dbias")
+    else:
+        assert dw is None and db is None
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            if a is not None:
+                np.testing.assert_array_equal(a, c)
+
+
 @pytest.mark.parametrize("bwd", _impls("batch_norm_backward"))
 @pytest.mark.parametrize("shape", BN_SHAPES, ids=lambda s: f"{len(s)}d")
 @pytest.mark.parametrize("channel_axis", [1, -1])
