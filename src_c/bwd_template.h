@@ -729,8 +729,7 @@ static int TF(seg_bwd_as_columns)(const fn_seg_shape *s, const T *x, const T *dy
         return FN_ENOMEM;
     }
     if (w_unit) {
-        const T *w = (const T *)p->w;
-        for (ptrdiff_t i = 0; i < KC; i++) wc[i] = w[i / R2];
+        TF(repeat_per_column)((const T *)p->w, KC, R2, wc);
         cp.w = wc;
     }
     if (p->dw) {

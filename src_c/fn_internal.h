@@ -282,15 +282,6 @@ static inline void fn_unit_offsets(const fn_seg_shape *s, ptrdiff_t g, ptrdiff_t
      * every field was reloaded for every unit (8 % of LayerNorm (512, 64)) */
     const ptrdiff_t K = s->K, xa = s->xa, xk = s->xk, ya = s->ya, yk = s->yk, wk = s->wk;
     const ptrdiff_t a0 = g / K, k0 = g % K;
-    if (K == 1) {
-        /* one unit per a (LayerNorm's rows): the same loop along a */
-        for (ptrdiff_t j = 0; j < cnt; j++) {
-            xo[j] = (a0 + j) * xa;
-            yo[j] = (a0 + j) * ya;
-            wo[j] = 0;
-        }
-        return;
-    }
     if (k0 + cnt <= K) {
         /* all in one a (LayerNorm's rows): a loop without the wrap, which vectorizes */
         for (ptrdiff_t j = 0; j < cnt; j++) {

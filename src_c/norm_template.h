@@ -1499,6 +1499,12 @@ static inline int TF(seg_columns_ok)(const fn_seg_shape *s, const T *y, const vo
            && (!w || w_unit || w_column);
 }
 
+/* Each of the per-unit values repeated for the unit's R2 columns. */
+static inline void TF(repeat_per_column)(const T *per_unit, ptrdiff_t KC, ptrdiff_t R2, T *per_column)
+{
+    for (ptrdiff_t i = 0; i < KC; i++) per_column[i] = per_unit[i / R2];
+}
+
 /* The SEG shape of seg_columns_ok through the COL walk: every row of K * R2
  * values read whole, column statistics shared by groups of R2 columns (one per
  * unit). Segment by segment, a unit's walk jumps between runs of a few values
@@ -1524,10 +1530,10 @@ static int TF(seg_as_columns)(const fn_seg_shape *s, const T *x, T *y, const fn_
     if (p->stats_given)
         for (ptrdiff_t i = 0; i < UC; i++) { cp.mean[i] = p->mean[i / R2]; cp.var[i] = p->var[i / R2]; }
     if (w_unit) {
-        const T *w = (const T *)p->w, *b = (const T *)p->b;
-        for (ptrdiff_t i = 0; i < KC; i++) { wb[i] = w[i / R2]; wb[KC + i] = b ? b[i / R2] : (T)0; }
+        TF(repeat_per_column)((const T *)p->w, KC, R2, wb);
+        if (p->b) TF(repeat_per_column)((const T *)p->b, KC, R2, wb + KC);
         cp.w = wb;
-        cp.b = b ? wb + KC : NULL;
+        cp.b = p->b ? wb + KC : NULL;
     }
     int status = TF(col_norm)(&c, x, y, &cp);
     if (status == FN_OK && !p->stats_given && p->mean && p->var)
