@@ -6,6 +6,7 @@
  * get the same vector width as the rest of the engine. */
 #include "fn_internal.h"
 #include "lrn_common.h"
+#include <float.h>
 
 /* vectors of 8-byte lanes, for shuffles that do not depend on the element type */
 typedef long long fn_q8 __attribute__((vector_size(8)));
@@ -20,22 +21,26 @@ typedef long long fn_q64 __attribute__((vector_size(64)));
 #define T float
 #define TS f32
 #define FN_T_BYTES 4
+#define FN_T_MAX FLT_MAX
 #include "norm_template.h"
 #include "bwd_template.h"
 #include "lrn_template.h"
 #undef T
 #undef TS
 #undef FN_T_BYTES
+#undef FN_T_MAX
 
 #define T double
 #define TS f64
 #define FN_T_BYTES 8
+#define FN_T_MAX DBL_MAX
 #include "norm_template.h"
 #include "bwd_template.h"
 #include "lrn_template.h"
 #undef T
 #undef TS
 #undef FN_T_BYTES
+#undef FN_T_MAX
 
 const fn_isa_table FN_CAT(fn_table_, FN_ISA) = {
     FN_STR(FN_ISA), seg_norm_f32, seg_norm_f64, col_norm_f32, col_norm_f64,
