@@ -918,6 +918,24 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
     }
 }
 
+/* col_bwd_super of every superblock of every slab (n_blocks = A * nsb), the sums
+ * of block i at part + 3K * i; the blocks are cut across their columns when
+ * rows are wide or the blocks few (fn_col_cut: a column's sums do not depend on
+ * the cut). mean: per column of each slab, A * K values. */
+static void TF(col_bwd_sums)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
+                             const T *wred, const double *mean, ptrdiff_t nsb, ptrdiff_t n_blocks,
+                             double *part, int nt)
+{
+    ptrdiff_t K = s->K, cw = fn_col_cut(K, n_blocks, nt, FN_COL_CARRY_MAX), ncut = (K + cw - 1) / cw;
+    FN_PARALLEL_SHARES(nt, n_blocks * ncut, it,
+        ptrdiff_t blk = it / ncut, k0 = (it % ncut) * cw, a = blk / nsb;
+        fn_col_shape sub = *s;
+        sub.K = fn_min(cw, K - k0);
+        double *q = part + 3 * K * blk + k0;
+        TF(col_bwd_super)(&sub, p, x + k0, dy + k0, wred, mean + a * K + k0, a, blk % nsb, q, q + K, q + 2 * K);
+    );
+}
+
 /* Per-column coefficients of one slab for the T-precision dx,
  *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
  * from double per-column mean, rstd and coefficients (scale, c1, c2 at stride
@@ -929,15 +947,32 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
 static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
                              const double *c1, const double *c2, ptrdiff_t cs, const T *wcol, T *cf)
 {
+    /* array by array: the seven arrays lie 2K values apart, for K = 4096 float32
+     * in the same L1 set, and writing a column of all of them at once missed in
+     * L1 at every store (BatchNorm backward (64, 4096) spent 40 % of its time here) */
     int ok = 1;
+    T *restrict mh = cf, *restrict ml = cf + 2 * K;
     for (ptrdiff_t k = 0; k < K; k++) {
-        T mh = (T)mean[k];
-        T v[FN_COL_DX_ARRAYS] = {mh, (T)(mean[k] - (double)mh), (T)rstd[k], (T)scale[k * cs], (T)c1[k * cs],
-                                 (T)c2[k * cs], wcol ? wcol[k] : (T)1};
-        for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
-            cf[2 * K * j + k] = cf[2 * K * j + K + k] = v[j];
-            ok &= isfinite(v[j]) != 0;
+        mh[k] = (T)mean[k];
+        ml[k] = (T)(mean[k] - (double)mh[k]);
+    }
+    const double *src[5] = {rstd, scale, c1, c2, NULL};
+    ptrdiff_t stride[5] = {1, cs, cs, cs, 0};
+    for (int j = 0; j < 5; j++) {
+        T *restrict out = cf + 2 * K * (j + 2);
+        const double *restrict in = src[j];
+        if (j == 4) {
+            for (ptrdiff_t k = 0; k < K; k++) out[k] = wcol ? wcol[k] : (T)1;
+        } else {
+            ptrdiff_t st = stride[j];
+            for (ptrdiff_t k = 0; k < K; k++) out[k] = (T)in[k * st];
         }
+    }
+    for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
+        T *restrict v = cf + 2 * K * j;
+#pragma omp simd reduction(& : ok)
+        for (ptrdiff_t k = 0; k < K; k++) ok &= fabs((double)v[k]) <= (double)FN_T_MAX;
+        __builtin_memcpy(v + K, v, sizeof(T) * (size_t)K);
     }
     return ok;
 }
@@ -956,37 +991,87 @@ static inline VT TF(col_dx_vec)(VT xv, VT dyv, VT wv, int weighted, const T *c, 
     return TF(load_n)(c + 3 * K2, cnt, 0) * TF(fmadd)(-xh, TF(load_n)(c + 5 * K2, cnt, 0), gc);
 }
 
-/* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
- * along r) or dy * wcol[k] (parameters per column, in cf) or dy. Contiguous rows
- * are walked as one flat range from dx's first vector boundary on, every store but
- * the first and last a full aligned vector, streamed when `stream`: rows of 64
- * float32 that start 16 bytes past a line (NumPy's large arrays) otherwise
+/* 1 when the slab's rows lie end to end in x, dy and dx (no parameter along r). */
+static inline int TF(col_dx_flat_ok)(const fn_col_shape *s, const T *wred)
+{
+    return !wred && s->xr == s->K && s->yr == s->K && s->K >= TLANES;
+}
+
+/* dx of elements [e0, e1) of slab a, its rows contiguous in x, dy and dx and
+ * taken as one flat range (no parameter along r), in T precision: every store
+ * but the first and last a full aligned vector, streamed when `stream`: rows of
+ * 64 float32 that start 16 bytes past a line (NumPy's large arrays) otherwise
  * straddle lines with every store, and their lines must be read for ownership
  * (BatchNorm backward channels-last (32, 56, 56, 64) 11 % faster, one thread
- * 17 %). */
+ * 17 %). g = dy * wcol[k] (parameters per column, in cf) or dy. */
+static void TF(col_dx_flat)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
+                            ptrdiff_t e0, ptrdiff_t e1, const T *cf, int stream)
+{
+    ptrdiff_t K = s->K, K2 = 2 * K;
+    const T *wc = cf + 6 * K2;
+    const T *xf = x + a * s->xa + e0, *dyf = dy + a * s->xa + e0;
+    T *dxf = dx + a * s->ya + e0;
+    ptrdiff_t n = e1 - e0, i = fn_min(n, TF(vec_head)(dxf)), col = e0 % K;
+    if (i) {
+        TF(store_part)(dxf, i, TF(col_dx_vec)(TF(load_n)(xf, i, 0), TF(load_n)(dyf, i, 0),
+                                              TF(load_n)(wc + col, i, 0), wcol, cf + col, K2, i));
+        col += i;
+        if (col >= K) col -= K;
+    }
+    for (; i + TLANES <= n; i += TLANES) {
+        VT v = TF(col_dx_vec)(TF(loadt)(xf + i), TF(loadt)(dyf + i), TF(loadt)(wc + col), wcol, cf + col, K2,
+                              TLANES);
+        TF(store_vec)(dxf + i, v, stream);
+        col += TLANES;
+        if (col >= K) col -= K;
+    }
+    if (i < n)
+        TF(store_part)(dxf + i, n - i, TF(col_dx_vec)(TF(load_n)(xf + i, n - i, 0), TF(load_n)(dyf + i, n - i, 0),
+                                                      TF(load_n)(wc + col, n - i, 0), wcol, cf + col, K2, n - i));
+}
+
+/* 1 when col_dx_tiles serves a slab whose rows col_dx_flat could walk: the
+ * coefficients of a row larger than FN_COL_TILE_BYTES, rows of whole vectors,
+ * dx aligned to vectors when streamed. */
+static inline int TF(col_dx_tiles_ok)(const fn_col_shape *s, const T *dx, int stream)
+{
+    return FN_COL_DX_ARRAYS * s->K * (ptrdiff_t)sizeof(T) > FN_COL_TILE_BYTES && s->K % TLANES == 0
+           && (!stream || (uintptr_t)dx % FN_VBYTES == 0);
+}
+
+/* Rows [r0, r1) of slab a (col_dx_tiles_ok) one tile of columns at a time, each
+ * tile's coefficients read from L1 for all the rows (BatchNorm backward (64,
+ * 4096) read 112 KiB of them from L2 for every 16 KiB row of x). */
+static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
+                             ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
+{
+    ptrdiff_t K = s->K, K2 = 2 * K, kt = FN_COL_TILE_BYTES / (FN_COL_DX_ARRAYS * (ptrdiff_t)sizeof(T));
+    kt = fn_max(TLANES, kt / TLANES * TLANES);
+    const T *wc = cf + 6 * K2;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
+        ptrdiff_t k1 = fn_min(k0 + kt, K);
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const T *xr = x + a * s->xa + r * K, *dyr = dy + a * s->xa + r * K;
+            T *dxr = dx + a * s->ya + r * K;
+            for (ptrdiff_t k = k0; k < k1; k += TLANES)
+                TF(store_vec)(dxr + k, TF(col_dx_vec)(TF(loadt)(xr + k), TF(loadt)(dyr + k), TF(loadt)(wc + k), wcol,
+                                                      cf + k, K2, TLANES), stream);
+        }
+    }
+}
+
+/* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
+ * along r) or dy * wcol[k] (parameters per column, in cf) or dy. Contiguous rows
+ * go to col_dx_tiles or col_dx_flat. */
 static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
                             int wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
 {
     ptrdiff_t K = s->K, K2 = 2 * K;
     const T *wc = cf + 6 * K2;
     const VT z = {0};
-    if (!wred && s->xr == K && s->yr == K && K >= TLANES) {
-        const T *xf = x + a * s->xa + r0 * K, *dyf = dy + a * s->xa + r0 * K;
-        T *dxf = dx + a * s->ya + r0 * K;
-        ptrdiff_t n = (r1 - r0) * K, i = fn_min(n, TF(vec_head)(dxf)), col = i;
-        if (i)
-            TF(store_part)(dxf, i, TF(col_dx_vec)(TF(load_n)(xf, i, 0), TF(load_n)(dyf, i, 0),
-                                                  TF(load_n)(wc, i, 0), wcol, cf, K2, i));
-        for (; i + TLANES <= n; i += TLANES) {
-            VT v = TF(col_dx_vec)(TF(loadt)(xf + i), TF(loadt)(dyf + i), TF(loadt)(wc + col), wcol, cf + col, K2,
-                                  TLANES);
-            TF(store_vec)(dxf + i, v, stream);
-            col += TLANES;
-            if (col >= K) col -= K;
-        }
-        if (i < n)
-            TF(store_part)(dxf + i, n - i, TF(col_dx_vec)(TF(load_n)(xf + i, n - i, 0), TF(load_n)(dyf + i, n - i, 0),
-                                                          TF(load_n)(wc + col, n - i, 0), wcol, cf + col, K2, n - i));
+    if (TF(col_dx_flat_ok)(s, wred)) {
+        if (TF(col_dx_tiles_ok)(s, dx, stream)) TF(col_dx_tiles)(s, x, dy, dx, wcol, a, r0, r1, cf, stream);
+        else TF(col_dx_flat)(s, x, dy, dx, wcol, a, r0 * K, r1 * K, cf, stream);
         return;
     }
     for (ptrdiff_t r = r0; r < r1; r++) {
@@ -1035,6 +1120,28 @@ static int TF(col_dx_mirror)(ptrdiff_t K, ptrdiff_t n, int nt)
     return 8 * in_l2 >= n / fn_max(1, nt);
 }
 
+/* Items of the dx pass: n = A * per_slab items of `step` elements each (the last
+ * of a slab shorter), whole rows unless flat (col_dx_flat on any range). */
+typedef struct { ptrdiff_t step, per_slab, n; int flat, mirror; } TF(col_dx_walk);
+
+static TF(col_dx_walk) TF(col_dx_plan)(const fn_col_shape *s, const T *dx, const T *wred, const int *cf_ok,
+                                       int stream, int nt)
+{
+    TF(col_dx_walk) w;
+    ptrdiff_t K = s->K;
+    int flat = TF(col_dx_flat_ok)(s, wred);
+    for (ptrdiff_t a = 0; a < s->A; a++) flat &= cf_ok[a] != 0;
+    int tiles = flat && TF(col_dx_tiles_ok)(s, dx, stream);
+    w.step = fn_col_step(s->A, s->R, K, FN_COL_BLOCK, flat, tiles, TLANES, nt);
+    /* cuts inside rows go through col_dx_flat; whole rows through col_dx_rows
+     * (tiles, or the flat walk) */
+    w.flat = flat && w.step % K != 0;
+    w.per_slab = (s->R * K + w.step - 1) / w.step;
+    w.n = s->A * w.per_slab;
+    w.mirror = TF(col_dx_mirror)(K, w.n * w.step / (FN_COL_BLOCK * K), nt);
+    return w;
+}
+
 /* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
  * with one parameter per column. Column sums are taken without the parameter and
  * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
@@ -1056,10 +1163,7 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     double *col = part + 3 * K * n_items, *mg = col + 3 * AK, *cm = mg + AK, *cr = cm + AK,
            *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
-    FN_PARALLEL_SHARES(nt, n_items, it,
-        double *q = part + 3 * K * it;
-        TF(col_bwd_super)(s, p, x, dy, NULL, mg + (it / nsb) * K, it / nsb, it % nsb, q, q + K, q + 2 * K);
-    );
+    TF(col_bwd_sums)(s, p, x, dy, NULL, mg, nsb, n_items, part, nt);
     double n = (double)s->R * (double)Kg;
     for (ptrdiff_t a = 0; a < A; a++) {
         double *ca = col + 3 * K * a;
@@ -1090,13 +1194,14 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
         for (ptrdiff_t a = 0; a < A; a++)
             cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, 1,
                                          w, cf + 2 * FN_COL_DX_ARRAYS * K * a);
-        ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
         int stream = fn_stream_output((double)AK * (double)s->R * sizeof(T), 1);
-        int mirror = TF(col_dx_mirror)(K, n_dx, nt);
-        FN_PARALLEL_SHARES(nt, n_dx, it0,
-            ptrdiff_t it = mirror ? fn_share_mirror(it0, n_dx, nt) : it0;
-            ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
-            if (cf_ok[a])
+        TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, NULL, cf_ok, stream, nt);
+        FN_PARALLEL_SHARES(nt, walk.n, it0,
+            ptrdiff_t it = walk.mirror ? fn_share_mirror(it0, walk.n, nt) : it0;
+            ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
+            ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
+            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, w != NULL, a, e0, e1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
+            else if (cf_ok[a])
                 TF(col_dx_rows)(s, x, dy, dx, NULL, w != NULL, a, r0, r1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
             else
                 TF(col_dx_rows_exact)(s, x, dy, dx, NULL, w, a, r0, r1, cm + a * K, cr + a * K, cr + a * K,
@@ -1144,10 +1249,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     double *coef = part + 3 * K * n_items;
     T *cf = (T *)(coef + 3 * U);
     int *cf_ok = (int *)(cf + 2 * FN_COL_DX_ARRAYS * U);
-    FN_PARALLEL_SHARES(nt, n_items, it,
-        double *q = part + 3 * K * it;
-        TF(col_bwd_super)(s, p, x, dy, wred, p->mean + (it / nsb) * K, it / nsb, it % nsb, q, q + K, q + 2 * K);
-    );
+    TF(col_bwd_sums)(s, p, x, dy, wred, p->mean, nsb, n_items, part, nt);
     double n = (double)s->R;
     for (ptrdiff_t a = 0; a < A; a++)
         for (ptrdiff_t k = 0; k < K; k++) {
@@ -1166,14 +1268,15 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
                                          coef + 3 * a * K + 1, coef + 3 * a * K + 2, 3, NULL,
                                          cf + 2 * FN_COL_DX_ARRAYS * K * a);
-        ptrdiff_t nrb = (s->R + FN_COL_BLOCK - 1) / FN_COL_BLOCK, n_dx = A * nrb;
         int stream = fn_stream_output((double)U * (double)s->R * sizeof(T), 1);
-        int mirror = TF(col_dx_mirror)(K, n_dx, nt);
-        FN_PARALLEL_SHARES(nt, n_dx, it0,
-            ptrdiff_t it = mirror ? fn_share_mirror(it0, n_dx, nt) : it0;
-            ptrdiff_t a = it / nrb, r0 = (it % nrb) * FN_COL_BLOCK, r1 = fn_min(r0 + FN_COL_BLOCK, s->R);
+        TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, wred, cf_ok, stream, nt);
+        FN_PARALLEL_SHARES(nt, walk.n, it0,
+            ptrdiff_t it = walk.mirror ? fn_share_mirror(it0, walk.n, nt) : it0;
+            ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
+            ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
             const double *c = coef + 3 * a * K;
-            if (cf_ok[a])
+            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, 0, a, e0, e1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
+            else if (cf_ok[a])
                 TF(col_dx_rows)(s, x, dy, dx, wred, 0, a, r0, r1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
             else
                 TF(col_dx_rows_exact)(s, x, dy, dx, wred, NULL, a, r0, r1, p->cmean + a * K, p->rstd + a * K,

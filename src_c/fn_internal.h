@@ -42,6 +42,19 @@
 /* Rows per block and blocks per superblock of the column kernel. */
 #define FN_COL_BLOCK 64
 #define FN_COL_SUPER 16
+/* A column's statistics depend on its own values only: the checks that send sums
+ * to the double fallback, or shift them again, run per chunk of this many columns
+ * (a multiple of every path's four vectors), and a parallel walk cuts the columns
+ * at multiples of it, so its bits are the serial walk's. */
+#define FN_COL_CHECK 64
+/* Columns per statistics item of a slab cut across its columns (col_split with
+ * few superblocks: BatchNorm (64, 4096) read all its statistics on one thread). */
+#define FN_COL_CUT_MIN 256
+/* Bytes of the four per-column coefficient arrays a column tile of the
+ * normalize reads (col_norm_tiles): wider rows are normalized tile by tile so
+ * the coefficients stay in L1 (BatchNorm (64, 4096) read 64 KiB of them from L2
+ * for every 16 KiB row). */
+#define FN_COL_TILE_BYTES 16384
 /* Most columns whose backward lane sums col_bwd_super carries between sub-blocks
  * (on its stack); wider slabs are walked without sub-blocks. */
 #define FN_COL_CARRY_MAX 1024
@@ -334,6 +347,40 @@ static inline ptrdiff_t fn_rowwise_chunk(ptrdiff_t U, ptrdiff_t unit_bytes, ptrd
     ptrdiff_t n_chunks = fn_max((U + fit - 1) / fit, 2 * (ptrdiff_t)nt);
     n_chunks = (n_chunks + nt - 1) / nt * nt;
     return fn_max(1, (U + n_chunks - 1) / n_chunks);
+}
+
+/* Columns per item of a column walk's sums over n_blocks row blocks: all K when
+ * they are at most max_cols wide and there are blocks for every thread;
+ * otherwise cuts of at least FN_COL_CUT_MIN columns (when K allows) into about
+ * four items per thread, multiples of FN_COL_CHECK so that each column's bits
+ * stay those of the whole row. Blocks are not cut to balance threads that
+ * already have one each: part-rows read slower than whole ones (BatchNorm
+ * (2048, 64, 32), two blocks of 2048 columns, 6 % slower cut in four). */
+static inline ptrdiff_t fn_col_cut(ptrdiff_t K, ptrdiff_t n_blocks, int nt, ptrdiff_t max_cols)
+{
+    ptrdiff_t cuts = 1;
+    if (n_blocks < nt && K >= 2 * FN_COL_CUT_MIN)
+        cuts = fn_min((4 * (ptrdiff_t)nt + n_blocks - 1) / n_blocks, K / FN_COL_CUT_MIN);
+    cuts = fn_max(cuts, (K + max_cols - 1) / max_cols);
+    if (cuts <= 1) return K;
+    ptrdiff_t cw = (K + cuts - 1) / cuts;
+    return (cw + FN_COL_CHECK - 1) / FN_COL_CHECK * FN_COL_CHECK;
+}
+
+/* Elements per item of a pass that writes A slabs of R rows of K columns: blocks
+ * of `rows` rows, or, for rows contiguous in memory (flat) that would make fewer
+ * than four items per thread, smaller cuts of at least FN_CHUNK_ELEMS / 4
+ * elements, a multiple of `align` (whole rows when `whole_rows`): BatchNorm
+ * (64, 4096) normalized its single block of rows on one thread. */
+static inline ptrdiff_t fn_col_step(ptrdiff_t A, ptrdiff_t R, ptrdiff_t K, ptrdiff_t rows, int flat,
+                                    int whole_rows, ptrdiff_t align, int nt)
+{
+    ptrdiff_t step = rows * K;
+    if (!flat) return step;
+    double total = (double)A * (double)R * (double)K;
+    step = fn_max(FN_CHUNK_ELEMS / 4, fn_min(step, (ptrdiff_t)(total / (4.0 * nt)) + 1));
+    step = (step + align - 1) / align * align;
+    return whole_rows ? (step + K - 1) / K * K : step;
 }
 
 /* Work sharing with cache affinity and load balance. Items [0, n) are split into

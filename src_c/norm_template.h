@@ -1789,6 +1789,20 @@ __attribute__((noinline, cold)) static void TF(col_sums_exact)(const fn_col_shap
     }
 }
 
+/* The double fallback (col_sums_exact) for the chunks of FN_COL_CHECK columns
+ * whose T-precision sums s1d, s2d over rows [r0, r1) cannot be trusted. */
+static void TF(col_sums_checked)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1, const T *c,
+                                 double *s1d, double *s2d)
+{
+    for (ptrdiff_t k0 = 0; k0 < s->K; k0 += FN_COL_CHECK) {
+        fn_col_shape sub = *s;
+        sub.K = fn_min(FN_COL_CHECK, s->K - k0);
+        if (fn_col_sums_ok(s1d + k0, s2d + k0, sub.K, (double)(r1 - r0))) continue;
+        for (ptrdiff_t k = k0; k < k0 + sub.K; k++) { s1d[k] = 0; s2d[k] = 0; }
+        TF(col_sums_exact)(&sub, xs + k0, r0, r1, c ? c + k0 : NULL, s1d + k0, s2d + k0);
+    }
+}
+
 /* Statistics (mean[K], m2[K]; in RMS mode 0 and the sums of squares) of n values
  * per column from their sums less the shift c (c NULL: RMS), as fn_sums_to_stats. */
 static void TF(col_sums_to_stats)(const double *s1, const double *s2, const T *c, double n, ptrdiff_t K,
@@ -1810,10 +1824,7 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
     TF(col_block_sums)(s, xs, r0, r1, c, s1, s2);
     double *s1d = mean, *s2d = m2;
     for (ptrdiff_t k = 0; k < K; k++) { s1d[k] = (double)s1[k]; s2d[k] = (double)s2[k]; }
-    if (!fn_col_sums_ok(s1d, s2d, K, (double)(r1 - r0))) {
-        for (ptrdiff_t k = 0; k < K; k++) { s1d[k] = 0; s2d[k] = 0; }
-        TF(col_sums_exact)(s, xs, r0, r1, c, s1d, s2d);
-    }
+    TF(col_sums_checked)(s, xs, r0, r1, c, s1d, s2d);
     /* in place: column k's sums are read before its statistics are written */
     TF(col_sums_to_stats)(s1d, s2d, c, (double)(r1 - r0), K, mean, m2);
 }
@@ -1831,10 +1842,7 @@ static void TF(col_rest_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, 
         TF(col_block_sums)(s, xs, r, fn_min(r + FN_COL_BLOCK, r1), c, s1, s2);
         for (ptrdiff_t k = 0; k < K; k++) { s1d[k] += (double)s1[k]; s2d[k] += (double)s2[k]; }
     }
-    if (!fn_col_sums_ok(s1d, s2d, K, (double)(r1 - r0))) {
-        for (ptrdiff_t k = 0; k < K; k++) { s1d[k] = 0; s2d[k] = 0; }
-        TF(col_sums_exact)(s, xs, r0, r1, c, s1d, s2d);
-    }
+    TF(col_sums_checked)(s, xs, r0, r1, c, s1d, s2d);
 }
 
 /* Superblock sb of slab a: its partial statistics in (mean, m2); scratch holds
@@ -1852,20 +1860,21 @@ static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, 
     if (c)
         for (ptrdiff_t k = 0; k < K; k++) c[k] = (T)mean[k];
     TF(col_rest_sums)(s, xs, r_rest, r_end, c, scratch, s1d, s2d);
-    if (c) {
-        /* a shift more than two standard deviations from the rest's means
-         * (data whose first rows differ from the rest) makes |x - c| large
-         * beside their spread, and the T sums lose its precision: then the rest
-         * again, shifted by its own means */
+    /* a shift more than two standard deviations from the rest's means (data
+     * whose first rows differ from the rest) makes |x - c| large beside their
+     * spread, and the T sums lose its precision: then the rest again, shifted by
+     * its own means (per chunk of FN_COL_CHECK columns, see there) */
+    for (ptrdiff_t k0 = 0; c && k0 < K; k0 += FN_COL_CHECK) {
+        fn_col_shape sub = *s;
+        sub.K = fn_min(FN_COL_CHECK, K - k0);
         int far = 0;
-        for (ptrdiff_t k = 0; k < K; k++) {
+        for (ptrdiff_t k = k0; k < k0 + sub.K; k++) {
             double q = s1d[k] / n;
             far |= q * q * n > 4 * (s2d[k] - s1d[k] * q);
         }
-        if (far) {
-            for (ptrdiff_t k = 0; k < K; k++) c[k] = (T)((double)c[k] + s1d[k] / n);
-            TF(col_rest_sums)(s, xs, r_rest, r_end, c, scratch, s1d, s2d);
-        }
+        if (!far) continue;
+        for (ptrdiff_t k = k0; k < k0 + sub.K; k++) c[k] = (T)((double)c[k] + s1d[k] / n);
+        TF(col_rest_sums)(&sub, xs + k0, r_rest, r_end, c + k0, scratch, s1d + k0, s2d + k0);
     }
     /* the rest's means go to s1d, in place */
     TF(col_sums_to_stats)(s1d, s2d, c, n, K, s1d, m2r);
@@ -1922,6 +1931,78 @@ static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_
     return ok;
 }
 
+/* 1 when slab rows are contiguous in x and y, so that col_norm_flat can walk them
+ * as one flat range (coefficients in T and per column). */
+static inline int TF(col_flat_ok)(const fn_col_shape *s, const T *y, const fn_norm_args *p)
+{
+    return !(p->w && s->w_along_r) && s->xr == s->K && s->yr == s->K && s->K >= TLANES
+           && ((uintptr_t)y % sizeof(T)) == 0;
+}
+
+/* Normalize elements [e0, e1) of slab a (rows taken end to end, col_flat_ok)
+ * given its T coefficients: one flat range written with aligned stores
+ * (non-temporal ones when p->stream), whatever the alignment of a row, so no
+ * store straddles two lines (see align_head); the column of each vector comes
+ * from the doubled coefficient arrays. */
+static void TF(col_norm_flat)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
+                              ptrdiff_t a, ptrdiff_t e0, ptrdiff_t e1, const T *c)
+{
+    ptrdiff_t K = s->K;
+    const T *mh = c, *ml = c + 2 * K, *sc = c + 4 * K, *sh = c + 6 * K;
+    const T *xf = x + a * s->xa + e0;
+    T *yf = y + a * s->ya + e0;
+    ptrdiff_t n = e1 - e0, i = 0, col = e0 % K;
+    ptrdiff_t head = fn_min(n, TF(vec_head)(yf));
+    for (; i < head; i++) {
+        yf[i] = ((xf[i] - mh[col]) - ml[col]) * sc[col] + sh[col];
+        if (++col == K) col = 0;
+    }
+    for (; i + TLANES <= n; i += TLANES) {
+        VT v = ((TF(loadt)(xf + i) - TF(loadt)(mh + col)) - TF(loadt)(ml + col)) * TF(loadt)(sc + col)
+               + TF(loadt)(sh + col);
+        if (p->stream) TF(stream_store)(yf + i, v);
+        else TF(storet)(yf + i, v);
+        col += TLANES;
+        if (col >= K) col -= K;
+    }
+    for (; i < n; i++) {
+        yf[i] = ((xf[i] - mh[col]) - ml[col]) * sc[col] + sh[col];
+        if (++col == K) col = 0;
+    }
+    if (p->stream) fn_store_fence();
+}
+
+/* 1 when col_norm_tiles serves the slab's rows (col_flat_ok too): coefficients
+ * larger than FN_COL_TILE_BYTES, rows of whole vectors, and y aligned to vectors
+ * when streamed. */
+static inline int TF(col_tiles_ok)(const fn_col_shape *s, const T *y, const fn_norm_args *p)
+{
+    return 4 * s->K * (ptrdiff_t)sizeof(T) > FN_COL_TILE_BYTES && s->K % TLANES == 0
+           && (!p->stream || (uintptr_t)y % FN_VBYTES == 0);
+}
+
+/* Rows [r0, r1) of slab a (col_tiles_ok) normalized one tile of columns at a
+ * time, each tile's coefficients read from L1 for all the rows. */
+static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
+                               ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c)
+{
+    ptrdiff_t K = s->K, kt = FN_COL_TILE_BYTES / (4 * (ptrdiff_t)sizeof(T));
+    const T *mh = c, *ml = c + 2 * K, *sc = c + 4 * K, *sh = c + 6 * K;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
+        ptrdiff_t k1 = fn_min(k0 + kt, K);
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const T *xr = x + a * s->xa + r * K;
+            T *yr = y + a * s->ya + r * K;
+            for (ptrdiff_t k = k0; k < k1; k += TLANES) {
+                VT v = ((TF(loadt)(xr + k) - TF(loadt)(mh + k)) - TF(loadt)(ml + k)) * TF(loadt)(sc + k)
+                       + TF(loadt)(sh + k);
+                TF(store_vec)(yr + k, v, p->stream);
+            }
+        }
+    }
+    if (p->stream) fn_store_fence();
+}
+
 /* Normalize rows [r0, r1) of slab a given its coefficients (ok == 0: in double). */
 static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
                               ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c, int ok)
@@ -1930,30 +2011,9 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     const T *mh = c, *ml = c + 2 * K, *sc = c + 4 * K, *sh = c + 6 * K;
     int along_r = w && s->w_along_r;
-    if (ok && !along_r && s->xr == K && s->yr == K && K >= TLANES && ((uintptr_t)y % sizeof(T)) == 0) {
-        /* rows contiguous: the rows are one flat range written with aligned
-         * stores (non-temporal ones when p->stream), whatever the alignment of a
-         * row, so no store straddles two lines (see align_head); the column of
-         * each vector comes from the doubled coefficient arrays */
-        const T *xf = x + a * s->xa + r0 * K;
-        T *yf = y + a * s->ya + r0 * K;
-        ptrdiff_t n = (r1 - r0) * K, i = 0;
-        ptrdiff_t head = fn_min(n, TF(vec_head)(yf));
-        for (; i < head; i++) yf[i] = ((xf[i] - mh[i]) - ml[i]) * sc[i] + sh[i];
-        ptrdiff_t col = head;
-        for (; i + TLANES <= n; i += TLANES) {
-            VT v = ((TF(loadt)(xf + i) - TF(loadt)(mh + col)) - TF(loadt)(ml + col)) * TF(loadt)(sc + col)
-                   + TF(loadt)(sh + col);
-            if (p->stream) TF(stream_store)(yf + i, v);
-            else TF(storet)(yf + i, v);
-            col += TLANES;
-            if (col >= K) col -= K;
-        }
-        for (; i < n; i++) {
-            ptrdiff_t k = i % K;
-            yf[i] = ((xf[i] - mh[k]) - ml[k]) * sc[k] + sh[k];
-        }
-        if (p->stream) fn_store_fence();
+    if (ok && TF(col_flat_ok)(s, y, p)) {
+        if (TF(col_tiles_ok)(s, y, p)) TF(col_norm_tiles)(s, x, y, p, a, r0, r1, c);
+        else TF(col_norm_flat)(s, x, y, p, a, r0 * K, r1 * K, c);
         return;
     }
     for (ptrdiff_t r = r0; r < r1; r++) {
@@ -2020,26 +2080,32 @@ static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
 static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, int nt)
 {
     ptrdiff_t K = s->K, A = s->A, rows = FN_COL_BLOCK * FN_COL_SUPER;
-    ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
+    ptrdiff_t nsb = (s->R + rows - 1) / rows, n_blocks = A * nsb;
     int rms = p->mode == FN_MODE_RMS;
     int status = FN_OK;
     if (!p->stats_given) {
-        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)K * (size_t)n_items);
+        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)K * (size_t)n_blocks);
         if (!part) return FN_ENOMEM;
+        /* item = (superblock of a slab, range of cw columns) */
+        ptrdiff_t cw = fn_col_cut(K, n_blocks, nt, K), ncut = (K + cw - 1) / cw, n_items = n_blocks * ncut;
         fn_share sh[FN_MAX_SHARES];
         int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
         fn_shares_init(sh, ntc, n_items);
 #pragma omp parallel num_threads(ntc)
         {
-            double *scratch = (double *)malloc(sizeof(double) * 6 * (size_t)K);
+            double *scratch = (double *)malloc(sizeof(double) * 6 * (size_t)cw);
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;
             }
             ptrdiff_t it;
-            while (scratch && (it = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0)
-                TF(col_super_stats)(s, x, it / nsb, it % nsb, rms, scratch,
-                                    part + 2 * K * it, part + 2 * K * it + K);
+            while (scratch && (it = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0) {
+                ptrdiff_t blk = it / ncut, k0 = (it % ncut) * cw;
+                fn_col_shape sub = *s;
+                sub.K = fn_min(cw, K - k0);
+                double *pm = part + 2 * K * blk + k0;
+                TF(col_super_stats)(&sub, x + k0, blk / nsb, blk % nsb, rms, scratch, pm, pm + K);
+            }
             free(scratch);
         }
         if (status != FN_OK) { free(part); return status; }
@@ -2063,17 +2129,25 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         T *coef = (T *)malloc(sizeof(T) * 8 * (size_t)K * (size_t)A + sizeof(int) * (size_t)A);
         if (!coef) return FN_ENOMEM;
         int *ok = (int *)(coef + 8 * K * A);
-        for (ptrdiff_t a = 0; a < A; a++) ok[a] = TF(col_coeffs)(s, p, a, coef + 8 * K * a);
-        /* items of about FN_CHUNK_ELEMS values: enough work to amortize the dispatch */
+        int flat = TF(col_flat_ok)(s, y, p);
+        for (ptrdiff_t a = 0; a < A; a++) {
+            ok[a] = TF(col_coeffs)(s, p, a, coef + 8 * K * a);
+            flat &= ok[a];
+        }
+        /* items of at least FN_COL_BLOCK rows and about FN_CHUNK_ELEMS values:
+         * enough work to amortize the dispatch (see fn_col_step for fewer) */
         ptrdiff_t rows = fn_max(FN_COL_BLOCK, FN_CHUNK_ELEMS / fn_max(1, K));
-        ptrdiff_t nrb = (s->R + rows - 1) / rows, n_norm = A * nrb;
+        ptrdiff_t step = fn_col_step(A, s->R, K, rows, flat, TF(col_tiles_ok)(s, y, p), TLANES, nt);
+        ptrdiff_t slab = s->R * K, nrb = (slab + step - 1) / step, n_norm = A * nrb;
         /* after the statistics pass, each thread starts with the rows it read
          * last, still in its L2 (BatchNorm (16, 28, 28, 128) 10 % faster) */
         int mirror = !p->stats_given;
         FN_PARALLEL_SHARES(nt, n_norm, it0,
             ptrdiff_t it = mirror ? fn_share_mirror(it0, n_norm, nt) : it0;
-            ptrdiff_t a = it / nrb, r0 = (it % nrb) * rows;
-            TF(col_norm_rows)(s, x, y, p, a, r0, fn_min(r0 + rows, s->R), coef + 8 * K * a, ok[a]);
+            ptrdiff_t a = it / nrb, e0 = (it % nrb) * step, e1 = fn_min(e0 + step, slab);
+            if (flat && e0 % K == 0 && e1 % K == 0) TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, coef + 8 * K * a, 1);
+            else if (flat) TF(col_norm_flat)(s, x, y, p, a, e0, e1, coef + 8 * K * a);
+            else TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, coef + 8 * K * a, ok[a]);
         );
         free(coef);
     }
