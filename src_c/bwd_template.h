@@ -547,8 +547,9 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
     ptrdiff_t U = s->A * s->K, np_ = p->nparam, ng = (U + FN_PARAM_GROUP - 1) / FN_PARAM_GROUP;
     int nb = p->db ? 2 : 1;
     ptrdiff_t gs = nb * np_ + 48;   /* group stride, off 4 KiB multiples */
-    T *part = (T *)calloc((size_t)ng * (size_t)gs, sizeof(T));
+    T *part = (T *)fn_scratch_alloc((size_t)ng * (size_t)gs * sizeof(T));
     if (!part) return FN_ENOMEM;
+    __builtin_memset(part, 0, (size_t)ng * (size_t)gs * sizeof(T));
     int piped = s->R1 == 1 && s->R2 <= FN_BLOCK;
     FN_PARALLEL_SHARES(nt, ng, g,
         T *pw = part + g * gs, *pb = p->db ? pw + np_ + 16 : NULL;
@@ -573,7 +574,7 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
         p->dw[j] = w;
         if (p->db) p->db[j] = b;
     }
-    free(part);
+    fn_scratch_free(part);
     return FN_OK;
 }
 
@@ -666,7 +667,7 @@ static void TF(seg_bwd_plane_dx)(const fn_seg_shape *s, const fn_bwd_args *p, co
 static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
 {
     ptrdiff_t U = s->A * s->K, R1 = s->R1, n_rows = U * R1;
-    double *rows = (double *)malloc(sizeof(double) * 3 * (size_t)n_rows);
+    double *rows = (double *)fn_scratch_alloc(sizeof(double) * 3 * (size_t)n_rows);
     if (!rows) return FN_ENOMEM;
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         /* a unit at a time: its dx pass re-reads x and dy from cache */
@@ -705,7 +706,7 @@ static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const
                 if (p->db) p->db[k * s->wk + r1 * s->wr1] = db;
             }
     }
-    free(rows);
+    fn_scratch_free(rows);
     return FN_OK;
 }
 
@@ -721,11 +722,11 @@ static int TF(seg_bwd_as_columns)(const fn_seg_shape *s, const T *x, const T *dy
     fn_col_shape c = {s->A, s->R1, KC, s->xa, s->xr1, s->ya, s->yr1, 0, R2};
     fn_bwd_args cp = *p;
     int w_unit = p->w && s->wk == 1;
-    double *grads = p->dw ? (double *)malloc(sizeof(double) * 2 * (size_t)KC) : NULL;
-    T *wc = w_unit ? (T *)malloc(sizeof(T) * (size_t)KC) : NULL;
+    double *grads = p->dw ? (double *)fn_scratch_alloc(sizeof(double) * 2 * (size_t)KC) : NULL;
+    T *wc = w_unit ? (T *)fn_scratch_alloc(sizeof(T) * (size_t)KC) : NULL;
     if ((p->dw && !grads) || (w_unit && !wc)) {
-        free(grads);
-        free(wc);
+        fn_scratch_free(grads);
+        fn_scratch_free(wc);
         return FN_ENOMEM;
     }
     if (w_unit) {
@@ -751,8 +752,8 @@ static int TF(seg_bwd_as_columns)(const fn_seg_shape *s, const T *x, const T *dy
             if (p->db) p->db[i] = db;
         }
     }
-    free(grads);
-    free(wc);
+    fn_scratch_free(grads);
+    fn_scratch_free(wc);
     return status;
 }
 
@@ -798,7 +799,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
         );
     } else {
         ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = s->R1 * nb, n_items = U * per_unit;
-        double *part = (double *)malloc(sizeof(double) * 3 * (size_t)n_items);
+        double *part = (double *)fn_scratch_alloc(sizeof(double) * 3 * (size_t)n_items);
         if (!part) { fn_threads_release(nt); return FN_ENOMEM; }
         FN_PARALLEL_SHARES(nt, (n_items + 15) / 16, c,
             for (ptrdiff_t it = c * 16; it < fn_min(n_items, (c + 1) * 16); it++) {
@@ -812,7 +813,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
                 for (int t = 0; t < 3; t++) S[t] += part[3 * (u * per_unit + j) + t];
             TF(bwd_unit_finish)(p, u, (double)unit_len, S[0], S[1], S[2]);
         }
-        free(part);
+        fn_scratch_free(part);
         if (dx) {
             FN_PARALLEL_SHARES(nt, (n_items + 15) / 16, c,
                 for (ptrdiff_t it = c * 16; it < fn_min(n_items, (c + 1) * 16); it++) {
@@ -1155,7 +1156,7 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb, AK = A * K;
     /* part: superblock sums; col: per-column sums; per column of each slab the
      * group's mean (given, then corrected), rstd, c1 and c2 */
-    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 8 * (size_t)AK)
+    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 8 * (size_t)AK)
                                     + sizeof(T) * 2 * FN_COL_DX_ARRAYS * (size_t)AK + sizeof(int) * (size_t)A);
     if (!part) return FN_ENOMEM;
     T *cf = (T *)(part + 3 * K * n_items + 8 * AK);
@@ -1222,7 +1223,7 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
             if (p->db) p->db[k] = dbk;
         }
     }
-    free(part);
+    fn_scratch_free(part);
     return FN_OK;
 }
 
@@ -1243,7 +1244,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         return st;
     }
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
-    double *part = (double *)malloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U)
+    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U)
                                     + sizeof(T) * 2 * FN_COL_DX_ARRAYS * (size_t)U + sizeof(int) * (size_t)A);
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
     double *coef = part + 3 * K * n_items;
@@ -1312,7 +1313,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             if (p->db) p->db[r] = dbr;
         }
     }
-    free(part);
+    fn_scratch_free(part);
     if (nt > 1) fn_threads_release(nt);
     return FN_OK;
 }

@@ -17,6 +17,11 @@
 #include <immintrin.h>
 #endif
 
+/* Per-call work arrays (fn_scratch.c): malloc and free, with the blocks a thread
+ * frees kept for its next calls. */
+void *fn_scratch_alloc(size_t bytes);
+void fn_scratch_free(void *p);
+
 #define FN_CAT_(a, b) a##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
 #define FN_UNPAREN(...) __VA_ARGS__
@@ -109,14 +114,18 @@
 #define FN_SHORT_SEGMENT_BYTES 4096
 /* SEG units whose segments lie end to end across units are walked as columns
  * (seg_as_columns) when their segments hold at most FN_SEG_COLUMNS_ALWAYS
- * values, or at most FN_SEG_COLUMNS_MAX and there are FN_SEG_COLUMNS_ROWS
- * segments per unit or more. The column walk splits rows between threads in
- * superblocks of 1024 (col_split): with fewer rows, segments of 8-32 values
- * ran faster segment by segment (BatchNorm (64, 512, 4, 4): 200 against
- * 423 us), those of 2-4 values did not ((256, 512, 2, 2): 772 against 160 us).
- * The choice depends on the shape alone, so results do not depend on the
- * thread count. */
+ * values, at most FN_SEG_COLUMNS_MID values with FN_SEG_COLUMNS_MID_ROWS
+ * segments per unit or more, or at most FN_SEG_COLUMNS_MAX values with
+ * FN_SEG_COLUMNS_ROWS segments or more. Since the column walk cuts few row
+ * blocks across their columns (fn_col_cut), segments of 5-16 values gain from
+ * 128 rows on (BatchNorm (256, 128, 8) training 212 -> 48 us, (1024, 64, 16)
+ * 670 -> 233 us, backward 2-4x faster); below that, and for 17-32 values below
+ * 2048 rows, the segment walk stays ahead (inference (64, 512, 4, 4) 98
+ * against 123 us; (128, 32, 32) backward 42 against 68 us). The choice depends
+ * on the shape alone, so results do not depend on the thread count. */
 #define FN_SEG_COLUMNS_ALWAYS 4
+#define FN_SEG_COLUMNS_MID 16
+#define FN_SEG_COLUMNS_MID_ROWS 128
 #define FN_SEG_COLUMNS_MAX 32
 #define FN_SEG_COLUMNS_ROWS 2048
 /* backward units of one segment up to this size have their sums taken several
@@ -252,7 +261,7 @@ static inline void fn_store_fence(void)
 static inline double *fn_own_stats(fn_norm_args *p, ptrdiff_t units)
 {
     if (p->mean && p->var) return NULL;
-    double *own = (double *)malloc(sizeof(double) * 2 * (size_t)units);
+    double *own = (double *)fn_scratch_alloc(sizeof(double) * 2 * (size_t)units);
     p->mean = own;
     p->var = own ? own + units : NULL;
     return own;

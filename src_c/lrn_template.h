@@ -124,7 +124,7 @@ static int LF(lrn_run)(const fn_lrn_shape *s, const T *x, const T *dy, T *out, c
     lrn_plan pl;
     lrn_make_plan(s, &q, dy ? 3 : 2, &pl);
     int nt = lrn_threads(s, &q, &pl);
-    double *scratch = (double *)malloc(sizeof(double) * (size_t)pl.per_thread * (size_t)nt);
+    double *scratch = (double *)fn_scratch_alloc(sizeof(double) * (size_t)pl.per_thread * (size_t)nt);
     if (!scratch) {
         fn_threads_release(nt);
         return FN_ENOMEM;
@@ -142,7 +142,7 @@ static int LF(lrn_run)(const fn_lrn_shape *s, const T *x, const T *dy, T *out, c
             else LF(lrn_tile)(s, x, out, &q, &pl, q.before, it, mine);
         }
     }
-    free(scratch);
+    fn_scratch_free(scratch);
     fn_threads_release(nt);
     return FN_OK;
 }

@@ -1321,7 +1321,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
         ptrdiff_t nb = (sv.R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = sv.R1 * nb, n_items = U * per_unit;
         ptrdiff_t chunk = fn_chunk_items(n_items, FN_BLOCK, nt);
         double inv_tail = TF(inv_tail)(&sv), inv_total = 1.0 / (double)(s->R1 * s->R2);
-        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)n_items);
+        double *part = (double *)fn_scratch_alloc(sizeof(double) * 2 * (size_t)n_items);
         if (!part) return FN_ENOMEM;
         FN_PARALLEL_SHARES(nt, (n_items + chunk - 1) / chunk, c,
             for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
@@ -1339,7 +1339,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
             }
             TF(finish_stats)(&acc, inv_total, rms, &p->mean[u], &p->var[u]);
         }
-        free(part);
+        fn_scratch_free(part);
     }
     if (y) {
         ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = s->R1 * nb, n_items = U * per_unit;
@@ -1428,7 +1428,7 @@ static fn_unit_coefs TF(given_coefs)(const fn_seg_shape *s, const fn_norm_args *
 {
     fn_unit_coefs cf;
     size_t n = (size_t)U;
-    cf.buf = malloc(n * (sizeof(double) + sizeof(ptrdiff_t) + 4 * sizeof(T) + 1));
+    cf.buf = fn_scratch_alloc(n * (sizeof(double) + sizeof(ptrdiff_t) + 4 * sizeof(T) + 1));
     if (!cf.buf) return cf;
     double *rstd = (double *)cf.buf;
     ptrdiff_t *wo = (ptrdiff_t *)(rstd + n);
@@ -1493,7 +1493,9 @@ static inline int TF(seg_columns_ok)(const fn_seg_shape *s, const T *y, const vo
 {
     int w_unit = s->wk == 1 && s->wr1 == 0 && s->wr2 == 0;
     int w_column = s->wk == s->R2 && s->wr1 == 0 && s->wr2 == 1;
-    int short_enough = s->R2 <= FN_SEG_COLUMNS_ALWAYS || (s->R2 <= FN_SEG_COLUMNS_MAX && s->R1 >= FN_SEG_COLUMNS_ROWS);
+    int short_enough = s->R2 <= FN_SEG_COLUMNS_ALWAYS
+                       || (s->R2 <= FN_SEG_COLUMNS_MID && s->R1 >= FN_SEG_COLUMNS_MID_ROWS)
+                       || (s->R2 <= FN_SEG_COLUMNS_MAX && s->R1 >= FN_SEG_COLUMNS_ROWS);
     return s->R2 > 1 && short_enough && s->K > 1 && s->R1 > 1
            && s->xk == s->R2 && s->xr1 >= s->K * s->R2 && (!y || (s->yk == s->R2 && s->yr1 >= s->K * s->R2))
            && (!w || w_unit || w_column);
@@ -1534,11 +1536,11 @@ static int TF(seg_as_columns)(const fn_seg_shape *s, const T *x, T *y, const fn_
     fn_col_shape c = {s->A, s->R1, KC, s->xa, s->xr1, s->ya, s->yr1, 0, p->stats_given ? 1 : R2};
     fn_norm_args cp = *p;
     int w_unit = p->w && s->wk == 1;
-    double *stats = (double *)malloc(sizeof(double) * 2 * (size_t)UC);
-    T *wb = w_unit ? (T *)malloc(sizeof(T) * 2 * (size_t)KC) : NULL;
+    double *stats = (double *)fn_scratch_alloc(sizeof(double) * 2 * (size_t)UC);
+    T *wb = w_unit ? (T *)fn_scratch_alloc(sizeof(T) * 2 * (size_t)KC) : NULL;
     if (!stats || (w_unit && !wb)) {
-        free(stats);
-        free(wb);
+        fn_scratch_free(stats);
+        fn_scratch_free(wb);
         return FN_ENOMEM;
     }
     cp.mean = stats;
@@ -1557,8 +1559,8 @@ static int TF(seg_as_columns)(const fn_seg_shape *s, const T *x, T *y, const fn_
     int status = TF(col_norm)(&c, x, y, &cp);
     if (status == FN_OK && !p->stats_given && p->mean && p->var)
         for (ptrdiff_t u = 0; u < U; u++) { p->mean[u] = cp.mean[u * R2]; p->var[u] = cp.var[u * R2]; }
-    free(stats);
-    free(wb);
+    fn_scratch_free(stats);
+    fn_scratch_free(wb);
     return status;
 }
 
@@ -1606,7 +1608,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
                 TF(seg_norm_given)(s, x, y, p, &cf, c * chunk, fn_min(n_items, (c + 1) * chunk));
                 if (p->stream) fn_store_fence();
             );
-        free(cf.buf);
+        fn_scratch_free(cf.buf);
     } else if (nt <= 1 && rowwise) {
         TF(seg_units_rowwise)(s, x, y, p, 0, U);
     } else if (nt <= 1) {
@@ -1635,7 +1637,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     }
     if (args.stream) fn_store_fence();
     if (nt > 1) fn_threads_release(nt);
-    free(own);
+    fn_scratch_free(own);
     return status;
 }
 
@@ -1698,7 +1700,7 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     });
     if (nt > 1) fn_threads_release(nt);
     if (args.stream) fn_store_fence();
-    free(own);
+    fn_scratch_free(own);
     return FN_OK;
 }
 
@@ -2084,7 +2086,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
     int rms = p->mode == FN_MODE_RMS;
     int status = FN_OK;
     if (!p->stats_given) {
-        double *part = (double *)malloc(sizeof(double) * 2 * (size_t)K * (size_t)n_blocks);
+        double *part = (double *)fn_scratch_alloc(sizeof(double) * 2 * (size_t)K * (size_t)n_blocks);
         if (!part) return FN_ENOMEM;
         /* item = (superblock of a slab, range of cw columns) */
         ptrdiff_t cw = fn_col_cut(K, n_blocks, nt, K), ncut = (K + cw - 1) / cw, n_items = n_blocks * ncut;
@@ -2093,7 +2095,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         fn_shares_init(sh, ntc, n_items);
 #pragma omp parallel num_threads(ntc)
         {
-            double *scratch = (double *)malloc(sizeof(double) * 6 * (size_t)cw);
+            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * 6 * (size_t)cw);
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;
@@ -2106,9 +2108,9 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
                 double *pm = part + 2 * K * blk + k0;
                 TF(col_super_stats)(&sub, x + k0, blk / nsb, blk % nsb, rms, scratch, pm, pm + K);
             }
-            free(scratch);
+            fn_scratch_free(scratch);
         }
-        if (status != FN_OK) { free(part); return status; }
+        if (status != FN_OK) { fn_scratch_free(part); return status; }
         for (ptrdiff_t a = 0; a < A; a++) {
             double *mean = p->mean + a * K, *m2 = p->var + a * K, n = 0;
             for (ptrdiff_t sb = 0; sb < nsb; sb++) {
@@ -2123,10 +2125,10 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
             }
             fn_merge_column_groups(mean, m2, K, s->Kg);
         }
-        free(part);
+        fn_scratch_free(part);
     }
     if (y) {
-        T *coef = (T *)malloc(sizeof(T) * 8 * (size_t)K * (size_t)A + sizeof(int) * (size_t)A);
+        T *coef = (T *)fn_scratch_alloc(sizeof(T) * 8 * (size_t)K * (size_t)A + sizeof(int) * (size_t)A);
         if (!coef) return FN_ENOMEM;
         int *ok = (int *)(coef + 8 * K * A);
         int flat = TF(col_flat_ok)(s, y, p);
@@ -2149,7 +2151,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
             else if (flat) TF(col_norm_flat)(s, x, y, p, a, e0, e1, coef + 8 * K * a);
             else TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, coef + 8 * K * a, ok[a]);
         );
-        free(coef);
+        fn_scratch_free(coef);
     }
     return FN_OK;
 }
@@ -2177,7 +2179,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
         fn_shares_init(sh, ntc, A);
 #pragma omp parallel num_threads(ntc) if (ntc > 1)
         {
-            double *scratch = (double *)malloc(sizeof(double) * 8 * (size_t)K);
+            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * 8 * (size_t)K);
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;
@@ -2185,13 +2187,13 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
             ptrdiff_t a;
             while (scratch && (a = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0)
                 TF(col_slab)(s, x, y, p, a, scratch);
-            free(scratch);
+            fn_scratch_free(scratch);
         }
     } else {
         status = TF(col_split)(s, x, y, p, nt);
     }
     if (nt > 1) fn_threads_release(nt);
-    free(own);
+    fn_scratch_free(own);
     return status;
 }
 

@@ -252,7 +252,8 @@ def test_batch_norm_backward_closed_form(bwd, dtype, shape, channel_axis, layout
 # channels of short runs lying next to each other, (N, C, L) with small L: the
 # backward reads them row by row as columns (src_c seg_bwd_as_columns), on
 # both sides of the shape rule that selects that walk
-BN_SHORT_SHAPES = [(300, 7, 2), (64, 33, 3), (5, 40, 4), (17, 6, 2, 2), (2100, 5, 8), (2047, 3, 8)]
+BN_SHORT_SHAPES = [(300, 7, 2), (64, 33, 3), (5, 40, 4), (17, 6, 2, 2), (2100, 5, 8), (2047, 3, 20),
+                   (128, 5, 16), (127, 4, 3, 3)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

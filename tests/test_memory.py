@@ -201,6 +201,28 @@ def test_no_rss_growth_parallel_and_large_paths():
     assert g1 < SLACK and g2 < SLACK, (g1, g2)
 
 
+@pytest.mark.skipif(not HAVE_STATM, reason="needs /proc/self/statm")
+def test_no_rss_growth_from_short_lived_threads():
+    """Each thread keeps the kernels' work arrays it freed for its next calls
+    (src_c/fn_scratch.c), ~0.5 MiB for this backward over 4096 columns; they
+    must go when the thread does: 24 threads a window would keep 12 MiB."""
+    import threading
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 4096)).astype(F32)
+    w = np.ones(4096, F32)
+    _, m, r = fastnorm.batch_norm(x, w, training=True, return_stats=True)
+
+    def one_thread():
+        def work():
+            for _ in range(3):
+                fastnorm.batch_norm_backward(x, x, m, r, w, num_threads=1)
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    g1, g2 = _growth(one_thread, 24)
+    assert g1 < SLACK and g2 < SLACK, (g1, g2)
+
+
 def test_sanity_rss_detects_a_leak():
     """The measurement can fail: keeping 64 KiB per call is seen (64 MiB per window,
     more than the allocator can hold as free resident memory from earlier tests)."""

@@ -7,8 +7,8 @@ columns whose statistics are merged per group of L columns (src_c
 seg_as_columns). These tests hold that walk to the float64 references: values,
 running statistics, returned statistics, every affine variant, inference,
 moments, nonfinite data and thread counts, on both sides of the shape rule that
-selects it (segments of at most 4 values always; of at most 32 values from
-2048 rows on).
+selects it (segments of at most 4 values always; of at most 16 values from
+128 rows on; of at most 32 values from 2048 rows on).
 """
 
 import numpy as np
@@ -27,7 +27,9 @@ SHAPES = [
     ((17, 6, 2, 2), True),
     ((2100, 5, 8), True),
     ((2048, 3, 32), True),
-    ((2047, 3, 8), False),
+    ((2047, 3, 20), False),
+    ((128, 5, 16), True),
+    ((127, 4, 3, 3), False),
     ((64, 9, 33), False),
     ((40, 6, 4, 4), False),
 ]
@@ -35,7 +37,7 @@ SHAPES = [
 
 def _rule_selects(shape):
     seg = int(np.prod(shape[2:]))
-    return seg <= 4 or (seg <= 32 and shape[0] >= 2048)
+    return seg <= 4 or (seg <= 16 and shape[0] >= 128) or (seg <= 32 and shape[0] >= 2048)
 
 
 def test_shapes_cover_both_sides_of_the_rule():
