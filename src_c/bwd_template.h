@@ -988,6 +988,12 @@ static void TF(col_bwd_finish)(const fn_col_shape *s, const fn_bwd_args *p, ptrd
 #undef FN_FINISH
 }
 
+/* out[k] = in[k * stride] rounded to T, k < K */
+static inline void TF(round_strided)(T *restrict out, const double *restrict in, ptrdiff_t stride, ptrdiff_t K)
+{
+    for (ptrdiff_t k = 0; k < K; k++) out[k] = (T)in[k * stride];
+}
+
 /* Per-column coefficients of one slab for the T-precision dx,
  *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
  * from double per-column mean, rstd and coefficients (scale, c1, c2 at stride
@@ -1008,18 +1014,12 @@ static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd
         mh[k] = (T)mean[k];
         ml[k] = (T)(mean[k] - (double)mh[k]);
     }
-    const double *src[5] = {rstd, scale, c1, c2, NULL};
-    ptrdiff_t stride[5] = {1, cs, cs, cs, 0};
-    for (int j = 0; j < 5; j++) {
-        T *restrict out = cf + 2 * K * (j + 2);
-        const double *restrict in = src[j];
-        if (j == 4) {
-            for (ptrdiff_t k = 0; k < K; k++) out[k] = wcol ? wcol[k] : (T)1;
-        } else {
-            ptrdiff_t st = stride[j];
-            for (ptrdiff_t k = 0; k < K; k++) out[k] = (T)in[k * st];
-        }
-    }
+    TF(round_strided)(cf + 4 * K, rstd, 1, K);
+    TF(round_strided)(cf + 6 * K, scale, cs, K);
+    TF(round_strided)(cf + 8 * K, c1, cs, K);
+    TF(round_strided)(cf + 10 * K, c2, cs, K);
+    T *restrict wo = cf + 12 * K;
+    for (ptrdiff_t k = 0; k < K; k++) wo[k] = wcol ? wcol[k] : (T)1;
     for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
         T *restrict v = cf + 2 * K * j;
 #pragma omp simd reduction(& : ok)

@@ -1889,11 +1889,6 @@ static ptrdiff_t TF(col_super_rows)(const fn_col_shape *s, ptrdiff_t sb)
     return fn_min(rows, s->R - sb * rows);
 }
 
-/* Per-column coefficients of slab a in T precision: y = ((x - mh) - ml) * sc + sh,
- * times a per-row weight afterwards when w_along_r (then sh = 0). Returns 0 when
- * one of them is not finite in T; the slab then normalizes in double. c holds 8K
- * values of T: mh, ml, sc, sh, each written twice in a row (2K values), so that a
- * vector of columns starting anywhere in [0, K) can be loaded without wrapping. */
 /* col_coeffs' loop over columns [0, K), with per_k and shift constants after
  * inlining: restrict and no reads of what was just stored let it vectorize (one
  * loop for every case, with its selects, stayed scalar: 7 ns a column, 40 % of a
@@ -1918,6 +1913,11 @@ static inline __attribute__((always_inline)) int TF(col_coeffs_loop)(
     return ok;
 }
 
+/* Per-column coefficients of slab a in T precision: y = ((x - mh) - ml) * sc + sh,
+ * times a per-row weight afterwards when w_along_r (then sh = 0). Returns 0 when
+ * one of them is not finite in T; the slab then normalizes in double. c holds 8K
+ * values of T: mh, ml, sc, sh, each written twice in a row (2K values), so that a
+ * vector of columns starting anywhere in [0, K) can be loaded without wrapping. */
 static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c)
 {
     ptrdiff_t K = s->K;
@@ -2147,9 +2147,10 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         FN_PARALLEL_SHARES(nt, n_norm, it0,
             ptrdiff_t it = mirror ? fn_share_mirror(it0, n_norm, nt) : it0;
             ptrdiff_t a = it / nrb, e0 = (it % nrb) * step, e1 = fn_min(e0 + step, slab);
-            if (flat && e0 % K == 0 && e1 % K == 0) TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, coef + 8 * K * a, 1);
-            else if (flat) TF(col_norm_flat)(s, x, y, p, a, e0, e1, coef + 8 * K * a);
-            else TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, coef + 8 * K * a, ok[a]);
+            const T *ca = coef + 8 * K * a;
+            /* whole rows (tiles, or the flat walk) unless cut inside a row */
+            if (flat && (e0 % K != 0 || e1 % K != 0)) TF(col_norm_flat)(s, x, y, p, a, e0, e1, ca);
+            else TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, ca, ok[a]);
         );
         fn_scratch_free(coef);
     }
