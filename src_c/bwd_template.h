@@ -1083,17 +1083,16 @@ static void TF(col_dx_flat)(const fn_col_shape *s, const T *x, const T *dy, T *d
 }
 
 /* 1 when col_dx_tiles serves a slab whose rows col_dx_flat could walk: the
- * coefficients of a row larger than FN_COL_TILE_BYTES, rows of whole vectors,
- * dx aligned to vectors when streamed. */
-static inline int TF(col_dx_tiles_ok)(const fn_col_shape *s, const T *dx, int stream)
+ * coefficients of a row larger than FN_COL_TILE_BYTES. */
+static inline int TF(col_dx_tiles_ok)(const fn_col_shape *s)
 {
-    return FN_COL_DX_ARRAYS * s->K * (ptrdiff_t)sizeof(T) > FN_COL_TILE_BYTES && s->K % TLANES == 0
-           && (!stream || (uintptr_t)dx % FN_VBYTES == 0);
+    return FN_COL_DX_ARRAYS * s->K * (ptrdiff_t)sizeof(T) > FN_COL_TILE_BYTES;
 }
 
 /* Rows [r0, r1) of slab a (col_dx_tiles_ok) one tile of columns at a time, each
  * tile's coefficients read from L1 for all the rows (BatchNorm backward (64,
- * 4096) read 112 KiB of them from L2 for every 16 KiB row of x). */
+ * 4096) read 112 KiB of them from L2 for every 16 KiB row of x); each row's part
+ * of a tile stored from dx's first vector boundary on, as col_norm_tiles. */
 static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
                              ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
 {
@@ -1105,9 +1104,19 @@ static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *
         for (ptrdiff_t r = r0; r < r1; r++) {
             const T *xr = x + a * s->xa + r * K, *dyr = dy + a * s->xa + r * K;
             T *dxr = dx + a * s->ya + r * K;
-            for (ptrdiff_t k = k0; k < k1; k += TLANES)
+            ptrdiff_t k = k0, h = fn_min(k1 - k0, TF(vec_head)(dxr + k0));
+            if (h) {
+                TF(store_part)(dxr + k, h, TF(col_dx_vec)(TF(load_n)(xr + k, h, 0), TF(load_n)(dyr + k, h, 0),
+                                                          TF(load_n)(wc + k, h, 0), wcol, cf + k, K2, h));
+                k += h;
+            }
+            for (; k + TLANES <= k1; k += TLANES)
                 TF(store_vec)(dxr + k, TF(col_dx_vec)(TF(loadt)(xr + k), TF(loadt)(dyr + k), TF(loadt)(wc + k), wcol,
                                                       cf + k, K2, TLANES), stream);
+            if (k < k1)
+                TF(store_part)(dxr + k, k1 - k, TF(col_dx_vec)(TF(load_n)(xr + k, k1 - k, 0),
+                                                               TF(load_n)(dyr + k, k1 - k, 0),
+                                                               TF(load_n)(wc + k, k1 - k, 0), wcol, cf + k, K2, k1 - k));
         }
     }
 }
@@ -1122,7 +1131,7 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
     const T *wc = cf + 6 * K2;
     const VT z = {0};
     if (TF(col_dx_flat_ok)(s, wred)) {
-        if (TF(col_dx_tiles_ok)(s, dx, stream)) TF(col_dx_tiles)(s, x, dy, dx, wcol, a, r0, r1, cf, stream);
+        if (TF(col_dx_tiles_ok)(s)) TF(col_dx_tiles)(s, x, dy, dx, wcol, a, r0, r1, cf, stream);
         else TF(col_dx_flat)(s, x, dy, dx, wcol, a, r0 * K, r1 * K, cf, stream);
         return;
     }
@@ -1183,7 +1192,7 @@ static TF(col_dx_walk) TF(col_dx_plan)(const fn_col_shape *s, const T *dx, const
     ptrdiff_t K = s->K;
     int flat = TF(col_dx_flat_ok)(s, wred);
     for (ptrdiff_t a = 0; a < s->A; a++) flat &= cf_ok[a] != 0;
-    int tiles = flat && TF(col_dx_tiles_ok)(s, dx, stream);
+    int tiles = flat && TF(col_dx_tiles_ok)(s);
     w.step = fn_col_step(s->A, s->R, K, FN_COL_BLOCK, flat, tiles, TLANES, nt);
     /* cuts inside rows go through col_dx_flat; whole rows through col_dx_rows
      * (tiles, or the flat walk) */

@@ -168,3 +168,31 @@ def test_group_norm_channels_last(shape, dtype):
     D = dy.astype(np.float64).reshape(-1, C)
     close(dw, (D * xhat.reshape(-1, C)).sum(0), dtype, "dweight")
     close(db, D.sum(0), dtype, "dbias")
+
+
+@pytest.mark.parametrize("shape", [(2, 4100), (64, 1000), (64, 4096)], ids=str)
+def test_same_bits_wherever_out_starts(shape, dtype):
+    """Outputs starting anywhere within a vector: the flat cuts and the tiles
+    store from the output's first vector boundary on, so the values a partial
+    vector computes must be the full vectors' bits (multiply-adds written out)."""
+    x = _data(shape, dtype, hard=True)
+    w, b = _params(shape[1], dtype)
+    dy = _data(shape, dtype, seed=3)
+    rm, rv = np.zeros(shape[1], dtype), np.ones(shape[1], dtype)
+    _, mean, invstd = fastnorm.batch_norm(x, w, b, training=True, return_stats=True)
+    calls = [
+        lambda o, nt: fastnorm.batch_norm(x, w, b, training=True, out=o, num_threads=nt),
+        lambda o, nt: fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv,
+                                          training=False, out=o, num_threads=nt),
+        lambda o, nt: fastnorm.batch_norm_backward(dy, x, mean, invstd, w, out=o, num_threads=nt),
+    ]
+    for call in calls:
+        results = []
+        for offset in (0, 1, 3, 5, 8):
+            for nt in (1, 2):
+                buf = np.empty(x.size + 8, dtype)
+                out = buf[offset:offset + x.size].reshape(shape)
+                call(out, nt)
+                results.append(out.copy())
+        for r in results[1:]:
+            np.testing.assert_array_equal(r, results[0])
