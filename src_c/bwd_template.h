@@ -944,7 +944,7 @@ static inline __attribute__((always_inline)) void TF(col_bwd_finish_loop)(
     ptrdiff_t K, double n, int center, int training, int has_w, int rms, const T *restrict wunit,
     const double *restrict mean, const double *restrict rstd, const double *restrict S0,
     const double *restrict S1, const double *restrict S2, double *restrict cmean, double *restrict s1,
-    double *restrict s2, double *restrict cf)
+    double *restrict s2, double *restrict scale, double *restrict c1, double *restrict c2)
 {
     for (ptrdiff_t k = 0; k < K; k++) {
         double q0 = S0[k] / n, q1 = S1[k] / n, r = rstd[k];
@@ -953,15 +953,28 @@ static inline __attribute__((always_inline)) void TF(col_bwd_finish_loop)(
         cmean[k] = (rms ? 0.0 : mean[k]) + c;
         s1[k] = S1[k];
         s2[k] = s2k;
-        cf[3 * k] = (has_w ? (double)wunit[k] : 1.0) * r;
-        cf[3 * k + 1] = center ? q1 : 0.0;
-        cf[3 * k + 2] = training ? q2 : 0.0;
+        scale[k] = (has_w ? (double)wunit[k] : 1.0) * r;
+        c1[k] = center ? q1 : 0.0;
+        c2[k] = training ? q2 : 0.0;
     }
 }
 
-/* Slab a's per-column sums (the fold of its nsb superblocks in part, in order)
- * finished as bwd_unit_finish and bwd_coeffs do for a unit, with coef[3u ..
- * 3u + 2] = scale, c1, c2: the same operations over arrays that do not alias,
+/* Slab a's column sums (col_bwd_sums' 3K values per superblock in part) folded
+ * into its first superblock's, superblock after superblock; returns them (the
+ * sums of x - mean, then of g and of g * (x - mean), K apart). */
+static double *TF(col_bwd_fold)(double *part, ptrdiff_t K, ptrdiff_t a, ptrdiff_t nsb)
+{
+    double *restrict t = part + 3 * K * (a * nsb);
+    for (ptrdiff_t sb = 1; sb < nsb; sb++) {
+        const double *restrict q = part + 3 * K * (a * nsb + sb);
+        for (ptrdiff_t k = 0; k < 3 * K; k++) t[k] += q[k];
+    }
+    return t;
+}
+
+/* Slab a's column sums (col_bwd_fold) finished as bwd_unit_finish and
+ * bwd_coeffs do for a unit, the dx coefficients to coef + 3aK: K scales, then
+ * K values of c1 and of c2. The same operations over arrays that do not alias,
  * so that they vectorize (one column at a time through p, a BatchNorm backward
  * over (8, 4096) spent a quarter of its time here). */
 static void TF(col_bwd_finish)(const fn_col_shape *s, const fn_bwd_args *p, ptrdiff_t a, ptrdiff_t nsb,
@@ -970,17 +983,11 @@ static void TF(col_bwd_finish)(const fn_col_shape *s, const fn_bwd_args *p, ptrd
     ptrdiff_t K = s->K;
     int rms = p->mode == FN_MODE_RMS, center = p->training && !rms, training = p->training;
     double n = (double)s->R;
-    /* the superblocks' sums are added into the first one's */
-    double *S0 = part + 3 * K * (a * nsb), *S1 = S0 + K, *S2 = S0 + 2 * K;
-    for (ptrdiff_t sb = 1; sb < nsb; sb++) {
-        const double *restrict q = part + 3 * K * (a * nsb + sb);
-        double *restrict t = S0;
-        for (ptrdiff_t k = 0; k < 3 * K; k++) t[k] += q[k];
-    }
+    double *S0 = TF(col_bwd_fold)(part, K, a, nsb), *S1 = S0 + K, *S2 = S0 + 2 * K;
     const double *mean = p->mean + a * K, *rstd = p->rstd + a * K;
-    double *cmean = p->cmean + a * K, *s1 = p->s1 + a * K, *s2 = p->s2 + a * K, *cf = coef + 3 * a * K;
+    double *cmean = p->cmean + a * K, *s1 = p->s1 + a * K, *s2 = p->s2 + a * K, *sc = coef + 3 * a * K;
 #define FN_FINISH(has_w, rms_) TF(col_bwd_finish_loop)(K, n, center, training, has_w, rms_, wunit, mean, rstd, \
-                                                       S0, S1, S2, cmean, s1, s2, cf)
+                                                       S0, S1, S2, cmean, s1, s2, sc, sc + K, sc + 2 * K)
     if (wunit && rms) FN_FINISH(1, 1);
     else if (wunit) FN_FINISH(1, 0);
     else if (rms) FN_FINISH(0, 1);
@@ -988,22 +995,22 @@ static void TF(col_bwd_finish)(const fn_col_shape *s, const fn_bwd_args *p, ptrd
 #undef FN_FINISH
 }
 
-/* out[k] = in[k * stride] rounded to T, k < K */
-static inline void TF(round_strided)(T *restrict out, const double *restrict in, ptrdiff_t stride, ptrdiff_t K)
+/* out[k] = in[k] rounded to T, k < K */
+static inline void TF(round_to_t)(T *restrict out, const double *restrict in, ptrdiff_t K)
 {
-    for (ptrdiff_t k = 0; k < K; k++) out[k] = (T)in[k * stride];
+    for (ptrdiff_t k = 0; k < K; k++) out[k] = (T)in[k];
 }
 
 /* Per-column coefficients of one slab for the T-precision dx,
  *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
- * from double per-column mean, rstd and coefficients (scale, c1, c2 at stride
- * cs): FN_COL_DX_ARRAYS arrays of 2K values, mh, ml, rs, sc, c1, c2 and, when
+ * from double per-column mean, rstd and coefficients scale, c1, c2:
+ * FN_COL_DX_ARRAYS arrays of 2K values, mh, ml, rs, sc, c1, c2 and, when
  * wcol is given, the weight, each written twice in a row so that a vector of
  * columns starting anywhere in [0, K) loads without wrapping (col_dx_rows' flat
  * walk). Returns 0 when one of them is not finite in T; the slab then takes
  * col_dx_rows_exact. */
 static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
-                             const double *c1, const double *c2, ptrdiff_t cs, const T *wcol, T *cf)
+                             const double *c1, const double *c2, const T *wcol, T *cf)
 {
     /* array by array: the seven arrays lie 2K values apart, for K = 4096 float32
      * in the same L1 set, and writing a column of all of them at once missed in
@@ -1014,10 +1021,10 @@ static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd
         mh[k] = (T)mean[k];
         ml[k] = (T)(mean[k] - (double)mh[k]);
     }
-    TF(round_strided)(cf + 4 * K, rstd, 1, K);
-    TF(round_strided)(cf + 6 * K, scale, cs, K);
-    TF(round_strided)(cf + 8 * K, c1, cs, K);
-    TF(round_strided)(cf + 10 * K, c2, cs, K);
+    TF(round_to_t)(cf + 4 * K, rstd, K);
+    TF(round_to_t)(cf + 6 * K, scale, K);
+    TF(round_to_t)(cf + 8 * K, c1, K);
+    TF(round_to_t)(cf + 10 * K, c2, K);
     T *restrict wo = cf + 12 * K;
     for (ptrdiff_t k = 0; k < K; k++) wo[k] = wcol ? wcol[k] : (T)1;
     for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
@@ -1150,12 +1157,11 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
 }
 
 /* The same in double, from the double per-column values that col_dx_coeffs
- * rounds (mean, rstd, and scale, c1, c2 at stride cs): for slabs whose T
+ * rounds (mean, rstd, scale, c1, c2): for slabs whose T
  * coefficients are not finite. */
 static void TF(col_dx_rows_exact)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
                                   const T *wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const double *mean,
-                                  const double *rstd, const double *scale, const double *c1, const double *c2,
-                                  ptrdiff_t cs)
+                                  const double *rstd, const double *scale, const double *c1, const double *c2)
 {
     ptrdiff_t K = s->K;
     for (ptrdiff_t r = r0; r < r1; r++) {
@@ -1165,7 +1171,7 @@ static void TF(col_dx_rows_exact)(const fn_col_shape *s, const T *x, const T *dy
 #pragma omp simd
         for (ptrdiff_t k = 0; k < K; k++) {
             double g = (double)dyr[k] * wr * (wcol ? (double)wcol[k] : 1.0), xh = ((double)xr[k] - mean[k]) * rstd[k];
-            dxr[k] = (T)(scale[k * cs] * (g - c1[k * cs] - xh * c2[k * cs]));
+            dxr[k] = (T)(scale[k] * (g - c1[k] - xh * c2[k]));
         }
     }
 }
@@ -1214,28 +1220,20 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     const T *w = (const T *)p->w;
     int rms = p->mode == FN_MODE_RMS;
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb, AK = A * K;
-    /* part: superblock sums; col: per-column sums; per column of each slab the
-     * group's mean (given, then corrected), rstd, c1 and c2 */
-    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 8 * (size_t)AK)
+    /* part: superblock sums (each slab's folded into its first, col_bwd_fold);
+     * per column of each slab the group's mean (given, then corrected), rstd, c1
+     * and c2 */
+    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 5 * (size_t)AK)
                                     + sizeof(T) * 2 * FN_COL_DX_ARRAYS * (size_t)AK + sizeof(int) * (size_t)A);
     if (!part) return FN_ENOMEM;
-    T *cf = (T *)(part + 3 * K * n_items + 8 * AK);
+    T *cf = (T *)(part + 3 * K * n_items + 5 * AK);
     int *cf_ok = (int *)(cf + 2 * FN_COL_DX_ARRAYS * AK);
-    double *col = part + 3 * K * n_items, *mg = col + 3 * AK, *cm = mg + AK, *cr = cm + AK,
-           *cc1 = cr + AK, *cc2 = cc1 + AK;
+    double *mg = part + 3 * K * n_items, *cm = mg + AK, *cr = cm + AK, *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
     TF(col_bwd_sums)(s, p, x, dy, NULL, mg, nsb, n_items, part, nt);
     double n = (double)s->R * (double)Kg;
     for (ptrdiff_t a = 0; a < A; a++) {
-        double *ca = col + 3 * K * a;
-        for (ptrdiff_t k = 0; k < K; k++) {
-            double S[3] = {0, 0, 0};
-            for (ptrdiff_t sb = 0; sb < nsb; sb++) {
-                const double *q = part + 3 * K * (a * nsb + sb);
-                S[0] += q[k]; S[1] += q[K + k]; S[2] += q[2 * K + k];
-            }
-            ca[k] = S[0]; ca[K + k] = S[1]; ca[2 * K + k] = S[2];
-        }
+        const double *ca = TF(col_bwd_fold)(part, K, a, nsb);
         for (ptrdiff_t g = 0; g < NG; g++) {
             double s0 = 0, s1 = 0, s2 = 0, scale, c1, c2;
             for (ptrdiff_t k = g * Kg; k < (g + 1) * Kg; k++) {
@@ -1253,8 +1251,8 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     }
     if (dx) {
         for (ptrdiff_t a = 0; a < A; a++)
-            cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, 1,
-                                         w, cf + 2 * FN_COL_DX_ARRAYS * K * a);
+            cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, w,
+                                         cf + 2 * FN_COL_DX_ARRAYS * K * a);
         int stream = fn_stream_output((double)AK * (double)s->R * sizeof(T), 1);
         TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, NULL, cf_ok, stream, nt);
         FN_PARALLEL_SHARES(nt, walk.n, it0,
@@ -1266,7 +1264,7 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
                 TF(col_dx_rows)(s, x, dy, dx, NULL, w != NULL, a, r0, r1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
             else
                 TF(col_dx_rows_exact)(s, x, dy, dx, NULL, w, a, r0, r1, cm + a * K, cr + a * K, cr + a * K,
-                                      cc1 + a * K, cc2 + a * K, 1);
+                                      cc1 + a * K, cc2 + a * K);
             if (stream) fn_store_fence();
         );
     }
@@ -1274,7 +1272,7 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
         for (ptrdiff_t k = 0; k < K; k++) {
             double dwk = 0, dbk = 0;
             for (ptrdiff_t a = 0; a < A; a++) {
-                const double *ca = col + 3 * K * a;
+                const double *ca = part + 3 * K * (a * nsb);  /* folded above */
                 double corr = cm[a * K + k] - mg[a * K + k];
                 dwk += cr[a * K + k] * (ca[2 * K + k] - corr * ca[K + k]);
                 dbk += ca[K + k];
@@ -1315,7 +1313,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     if (dx) {
         for (ptrdiff_t a = 0; a < A; a++)
             cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
-                                         coef + 3 * a * K + 1, coef + 3 * a * K + 2, 3, NULL,
+                                         coef + 3 * a * K + K, coef + 3 * a * K + 2 * K, NULL,
                                          cf + 2 * FN_COL_DX_ARRAYS * K * a);
         int stream = fn_stream_output((double)U * (double)s->R * sizeof(T), 1);
         TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, wred, cf_ok, stream, nt);
@@ -1329,7 +1327,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
                 TF(col_dx_rows)(s, x, dy, dx, wred, 0, a, r0, r1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
             else
                 TF(col_dx_rows_exact)(s, x, dy, dx, wred, NULL, a, r0, r1, p->cmean + a * K, p->rstd + a * K,
-                                      c, c + 1, c + 2, 3);
+                                      c, c + K, c + 2 * K);
             if (stream) fn_store_fence();
         );
     }
