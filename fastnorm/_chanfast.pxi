@@ -16,12 +16,14 @@ cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape
     cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
     cdef Py_ssize_t C = cnp.PyArray_DIM(xa, cax)
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0)
-    cdef Py_ssize_t S, Cg
-    if cax == 1 and (nd >= 3 or G > 0):
-        S = size // (N * C)
+    cdef Py_ssize_t S = size // (N * C), Cg
+    # BatchNorm over (N, C, 1, ..., 1) is BatchNorm over the (N, C) table (the
+    # general planner drops the size-1 axes)
+    cdef bint table = G == 0 and cax == 1 and S == 1
+    if cax == 1 and (nd >= 3 or G > 0) and not table:
         if G == 0:
             # NCHW BatchNorm: units are channels, each N planes of S values
-            if S < 2 or C < 2:
+            if C < 2:
                 return 0
             s.A = 1; s.R1 = N; s.K = C; s.R2 = S
             s.xa = 0; s.xr1 = C * S if N > 1 else 0; s.xk = S
@@ -34,14 +36,12 @@ cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape
             s.wk = Cg; s.wr1 = 1; s.wr2 = 0
         s.ya = s.xa; s.yr1 = s.xr1; s.yk = s.xk
         return 1
-    if cax == nd - 1 and C >= 2:
-        S = size // (N * C)
+    if (cax == nd - 1 or table) and C >= 2:
         c.K = C
         c.w_along_r = 0
         if G == 0:
-            # channels-last BatchNorm: one column per channel over every row
-            if size // C < 2:
-                return 0
+            # channels-last BatchNorm: one column per channel over every row (a
+            # single row for inference; training needs two, checked by the callers)
             c.A = 1; c.R = size // C; c.xa = 0; c.Kg = 1
         else:
             # per-sample columns, statistics shared by groups of C / G columns

@@ -196,7 +196,7 @@ static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdi
 }
 
 /* bwd_dx of a row with the sums (bwd_sums) of the next row (xs, dys around
- * mean_s, parameters w alike) taken in the same loop, two vectors of each per
+ * mean_s, parameters ws) taken in the same loop, two vectors of each per
  * step: the next row is read from memory while this one's dx is written
  * (LayerNorm backward (8192, 768) 5 % faster). The same bits as bwd_dx and
  * bwd_sums. (Adding the parameter partials in this loop too, from the same
@@ -204,8 +204,8 @@ static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdi
  * dx is written with non-temporal stores from its first vector boundary on. */
 static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
                              const T *w, double scale, double c1, double c2,
-                             const T *xs, const T *dys, double mean_s, double *s0, double *s1, double *s2,
-                             int stream)
+                             const T *xs, const T *dys, const T *ws, double mean_s, double *s0, double *s1,
+                             double *s2, int stream)
 {
     const VT z = {0};
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
@@ -216,7 +216,7 @@ static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
     stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
     for (; i + 2 * TLANES <= n && is + 2 * TLANES <= n; i += 2 * TLANES, is += 2 * TLANES) {
-        TF(bwd_acc_two)(&acc, xs + is, dys + is, w ? w + is : NULL, msv);
+        TF(bwd_acc_two)(&acc, xs + is, dys + is, ws ? ws + is : NULL, msv);
         TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
         TF(store_vec)(dx + i + TLANES, TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v),
                       stream);
@@ -224,7 +224,7 @@ static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double
     for (; i + TLANES <= n; i += TLANES)
         TF(storet)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
     if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec)(x, dy, w, i, n - i, mhv, mlv, rv, sv, c1v, c2v));
-    TF(bwd_acc_finish)(&acc, xs, dys, w, is, n, mean_s, s0, s1, s2);
+    TF(bwd_acc_finish)(&acc, xs, dys, ws, is, n, mean_s, s0, s1, s2);
 }
 
 /* bwd_dx_vec with one parameter value for the whole row (its vector wvv); the
@@ -266,7 +266,8 @@ static inline void TF(bwd_coeffs)(const fn_bwd_args *p, double wu, double n, dou
 typedef struct {
     const T *x, *dy;
     T *dx;
-    const T *wred;       /* parameters along the reduced axes (LayerNorm), else NULL */
+    const T *wred;       /* parameters along the reduced axes (LayerNorm; unit k's from k * wk on:
+                            GroupNorm over (N, C, 1, 1), see fn_seg_joined), else NULL */
     const T *wunit;      /* one parameter per unit (BatchNorm), else NULL */
     const T *wplane;     /* one parameter per (k, r1) row (GroupNorm's channels), else NULL */
     int stream;          /* dx written with non-temporal stores from its vector boundaries on
@@ -296,7 +297,7 @@ static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const
 {
     ptrdiff_t a = u / s->K, k = u % s->K;
     ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1 + i0;
-    const T *w = q->wred ? q->wred + r1 * s->wr1 + i0 : NULL;
+    const T *w = q->wred ? q->wred + k * s->wk + r1 * s->wr1 + i0 : NULL;
     if (!want_dx) {
         double mean = TF(sums_center)(p, u);
         TF(bwd_sums)(q->x + xo, q->dy + xo, i1 - i0, mean, w, &sums[0], &sums[1], &sums[2]);
@@ -483,7 +484,7 @@ static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p,
     for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
         ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1;
         const T *x = q->x + xo, *dy = q->dy + xo;
-        T *dw = pw + r1 * s->wr1, *db = pb ? pb + r1 * s->wr1 : NULL;
+        T *dw = pw + k * s->wk + r1 * s->wr1, *db = pb ? pb + k * s->wk + r1 * s->wr1 : NULL;
         ptrdiff_t i = 0;
         for (; i + TLANES <= s->R2; i += TLANES) {
             VT g = TF(loadt)(dy + i);
@@ -509,7 +510,8 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
     const T *w = q->wred;
     double S[3] = {0, 0, 0}, b[3];
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
-    TF(bwd_sums)(q->x + xo, q->dy + xo, n, rms ? 0.0 : p->mean[u0], w, &b[0], &b[1], &b[2]);
+    /* a weight row per unit from wo on (wk != 0: the joined GroupNorm), else one */
+    TF(bwd_sums)(q->x + xo, q->dy + xo, n, rms ? 0.0 : p->mean[u0], w ? w + wo : NULL, &b[0], &b[1], &b[2]);
     for (int t = 0; t < 3; t++) S[t] += b[t];
     TF(bwd_unit_finish)(p, u0, (double)n, S[0], S[1], S[2]);
     for (ptrdiff_t u = u0; u < u1; u++) {
@@ -521,12 +523,14 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
             double wu = q->wunit ? (double)q->wunit[(u % s->K) * s->wk] : 1.0;
             TF(bwd_coeffs)(p, wu, (double)n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
             if (has_next)
-                TF(bwd_dx_piped)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w, scale, c1, c2,
-                                 q->x + xn, q->dy + xn, mean_n, &b[0], &b[1], &b[2], q->stream);
+                TF(bwd_dx_piped)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale,
+                                 c1, c2, q->x + xn, q->dy + xn, w ? w + wn : NULL, mean_n, &b[0], &b[1], &b[2],
+                                 q->stream);
             else
-                TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w, scale, c1, c2, q->stream);
+                TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale, c1,
+                           c2, q->stream);
         } else if (has_next) {
-            TF(bwd_sums)(q->x + xn, q->dy + xn, n, mean_n, w, &b[0], &b[1], &b[2]);
+            TF(bwd_sums)(q->x + xn, q->dy + xn, n, mean_n, w ? w + wn : NULL, &b[0], &b[1], &b[2]);
         }
         TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
         if (!has_next) break;
@@ -538,26 +542,25 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
 }
 
 /* Many units with parameters along the segment (LayerNorm rows): fixed groups of
- * FN_PARAM_GROUP units, each with its own T-precision partial parameter sums
- * (at most FN_PARAM_GROUP terms each) accumulated while its rows are in cache,
- * then folded in group order in double: one pass over memory, and the same bits
- * for any thread count. */
+ * units (fn_param_group_units), each with its own T-precision partial parameter
+ * sums accumulated while its rows are in cache, then folded in group order in
+ * double: one pass over memory, and the same bits for any thread count. */
 static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
 {
-    ptrdiff_t U = s->A * s->K, np_ = p->nparam, ng = (U + FN_PARAM_GROUP - 1) / FN_PARAM_GROUP;
+    ptrdiff_t U = s->A * s->K, np_ = p->nparam, gu = fn_param_group_units(s), ng = (U + gu - 1) / gu;
     int nb = p->db ? 2 : 1;
     ptrdiff_t gs = nb * np_ + 48;   /* group stride, off 4 KiB multiples */
     T *part = (T *)fn_scratch_alloc((size_t)ng * (size_t)gs * sizeof(T));
     if (!part) return FN_ENOMEM;
-    __builtin_memset(part, 0, (size_t)ng * (size_t)gs * sizeof(T));
     int piped = s->R1 == 1 && s->R2 <= FN_BLOCK;
     FN_PARALLEL_SHARES(nt, ng, g,
         T *pw = part + g * gs, *pb = p->db ? pw + np_ + 16 : NULL;
-        ptrdiff_t g1 = fn_min(U, (g + 1) * FN_PARAM_GROUP);
+        ptrdiff_t g1 = fn_min(U, (g + 1) * gu);
+        __builtin_memset(pw, 0, (size_t)gs * sizeof(T));
         if (piped) {
-            TF(seg_bwd_rows_piped)(s, p, q, g * FN_PARAM_GROUP, g1, pw, pb);
+            TF(seg_bwd_rows_piped)(s, p, q, g * gu, g1, pw, pb);
         } else {
-            for (ptrdiff_t u = g * FN_PARAM_GROUP; u < g1; u++) {
+            for (ptrdiff_t u = g * gu; u < g1; u++) {
                 TF(seg_bwd_unit)(s, p, q, u);
                 TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
             }
@@ -579,16 +582,21 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
 }
 
 /* Gradients of parameters along the reduced axes: for each (r1, block of r2),
- * sum over the units in order. Each parameter is owned by one item. */
+ * and each k when the units have parameters of their own (wk != 0), sum over
+ * the units in order. Each parameter is owned by one item. */
 static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
 {
-    ptrdiff_t U = s->A * s->K, nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, n_items = s->R1 * nb;
+    ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, per_k = s->R1 * nb;
+    ptrdiff_t nk = s->wk ? s->K : 1, n_items = nk * per_k, uk = s->wk ? 1 : s->K;
     int rms = p->mode == FN_MODE_RMS;
     FN_PARALLEL_SHARES(nt, n_items, it,
-        ptrdiff_t r1 = it / nb, i0 = (it % nb) * FN_BLOCK, m = fn_min(FN_BLOCK, s->R2 - i0);
-        double *dw = p->dw + r1 * s->wr1 + i0, *db = p->db ? p->db + r1 * s->wr1 + i0 : NULL;
+        ptrdiff_t k0 = it / per_k, r1 = (it % per_k) / nb, i0 = (it % nb) * FN_BLOCK;
+        ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - i0), wo = k0 * s->wk + r1 * s->wr1 + i0;
+        double *dw = p->dw + wo, *db = p->db ? p->db + wo : NULL;
         for (ptrdiff_t i = 0; i < m; i++) { dw[i] = 0; if (db) db[i] = 0; }
-        for (ptrdiff_t u = 0; u < U; u++) {
+        /* units a * K + k0 (wk != 0), or every unit */
+        for (ptrdiff_t v = 0; v < s->A * uk; v++) {
+            ptrdiff_t u = s->wk ? v * s->K + k0 : v;
             ptrdiff_t xo = (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1 + i0;
             const T *x = q->x + xo, *dy = q->dy + xo;
             double mean = rms ? 0.0 : p->cmean[u], rstd = p->rstd[u];
@@ -763,7 +771,8 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     ptrdiff_t U = s->A * s->K, unit_len = s->R1 * s->R2;
     if (U == 0) return FN_OK;
     const T *w = (const T *)p->w;
-    int plane = w && s->wk != 0 && s->wr1 != 0 && s->R1 > 1;
+    int plane = w && s->wk != 0 && s->wr1 != 0 && s->R1 > 1 && s->wr2 == 0;
+    int wred = w && (s->wk == 0 || s->wr2 != 0) && !plane;
     /* dx of 16 MiB and more is streamed: a unit's dx pass re-reads x and dy from
      * L2, and cached stores of dx would read each of its lines for ownership and
      * evict them (BatchNorm backward (32, 64, 56, 56) 14 % faster streamed); the
@@ -771,8 +780,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
      * skipping the read for ownership leaves the core's fill buffers to those reads
      * (LayerNorm backward (8192, 768) 6 % faster, one thread 14 %). The GroupNorm
      * planes (seg_bwd_planes) gained nothing and store as before. */
-    TF(seg_bwd_ptrs) q = {x, dy, dx, (w && s->wk == 0) ? w : NULL, (w && s->wk != 0 && !plane) ? w : NULL,
-                          plane ? w : NULL, dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)};
+    TF(seg_bwd_ptrs) q = {x, dy, dx, wred ? w : NULL, (w && !wred && !plane) ? w : NULL, plane ? w : NULL, dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)};
     double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -782,8 +790,9 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
         return st;
     }
     /* decided by the shape alone, so the parameter sums do not depend on nt */
-    int grouped = p->dw && q.wred && s->wr2 == 1 && U >= 2 * FN_PARAM_GROUP
-                  && (double)((U + FN_PARAM_GROUP - 1) / FN_PARAM_GROUP) * (double)p->nparam <= FN_PARAM_SCRATCH;
+    ptrdiff_t gu = fn_param_group_units(s);
+    int grouped = p->dw && q.wred && s->wr2 == 1 && U >= 2 * gu
+                  && (double)((U + gu - 1) / gu) * (double)p->nparam <= FN_PARAM_SCRATCH;
     if (grouped) {
         int st = TF(seg_bwd_grouped)(s, p, &q, nt);
         if (nt > 1) fn_threads_release(nt);

@@ -69,6 +69,9 @@ void fn_scratch_free(void *p);
  * of partial sums it may hold (else parameters get a pass of their own). */
 #define FN_PARAM_GROUP 64
 #define FN_PARAM_SCRATCH (8.0 * 1024 * 1024)
+/* Rows of K units per group when each unit has parameters of its own (see
+ * fn_param_group_units). */
+#define FN_PARAM_GROUP_ROWS 8
 
 /* Most units (rows) whose statistics are taken before any of them is
  * normalized, so that their dependency chains overlap. */
@@ -293,6 +296,17 @@ static inline void fn_sums_to_stats(double s1, double s2, double c, double inv_n
     double d = s1 * inv_n, v = s2 - s1 * d;
     *mean = rms ? 0.0 : c + d;
     *m2 = rms ? s2 : (v < 0 ? 0 : v);
+}
+
+/* Units per group of seg_bwd_grouped: FN_PARAM_GROUP rows sharing one weight
+ * row; with weights of their own per k (the joined GroupNorm, wk != 0), groups
+ * of FN_PARAM_GROUP_ROWS whole rows of K units, so that each partial still sums
+ * several terms and the partials stay few (groups of 64 units gave every
+ * parameter of a (256, 2048, 1, 1) GroupNorm 2 terms a group, and the partials
+ * cost as much as the data). */
+static inline ptrdiff_t fn_param_group_units(const fn_seg_shape *s)
+{
+    return s->wk ? s->K * FN_PARAM_GROUP_ROWS : FN_PARAM_GROUP;
 }
 
 /* Offsets of units [g, g + cnt) of a SEG shape: x at xo[j], y at yo[j], affine
