@@ -1913,23 +1913,33 @@ static inline __attribute__((always_inline)) int TF(col_coeffs_loop)(
     return ok;
 }
 
+/* Stride between col_coeffs' four arrays: K values and room for their periodic
+ * continuation. */
+static inline ptrdiff_t TF(col_c2)(ptrdiff_t K)
+{
+    return K + fn_max(K, TLANES);
+}
+
 /* Per-column coefficients of slab a in T precision: y = ((x - mh) - ml) * sc + sh,
  * times a per-row weight afterwards when w_along_r (then sh = 0). Returns 0 when
- * one of them is not finite in T; the slab then normalizes in double. c holds 8K
- * values of T: mh, ml, sc, sh, each written twice in a row (2K values), so that a
- * vector of columns starting anywhere in [0, K) can be loaded without wrapping. */
+ * one of them is not finite in T; the slab then normalizes in double. c holds
+ * mh, ml, sc, sh at steps of col_c2(K), each followed by its first TLANES values
+ * again (periodically: K may be less), so that a vector of columns starting
+ * anywhere in [0, K) can be loaded without wrapping, across rows when K is
+ * smaller than a vector. */
 static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c)
 {
-    ptrdiff_t K = s->K;
+    ptrdiff_t K = s->K, c2 = TF(col_c2)(K);
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     const double *mean = p->mean + a * K, *var = p->var + a * K;
     double n = (double)s->R * (double)s->Kg;
-    T *mh = c, *ml = c + 2 * K, *sc = c + 4 * K, *sh = c + 6 * K;
+    T *mh = c, *ml = c + c2, *sc = c + 2 * c2, *sh = c + 3 * c2;
     int ok;
     if (w && !s->w_along_r && b) ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 1, 1, mh, ml, sc, sh);
     else if (w && !s->w_along_r) ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 1, 0, mh, ml, sc, sh);
     else ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 0, 0, mh, ml, sc, sh);
-    for (int j = 0; j < 4; j++) __builtin_memcpy(c + 2 * j * K + K, c + 2 * j * K, sizeof(T) * (size_t)K);
+    for (int j = 0; j < 4; j++)
+        for (ptrdiff_t i = K; i < K + TLANES; i++) c[j * c2 + i] = c[j * c2 + i - K];
     return ok;
 }
 
@@ -1937,8 +1947,7 @@ static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_
  * as one flat range (coefficients in T and per column). */
 static inline int TF(col_flat_ok)(const fn_col_shape *s, const T *y, const fn_norm_args *p)
 {
-    return !(p->w && s->w_along_r) && s->xr == s->K && s->yr == s->K && s->K >= TLANES
-           && ((uintptr_t)y % sizeof(T)) == 0;
+    return !(p->w && s->w_along_r) && s->xr == s->K && s->yr == s->K && ((uintptr_t)y % sizeof(T)) == 0;
 }
 
 /* Lanes [0, cnt) of the normalized values at x (cnt <= TLANES), with the
@@ -1960,18 +1969,17 @@ static inline VT TF(col_norm_vec)(const T *x, const T *c, ptrdiff_t c2, ptrdiff_
 static void TF(col_norm_flat)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
                               ptrdiff_t a, ptrdiff_t e0, ptrdiff_t e1, const T *c)
 {
-    ptrdiff_t K = s->K, c2 = 2 * K;
+    ptrdiff_t K = s->K, c2 = TF(col_c2)(K), step = TLANES % K;
     const T *xf = x + a * s->xa + e0;
     T *yf = y + a * s->ya + e0;
     ptrdiff_t n = e1 - e0, i = fn_min(n, TF(vec_head)(yf)), col = e0 % K;
     if (i) {
         TF(store_part)(yf, i, TF(col_norm_vec)(xf, c + col, c2, i));
-        col += i;
-        if (col >= K) col -= K;
+        col = (col + i) % K;
     }
     for (; i + TLANES <= n; i += TLANES) {
         TF(store_vec)(yf + i, TF(col_norm_vec)(xf + i, c + col, c2, TLANES), p->stream);
-        col += TLANES;
+        col += step;
         if (col >= K) col -= K;
     }
     if (i < n) TF(store_part)(yf + i, n - i, TF(col_norm_vec)(xf + i, c + col, c2, n - i));
@@ -1994,7 +2002,7 @@ static inline int TF(col_tiles_ok)(const fn_col_shape *s)
 static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
                                ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c)
 {
-    ptrdiff_t K = s->K, c2 = 2 * K, kt = FN_COL_TILE_BYTES / (4 * (ptrdiff_t)sizeof(T));
+    ptrdiff_t K = s->K, c2 = TF(col_c2)(K), kt = FN_COL_TILE_BYTES / (4 * (ptrdiff_t)sizeof(T));
     for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
         ptrdiff_t k1 = fn_min(k0 + kt, K);
         for (ptrdiff_t r = r0; r < r1; r++) {
@@ -2017,9 +2025,9 @@ static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn
 static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
                               ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c, int ok)
 {
-    ptrdiff_t K = s->K;
+    ptrdiff_t K = s->K, c2 = TF(col_c2)(K);
     const T *w = (const T *)p->w, *b = (const T *)p->b;
-    const T *mh = c, *ml = c + 2 * K, *sc = c + 4 * K, *sh = c + 6 * K;
+    const T *mh = c, *ml = c + c2, *sc = c + 2 * c2, *sh = c + 3 * c2;
     int along_r = w && s->w_along_r;
     if (ok && TF(col_flat_ok)(s, y, p)) {
         if (TF(col_tiles_ok)(s)) TF(col_norm_tiles)(s, x, y, p, a, r0, r1, c);
@@ -2076,7 +2084,7 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
     fn_merge_column_groups(mean, m2, K, s->Kg);
 }
 
-/* scratch: 8K doubles (statistics, then the coefficients) */
+/* scratch: 8K + 4 TLANES doubles (statistics, then the coefficients) */
 static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t a, double *scratch)
 {
     if (!p->stats_given) TF(col_slab_stats)(s, x, p, a, scratch);
@@ -2136,12 +2144,13 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         fn_scratch_free(part);
     }
     if (y) {
-        T *coef = (T *)fn_scratch_alloc(sizeof(T) * 8 * (size_t)K * (size_t)A + sizeof(int) * (size_t)A);
+        ptrdiff_t cs = 4 * TF(col_c2)(K);
+        T *coef = (T *)fn_scratch_alloc(sizeof(T) * (size_t)cs * (size_t)A + sizeof(int) * (size_t)A);
         if (!coef) return FN_ENOMEM;
-        int *ok = (int *)(coef + 8 * K * A);
+        int *ok = (int *)(coef + cs * A);
         int flat = TF(col_flat_ok)(s, y, p);
         for (ptrdiff_t a = 0; a < A; a++) {
-            ok[a] = TF(col_coeffs)(s, p, a, coef + 8 * K * a);
+            ok[a] = TF(col_coeffs)(s, p, a, coef + cs * a);
             flat &= ok[a];
         }
         /* items of at least FN_COL_BLOCK rows and about FN_CHUNK_ELEMS values:
@@ -2155,7 +2164,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         FN_PARALLEL_SHARES(nt, n_norm, it0,
             ptrdiff_t it = mirror ? fn_share_mirror(it0, n_norm, nt) : it0;
             ptrdiff_t a = it / nrb, e0 = (it % nrb) * step, e1 = fn_min(e0 + step, slab);
-            const T *ca = coef + 8 * K * a;
+            const T *ca = coef + cs * a;
             /* whole rows (tiles, or the flat walk) unless cut inside a row */
             if (flat && (e0 % K != 0 || e1 % K != 0)) TF(col_norm_flat)(s, x, y, p, a, e0, e1, ca);
             else TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, ca, ok[a]);
@@ -2188,7 +2197,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
         fn_shares_init(sh, ntc, A);
 #pragma omp parallel num_threads(ntc) if (ntc > 1)
         {
-            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * 8 * (size_t)K);
+            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * (8 * (size_t)K + 4 * TLANES));
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;

@@ -1,0 +1,95 @@
+"""Many rows of few columns: BatchNorm over (N, C) with C smaller than a vector.
+
+Tabular features ((N, 3), (N, 12)) are normalized as one flat range whose
+vectors span several rows: the coefficient arrays continue periodically past
+their K values (src_c col_coeffs, col_norm_flat), so a vector starting at any
+column loads its coefficients without wrapping. These tests hold that walk to
+float64 references, into outputs that start anywhere, and to the same bits at
+every thread count and output offset.
+"""
+
+import numpy as np
+import pytest
+
+import fastnorm
+from reference import batch_norm as ref_batch_norm
+from reference import tol
+from test_wide_columns import _data, _params
+
+# columns below, at and past one vector of float32 (16) and float64 (8), and not
+# dividing it; rows enough for every thread to get flat cuts
+COLUMNS = [2, 3, 5, 7, 8, 12, 15, 24]
+ROWS = 30000
+
+
+def _running(C, dtype):
+    rng = np.random.default_rng(2)
+    return rng.standard_normal(C).astype(dtype), (rng.random(C) + 0.5).astype(dtype)
+
+
+def _out_at(shape, dtype, offset):
+    """An output starting `offset` elements into a guarded buffer, and the buffer."""
+    size = int(np.prod(shape))
+    buf = np.full(size + offset + 1, -777.0, dtype)
+    return buf[offset:offset + size].reshape(shape), buf
+
+
+@pytest.mark.parametrize("C", COLUMNS)
+@pytest.mark.parametrize("offset", [0, 1, 5], ids=lambda o: f"out+{o}")
+def test_inference_matches_reference(C, offset, dtype, num_threads):
+    x = _data((ROWS, C), dtype)
+    w, b = _params(C, dtype)
+    rm, rv = _running(C, dtype)
+    out, buf = _out_at(x.shape, dtype, offset)
+    y = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, out=out,
+                            num_threads=num_threads)
+    assert y is out
+    ry = ref_batch_norm(x, w, b, rm.copy(), rv.copy(), training=False)[0]
+    np.testing.assert_allclose(y.astype(np.float64), ry, *tol(dtype))
+    assert np.all(buf[:offset] == -777.0) and buf[-1] == -777.0
+
+
+@pytest.mark.parametrize("C", COLUMNS)
+@pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
+def test_training_matches_reference(C, affine, dtype, num_threads):
+    x = _data((ROWS, C), dtype, hard=True)
+    w, b = _params(C, dtype) if affine else (None, None)
+    y, mean, invstd = fastnorm.batch_norm(x, w, b, training=True, return_stats=True,
+                                          num_threads=num_threads)
+    ry, rmean, rinv, _, _ = ref_batch_norm(x, w, b, training=True)
+    rtol, atol = tol(dtype)
+    np.testing.assert_allclose(y.astype(np.float64), ry, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(mean.astype(np.float64), rmean, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(invstd.astype(np.float64), rinv, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("C", COLUMNS)
+def test_same_bits_at_every_thread_count_and_offset(C, dtype):
+    x = _data((ROWS, C), dtype, hard=True)
+    w, b = _params(C, dtype)
+    rm, rv = _running(C, dtype)
+    first = None
+    for nt in (1, 2, 3, 4):
+        for offset in (0, 3):
+            out, _ = _out_at(x.shape, dtype, offset)
+            yi = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False,
+                                     out=out, num_threads=nt).copy()
+            out, _ = _out_at(x.shape, dtype, offset)
+            yt = fastnorm.batch_norm(x, w, b, training=True, out=out, num_threads=nt).copy()
+            if first is None:
+                first = (yi, yt)
+            np.testing.assert_array_equal(yi, first[0])
+            np.testing.assert_array_equal(yt, first[1])
+
+
+@pytest.mark.parametrize("C", [3, 12])
+def test_nonfinite_column_stays_in_its_column(C, dtype):
+    x = _data((ROWS, C), dtype)
+    x[ROWS // 2, 1] = np.inf
+    w, b = _params(C, dtype)
+    rm, rv = _running(C, dtype)
+    y = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, num_threads=2)
+    ry = ref_batch_norm(x, w, b, rm.copy(), rv.copy(), training=False)[0]
+    assert np.isinf(y[ROWS // 2, 1])
+    finite = np.isfinite(ry)
+    np.testing.assert_allclose(y[finite].astype(np.float64), ry[finite], *tol(dtype))
