@@ -75,20 +75,22 @@ cdef tuple _bwd_run(int kind, fn_seg_shape *s, fn_col_shape *c, cnp.ndarray xa, 
             if with_db:
                 db = _doubles_out(p.db, nparam, 1, typenum)
     finally:
-        free(buf)
+        fn_scratch_free(buf)
     return dxa, dw, db
 
 
 cdef double *_bwd_buffers(fn_bwd_args *p, Py_ssize_t nstat, Py_ssize_t units, Py_ssize_t nparam, int mode,
                           object weight, int nt) except NULL:
-    """One zeroed block for p, returned to be freed: mean and rstd (nstat each,
+    """One zeroed block for p, returned for fn_scratch_free: mean and rstd (nstat each,
     as the kernel takes them: filled by the caller at the block's start), its
     per-unit sums and corrected means (units each), the parameter gradients
     (nparam each, with a weight)."""
     cdef Py_ssize_t ng = nparam if weight is not None else 0
-    cdef double *buf = <double *>calloc(2 * <size_t>nstat + 3 * <size_t>units + 2 * <size_t>ng, sizeof(double))
+    cdef size_t nbytes = (2 * <size_t>nstat + 3 * <size_t>units + 2 * <size_t>ng) * sizeof(double)
+    cdef double *buf = <double *>fn_scratch_alloc(nbytes)
     if buf == NULL:
         raise MemoryError("fastnorm: statistics allocation failed")
+    memset(buf, 0, nbytes)
     p.mode = mode
     p.training = 1
     p.w = _ptr(weight)

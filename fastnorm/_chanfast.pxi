@@ -186,7 +186,7 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
         _running_update(<cnp.ndarray>running_mean, p.mean, 1.0, m, C)
         _running_update(<cnp.ndarray>running_var, p.var, n / (n - 1.0), m, C)
     if status != FN_OK or not return_stats:
-        free(stats)
+        fn_scratch_free(stats)
         _check(status)
         return ya
     # grouped channels-last statistics come per channel: one of each group
@@ -194,7 +194,7 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
     try:
         mean, rstd = _stats_out(stats, stats + U, U // step, step, e, typenum)
     finally:
-        free(stats)
+        fn_scratch_free(stats)
     if G > 0:
         mean.shape = rstd.shape = (N, G)
     return ya, mean, rstd

@@ -13,7 +13,7 @@ validates.
 """
 cimport numpy as cnp
 from libc.math cimport sqrt
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport free, malloc
 import numpy as np
 
 cnp.import_array()
@@ -67,6 +67,8 @@ cdef extern from "fastnorm.h" nogil:
                         float *y, Py_ssize_t ys, Py_ssize_t M, Py_ssize_t D, const fn_norm_args *p)
     int fn_add_rows_f64(const double *x, Py_ssize_t xs, const double *r, Py_ssize_t rs, double *sum, Py_ssize_t ss,
                         double *y, Py_ssize_t ys, Py_ssize_t M, Py_ssize_t D, const fn_norm_args *p)
+    void *fn_scratch_alloc(size_t nbytes)
+    void fn_scratch_free(void *ptr)
     void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
     int fn_isa_supported(int isa)
     int fn_isa_compiled(int isa)
@@ -293,8 +295,10 @@ cdef void _read_doubles(cnp.ndarray a, double *dst, Py_ssize_t n) noexcept:
 
 cdef double *_stats_buffer(fn_norm_args *p, Py_ssize_t units) except NULL:
     """The kernel's statistics in a new block of 2 * units doubles: p.mean at its
-    start, p.var after units values. Returns the block, for free()."""
-    cdef double *stats = <double *>malloc(2 * <size_t>units * sizeof(double))
+    start, p.var after units values. Returns the block, for fn_scratch_free()
+    (the calling thread keeps it for its next call: a fresh block of 128 KiB or
+    more came with its page faults every call)."""
+    cdef double *stats = <double *>fn_scratch_alloc(2 * <size_t>units * sizeof(double))
     if stats == NULL:
         raise MemoryError("fastnorm: statistics allocation failed")
     p.mean = stats
@@ -383,13 +387,13 @@ def rows_fast(object x, object weight, object bias, object eps, object out, int 
         else:
             status = fn_seg_norm_f64(&s, <const double *>xp, <double *>yp, &p)
     if status != FN_OK or not return_stats:
-        free(stats)
+        fn_scratch_free(stats)
         _check(status)
         return ya
     try:
         mean, rstd = _stats_out(stats, stats + rows, rows, 1, e, typenum)
     finally:
-        free(stats)
+        fn_scratch_free(stats)
     mean.shape = rstd.shape = x.shape[:nd - 1]
     return (ya, rstd) if mode == MODE_RMS else (ya, mean, rstd)
 

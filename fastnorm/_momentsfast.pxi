@@ -116,7 +116,7 @@ def moments_fast(object x, object axis, object ddof, object keepdims, object num
         mean = _doubles_out(stats, units, 1, typenum)
         var = _doubles_out(stats + units, units, 1, typenum)
     finally:
-        free(stats)
+        fn_scratch_free(stats)
     shape = x.shape
     if keepdims:
         shape = (1,) * m0 + shape[m0:m1] + (1,) * (nd - m1)

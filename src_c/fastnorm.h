@@ -95,6 +95,13 @@ int fn_add_rows_f32(const float *x, ptrdiff_t xs, const float *r, ptrdiff_t rs, 
 int fn_add_rows_f64(const double *x, ptrdiff_t xs, const double *r, ptrdiff_t rs, double *sum, ptrdiff_t ss,
                     double *y, ptrdiff_t ys, ptrdiff_t M, ptrdiff_t D, const fn_norm_args *p);
 
+/* Per-call work arrays (fn_scratch.c): malloc and free, with the blocks a thread
+ * frees kept for its next calls (the kernels' own, and the wrappers' statistics
+ * and sums: a fresh block above malloc's mmap threshold costs its page faults
+ * on every call). */
+void *fn_scratch_alloc(size_t bytes);
+void fn_scratch_free(void *p);
+
 /* An OpenMP copy of nbytes, the bandwidth reference of the benchmarks. */
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads);
 

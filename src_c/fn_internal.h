@@ -17,11 +17,6 @@
 #include <immintrin.h>
 #endif
 
-/* Per-call work arrays (fn_scratch.c): malloc and free, with the blocks a thread
- * frees kept for its next calls. */
-void *fn_scratch_alloc(size_t bytes);
-void fn_scratch_free(void *p);
-
 #define FN_CAT_(a, b) a##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
 #define FN_UNPAREN(...) __VA_ARGS__

@@ -1901,14 +1901,27 @@ static inline __attribute__((always_inline)) int TF(col_coeffs_loop)(
     int ok = 1;
 #pragma omp simd reduction(& : ok)
     for (ptrdiff_t k = 0; k < K; k++) {
-        double m = mean[k], rstd = 1.0 / sqrt(var[k] + eps);
-        T mhk = (T)m, sck = (T)(per_k ? rstd * (double)w[k] : rstd);
+        double m = mean[k];
+#if FN_T_BYTES == 4
+        /* float data: 1 / sqrt(var + eps) in float, within 2 ulp of the double
+         * one rounded (the double square root and division took a third of a
+         * (2, 8192) BatchNorm inference); variances outside [1e-30, 1e30] go to
+         * the double walk with the non-finite coefficients */
+        float v = (float)(var[k] + eps), rstd = 1.0f / sqrtf(v);
+        T sck = per_k ? rstd * w[k] : rstd;
+        int v_ok = (v >= 1e-30f) & (v <= 1e30f);
+#else
+        double rstd = 1.0 / sqrt(var[k] + eps);
+        T sck = per_k ? rstd * w[k] : rstd;
+        int v_ok = 1;
+#endif
+        T mhk = (T)m;
         mh[k] = mhk;
         ml[k] = (T)(m - (double)mhk);
         sc[k] = sck;
         sh[k] = shift ? b[k] : (T)0;
         ok &= (fabs((double)mhk) <= (double)FN_T_MAX) & (fabs((double)sck) <= (double)FN_T_MAX)
-              & fn_t_safe(m, var[k], n, sizeof(T));
+              & fn_t_safe(m, var[k], n, sizeof(T)) & v_ok;
     }
     return ok;
 }
@@ -1970,6 +1983,8 @@ static void TF(col_norm_flat)(const fn_col_shape *s, const T *x, T *y, const fn_
                               ptrdiff_t a, ptrdiff_t e0, ptrdiff_t e1, const T *c)
 {
     ptrdiff_t K = s->K, c2 = TF(col_c2)(K), step = TLANES % K;
+    /* (read once: with -fno-strict-aliasing every store to y reloaded it) */
+    const int stream = p->stream;
     const T *xf = x + a * s->xa + e0;
     T *yf = y + a * s->ya + e0;
     ptrdiff_t n = e1 - e0, i = fn_min(n, TF(vec_head)(yf)), col = e0 % K;
@@ -1978,12 +1993,12 @@ static void TF(col_norm_flat)(const fn_col_shape *s, const T *x, T *y, const fn_
         col = (col + i) % K;
     }
     for (; i + TLANES <= n; i += TLANES) {
-        TF(store_vec)(yf + i, TF(col_norm_vec)(xf + i, c + col, c2, TLANES), p->stream);
+        TF(store_vec)(yf + i, TF(col_norm_vec)(xf + i, c + col, c2, TLANES), stream);
         col += step;
         if (col >= K) col -= K;
     }
     if (i < n) TF(store_part)(yf + i, n - i, TF(col_norm_vec)(xf + i, c + col, c2, n - i));
-    if (p->stream) fn_store_fence();
+    if (stream) fn_store_fence();
 }
 
 /* 1 when col_norm_tiles serves the slab's rows (col_flat_ok too): coefficients
@@ -2003,6 +2018,7 @@ static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn
                                ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c)
 {
     ptrdiff_t K = s->K, c2 = TF(col_c2)(K), kt = FN_COL_TILE_BYTES / (4 * (ptrdiff_t)sizeof(T));
+    const int stream = p->stream;
     for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
         ptrdiff_t k1 = fn_min(k0 + kt, K);
         for (ptrdiff_t r = r0; r < r1; r++) {
@@ -2014,11 +2030,11 @@ static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn
                 k += h;
             }
             for (; k + TLANES <= k1; k += TLANES)
-                TF(store_vec)(yr + k, TF(col_norm_vec)(xr + k, c + k, c2, TLANES), p->stream);
+                TF(store_vec)(yr + k, TF(col_norm_vec)(xr + k, c + k, c2, TLANES), stream);
             if (k < k1) TF(store_part)(yr + k, k1 - k, TF(col_norm_vec)(xr + k, c + k, c2, k1 - k));
         }
     }
-    if (p->stream) fn_store_fence();
+    if (stream) fn_store_fence();
 }
 
 /* Normalize rows [r0, r1) of slab a given its coefficients (ok == 0: in double). */

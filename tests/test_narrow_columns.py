@@ -93,3 +93,19 @@ def test_nonfinite_column_stays_in_its_column(C, dtype):
     assert np.isinf(y[ROWS // 2, 1])
     finite = np.isfinite(ry)
     np.testing.assert_allclose(y[finite].astype(np.float64), ry[finite], *tol(dtype))
+
+
+@pytest.mark.parametrize("C", [3, 4096])
+@pytest.mark.parametrize("var", [1e-40, 1e-33, 1e33, 1e40])
+def test_inference_with_variance_outside_float_rstd_range(C, var, dtype):
+    """float32 coefficients take 1 / sqrt(var + eps) in float only for variances
+    in [1e-30, 1e30]; others normalize in float64 (float64 running statistics
+    hold variances past float32's range): the results agree either way."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((64, C)) * np.sqrt(var)).astype(dtype)
+    w, b = _params(C, dtype)
+    rm = np.zeros(C, dtype)
+    rv = np.full(C, var)
+    y = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, eps=0.0)
+    ry = ref_batch_norm(x, w, b, rm.copy(), rv.copy(), training=False, eps=0.0)[0]
+    np.testing.assert_allclose(y.astype(np.float64), ry, *tol(dtype))
