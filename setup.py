@@ -107,7 +107,8 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastnorm._ext",
-        sources=["fastnorm/_ext.pyx", "src_c/fn_runtime.c", "src_c/fn_bufcache.c", "src_c/fn_scratch.c", "src_c/norm_generic.c"],
+        sources=["fastnorm/_ext.pyx", "src_c/fn_runtime.c", "src_c/fn_bufcache.c", "src_c/fn_scratch.c", "src_c/fn_transpose.c",
+                 "src_c/norm_generic.c"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=[os.path.join("src_c", f) for f in os.listdir("src_c") if f.endswith(".h")]

@@ -160,9 +160,17 @@ def run_backward(x, dy, out, op, mean, rstd, training, want_params):
         dx[...] = dxc.transpose(np.argsort(perm))
         return dx, dw, db
     if dy.strides != x.strides:
-        # The kernels read dy with x's strides.
+        # The kernels read dy with x's strides: dy copied into x's order, in tiles
+        # (NumPy's copy of a (4096, 512) float32 dy into Fortran order took 9 ms)
         if x.flags.c_contiguous or x.flags.f_contiguous:
-            dy = np.array(dy, order="C" if x.flags.c_contiguous else "F")
+            dyc = _ext.new_output(x)[0]      # x's order, from recycled memory
+            _ext.copy_into(dy, dyc, op.nthreads)
+            dy = dyc
+        elif dy.flags.c_contiguous or dy.flags.f_contiguous:
+            # x strided (a view of every other row), dy whole: x into dy's order
+            xc = _ext.new_output(dy)[0]
+            _ext.copy_into(x, xc, op.nthreads)
+            return run_backward(xc, dy, out, op, mean, rstd, training, want_params)
         else:
             return run_backward(np.ascontiguousarray(x), np.ascontiguousarray(dy), out, op,
                                 mean, rstd, training, want_params)

@@ -69,6 +69,8 @@ cdef extern from "fastnorm.h" nogil:
                         double *y, Py_ssize_t ys, Py_ssize_t M, Py_ssize_t D, const fn_norm_args *p)
     void *fn_scratch_alloc(size_t nbytes)
     void fn_scratch_free(void *ptr)
+    int fn_copy_strided(const void *src, const Py_ssize_t *sstride, void *dst, const Py_ssize_t *dstride,
+                        const Py_ssize_t *shape, int nd, size_t elsize, int nthreads)
     void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
     int fn_isa_supported(int isa)
     int fn_isa_compiled(int isa)
@@ -446,6 +448,42 @@ def omp_copy(cnp.ndarray src, cnp.ndarray dst, int num_threads=0):
     cdef int nt = num_threads if num_threads > 0 else fn_omp_max_threads()
     with nogil:
         fn_copy(sp, dp, nbytes, nt)
+
+
+def copy_into(cnp.ndarray src, cnp.ndarray dst, int num_threads=0):
+    """dst[...] = src for two aligned arrays of one shape and dtype (float32 or
+    float64) whose memory orders differ (a transposed view into C order), in
+    tiles of their two innermost axes (src_c/fn_transpose.c); NumPy's
+    element-by-element copy strides through one of them. Other arrays: np.copyto."""
+    cdef int nd = cnp.PyArray_NDIM(src)
+    cdef Py_ssize_t isz = src.itemsize
+    cdef Py_ssize_t sst[32]
+    cdef Py_ssize_t dst_st[32]
+    cdef Py_ssize_t shp[32]
+    cdef int d
+    # (.shape and .strides of a typed ndarray are C arrays: compared per axis)
+    ok = (src.dtype == dst.dtype and src.dtype.kind == "f" and isz in (4, 8) and 1 <= nd <= 32
+          and cnp.PyArray_NDIM(dst) == nd and src.flags.aligned and dst.flags.aligned
+          and dst.flags.writeable and not np.may_share_memory(src, dst))
+    if ok:
+        for d in range(nd):
+            if (cnp.PyArray_DIM(src, d) != cnp.PyArray_DIM(dst, d) or cnp.PyArray_STRIDE(src, d) % isz
+                    or cnp.PyArray_STRIDE(dst, d) % isz):
+                ok = False
+                break
+            sst[d] = cnp.PyArray_STRIDE(src, d) // isz
+            dst_st[d] = cnp.PyArray_STRIDE(dst, d) // isz
+            shp[d] = cnp.PyArray_DIM(src, d)
+    if not ok:
+        np.copyto(dst, src)
+        return
+    cdef const void *sp = cnp.PyArray_DATA(src)
+    cdef void *dp = cnp.PyArray_DATA(dst)
+    cdef int nt = num_threads if num_threads > 0 else fn_omp_max_threads()
+    cdef int status
+    with nogil:
+        status = fn_copy_strided(sp, sst, dp, dst_st, shp, nd, <size_t>isz, nt)
+    _check(status)
 
 
 _ISA_IDS = {fn_isa_name(i).decode(): i for i in range(FN_ISA_COUNT)}

@@ -399,9 +399,10 @@ def _grouped_backward_kernel(x, dy, dx, G, w, mean, rstd, dw, db, nthreads):
     plan = None
     if xv is not None and dyv is not None and dxv is not None and dxv.flags.aligned:
         if not _same_strides(dyv, xv):
-            # the kernels read dy with x's strides
+            # the kernels read dy with x's strides (copied in tiles: channels-last x
+            # with a channels-first dy is a transpose)
             dyv = np.empty_like(xv)
-            dyv[...] = dy.reshape(xv.shape)
+            _ext.copy_into(dy.reshape(xv.shape), dyv, nthreads)
             if not _same_strides(dyv, xv):
                 dyv = None
         if dyv is not None:

@@ -102,6 +102,12 @@ int fn_add_rows_f64(const double *x, ptrdiff_t xs, const double *r, ptrdiff_t rs
 void *fn_scratch_alloc(size_t bytes);
 void fn_scratch_free(void *p);
 
+/* dst = src for nd-dimensional arrays of one shape whose element strides
+ * (signed, in elements of 4 or 8 bytes) differ, in tiles of their two innermost
+ * axes (fn_transpose.c): a layout change without striding through memory. */
+int fn_copy_strided(const void *src, const ptrdiff_t *sstride, void *dst, const ptrdiff_t *dstride,
+                    const ptrdiff_t *shape, int nd, size_t elsize, int nthreads);
+
 /* An OpenMP copy of nbytes, the bandwidth reference of the benchmarks. */
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads);
 
