@@ -3,9 +3,11 @@
 Tabular features ((N, 3), (N, 12)) are normalized as one flat range whose
 vectors span several rows: the coefficient arrays continue periodically past
 their K values (src_c col_coeffs, col_norm_flat), so a vector starting at any
-column loads its coefficients without wrapping. These tests hold that walk to
-float64 references, into outputs that start anywhere, and to the same bits at
-every thread count and output offset.
+column loads its coefficients without wrapping. Their statistics are taken over
+rows of m * C values, a whole number of vectors, and merged per column
+(col_narrow_stats). These tests hold both to float64 references, into outputs
+that start anywhere, and to the same bits at every thread count and output
+offset.
 """
 
 import numpy as np
@@ -50,9 +52,12 @@ def test_inference_matches_reference(C, offset, dtype, num_threads):
 
 
 @pytest.mark.parametrize("C", COLUMNS)
+@pytest.mark.parametrize("rows", [ROWS, ROWS + 7, 101], ids=lambda r: f"rows{r}")
 @pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
-def test_training_matches_reference(C, affine, dtype, num_threads):
-    x = _data((ROWS, C), dtype, hard=True)
+def test_training_matches_reference(C, rows, affine, dtype, num_threads):
+    """Statistics of few columns are taken over rows of m * C values (a whole
+    number of vectors), merged per column with the rows left over (rows % m)."""
+    x = _data((rows, C), dtype, hard=True)
     w, b = _params(C, dtype) if affine else (None, None)
     y, mean, invstd = fastnorm.batch_norm(x, w, b, training=True, return_stats=True,
                                           num_threads=num_threads)
@@ -109,3 +114,24 @@ def test_inference_with_variance_outside_float_rstd_range(C, var, dtype):
     y = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, eps=0.0)
     ry = ref_batch_norm(x, w, b, rm.copy(), rv.copy(), training=False, eps=0.0)[0]
     np.testing.assert_allclose(y.astype(np.float64), ry, *tol(dtype))
+
+
+@pytest.mark.parametrize("C", [3, 24, 33])
+@pytest.mark.parametrize("rows", [ROWS + 5, 64])
+def test_column_moments_match_reference(C, rows, dtype):
+    x = _data((rows, C), dtype, hard=True)
+    x[-1, 0] = 40.0   # in the rows left over by the wide walk
+    mean, var = fastnorm.moments(x, axis=0)
+    x64 = x.astype(np.float64)
+    rtol, atol = tol(dtype)
+    np.testing.assert_allclose(mean.astype(np.float64), x64.mean(0), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(var.astype(np.float64), x64.var(0), rtol=rtol, atol=atol * 10)
+
+
+def test_nonfinite_value_in_rows_left_over(dtype):
+    x = _data((ROWS + 3, 3), dtype)
+    x[-1, 2] = np.nan
+    y, mean, _ = fastnorm.batch_norm(x, training=True, return_stats=True, num_threads=2)
+    assert np.isnan(mean[2]) and np.isnan(y[:, 2]).all()
+    ry, rmean, _, _, _ = ref_batch_norm(x[:, :2], training=True)
+    np.testing.assert_allclose(y[:, :2].astype(np.float64), ry, *tol(dtype))
