@@ -1,11 +1,13 @@
-"""BatchNorm over few rows of many columns, against a copy and PyTorch.
+"""BatchNorm over few rows of many columns, and many rows of few, against a copy and PyTorch.
 
 A small batch of wide features (an MLP's (64, 4096)) gives the column walk one
 block of rows: its statistics, normalize and backward are cut across the
-columns so every thread gets work (src_c fn_col_cut, fn_col_step). Training,
-inference and backward at one thread count against an OpenMP copy of the same
-bytes (``bench/bn_timing.py``) and, when installed, PyTorch, measured in the same
-run. Run::
+columns so every thread gets work (src_c fn_col_cut, fn_col_step). Tabular data
+of few features ((100000, 3)) has fewer columns than a vector: its rows are
+normalized as one flat range and its statistics taken over rows of m * C values
+(col_narrow_stats). Training, inference and backward at one thread count against
+an OpenMP copy of the same bytes (``bench/bn_timing.py``) and, when installed,
+PyTorch, measured in the same run. Run::
 
     python bench/wide_columns.py [num_threads]
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from bn_timing import case_arrays, median_us, time_fastnorm
 
-SHAPES = [(8, 4096), (64, 4096), (64, 8192), (256, 4096), (32, 2048)]
+SHAPES = [(8, 4096), (64, 4096), (64, 8192), (256, 4096), (32, 2048), (100000, 3), (37500, 8), (12500, 24)]
 
 
 def torch_calls(a, nt):

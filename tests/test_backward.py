@@ -202,6 +202,16 @@ def close(got, want, dtype, what):
     np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=what)
 
 
+def close_grads(got, want, dtype, affine):
+    """(dx, dweight, dbias) against float64 ones; the gradients None without a weight."""
+    close(got[0], want[0], dtype, "dx")
+    if affine:
+        close(got[1], want[1], dtype, "dweight")
+        close(got[2], want[2], dtype, "dbias")
+    else:
+        assert got[1] is None and got[2] is None
+
+
 # ------------------------------------------------------------ batch norm --
 BN_SHAPES = [(6, 3), (4, 3, 5), (3, 2, 3, 4)]
 
@@ -265,13 +275,7 @@ def test_batch_norm_backward_short_segments(dtype, shape, affine, training):
     want_dx, want_dw, want_db = bn_backward64(dy, x, w, 1, training, running)
     results = [fastnorm.batch_norm_backward(dy, x, mean, invstd, w, training=training, num_threads=nt)
                for nt in (1, 2, 3)]
-    dx, dw, db = results[0]
-    close(dx, want_dx, dtype, "dx")
-    if affine:
-        close(dw, want_dw, dtype, "dweight")
-        close(db, want_db, dtype, "dbias")
-    else:
-        assert dw is None and db is None
+    close_grads(results[0], (want_dx, want_dw, want_db), dtype, affine)
     for other in results[1:]:
         for a, c in zip(results[0], other):
             if a is not None:

@@ -16,7 +16,7 @@ import pytest
 import fastnorm
 from reference import batch_norm as ref_batch_norm
 from reference import tol
-from test_wide_columns import _data, _params
+from test_wide_columns import _data, _params, assert_inference_into_out, assert_training_matches_reference
 
 # columns below, at and past one vector of float32 (16) and float64 (8), and not
 # dividing it; rows enough for every thread to get flat cuts
@@ -39,16 +39,7 @@ def _out_at(shape, dtype, offset):
 @pytest.mark.parametrize("C", COLUMNS)
 @pytest.mark.parametrize("offset", [0, 1, 5], ids=lambda o: f"out+{o}")
 def test_inference_matches_reference(C, offset, dtype, num_threads):
-    x = _data((ROWS, C), dtype)
-    w, b = _params(C, dtype)
-    rm, rv = _running(C, dtype)
-    out, buf = _out_at(x.shape, dtype, offset)
-    y = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, out=out,
-                            num_threads=num_threads)
-    assert y is out
-    ry = ref_batch_norm(x, w, b, rm.copy(), rv.copy(), training=False)[0]
-    np.testing.assert_allclose(y.astype(np.float64), ry, *tol(dtype))
-    assert np.all(buf[:offset] == -777.0) and buf[-1] == -777.0
+    assert_inference_into_out((ROWS, C), offset, dtype, num_threads)
 
 
 @pytest.mark.parametrize("C", COLUMNS)
@@ -59,13 +50,7 @@ def test_training_matches_reference(C, rows, affine, dtype, num_threads):
     number of vectors), merged per column with the rows left over (rows % m)."""
     x = _data((rows, C), dtype, hard=True)
     w, b = _params(C, dtype) if affine else (None, None)
-    y, mean, invstd = fastnorm.batch_norm(x, w, b, training=True, return_stats=True,
-                                          num_threads=num_threads)
-    ry, rmean, rinv, _, _ = ref_batch_norm(x, w, b, training=True)
-    rtol, atol = tol(dtype)
-    np.testing.assert_allclose(y.astype(np.float64), ry, rtol=rtol, atol=atol)
-    np.testing.assert_allclose(mean.astype(np.float64), rmean, rtol=rtol, atol=atol)
-    np.testing.assert_allclose(invstd.astype(np.float64), rinv, rtol=rtol, atol=atol)
+    assert_training_matches_reference(x, w, b, dtype, num_threads)
 
 
 @pytest.mark.parametrize("C", COLUMNS)

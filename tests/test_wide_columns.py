@@ -47,6 +47,11 @@ def _params(C, dtype, seed=1):
 def test_training_matches_reference(shape, hard, dtype, num_threads):
     x = _data(shape, dtype, hard=hard)
     w, b = _params(shape[1], dtype)
+    assert_training_matches_reference(x, w, b, dtype, num_threads)
+
+
+def assert_training_matches_reference(x, w, b, dtype, num_threads):
+    """Training BatchNorm of (N, C) x: output, mean and invstd against float64."""
     y, mean, invstd = fastnorm.batch_norm(x, w, b, training=True, return_stats=True,
                                           num_threads=num_threads)
     ry, rmean, rinv, _, _ = ref_batch_norm(x, w, b, training=True)
@@ -61,6 +66,12 @@ def test_training_matches_reference(shape, hard, dtype, num_threads):
 def test_inference_into_misaligned_out(shape, offset, dtype, num_threads):
     """out= starting 0, 1 or 5 elements past an aligned buffer: the flat cuts
     and the tiles store from wherever the output starts."""
+    assert_inference_into_out(shape, offset, dtype, num_threads)
+
+
+def assert_inference_into_out(shape, offset, dtype, num_threads):
+    """Inference BatchNorm of (N, C) into an out= starting `offset` elements
+    into a guarded buffer: against float64, nothing written outside."""
     x = _data(shape, dtype)
     w, b = _params(shape[1], dtype)
     rng = np.random.default_rng(2)
