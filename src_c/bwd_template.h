@@ -780,7 +780,8 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
      * skipping the read for ownership leaves the core's fill buffers to those reads
      * (LayerNorm backward (8192, 768) 6 % faster, one thread 14 %). The GroupNorm
      * planes (seg_bwd_planes) gained nothing and store as before. */
-    TF(seg_bwd_ptrs) q = {x, dy, dx, wred ? w : NULL, (w && !wred && !plane) ? w : NULL, plane ? w : NULL, dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)};
+    TF(seg_bwd_ptrs) q = {x, dy, dx, wred ? w : NULL, (w && !wred && !plane) ? w : NULL, plane ? w : NULL,
+                          dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)};
     double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -1021,32 +1022,41 @@ static inline void TF(round_to_t)(T *restrict out, const double *restrict in, pt
 static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
                              const double *c1, const double *c2, const T *wcol, T *cf)
 {
-    /* array by array: the seven arrays lie 2K values apart, for K = 4096 float32
-     * in the same L1 set, and writing a column of all of them at once missed in
-     * L1 at every store (BatchNorm backward (64, 4096) spent 40 % of its time here) */
+    /* array by array: the seven arrays lie col_c2(K) values apart, for K = 4096
+     * float32 in the same L1 set, and writing a column of all of them at once
+     * missed in L1 at every store (BatchNorm backward (64, 4096) spent 40 % of its
+     * time here) */
     int ok = 1;
-    T *restrict mh = cf, *restrict ml = cf + 2 * K;
+    ptrdiff_t c2s = TF(col_c2)(K);
+    T *restrict mh = cf, *restrict ml = cf + c2s;
     for (ptrdiff_t k = 0; k < K; k++) {
         mh[k] = (T)mean[k];
         ml[k] = (T)(mean[k] - (double)mh[k]);
     }
-    TF(round_to_t)(cf + 4 * K, rstd, K);
-    TF(round_to_t)(cf + 6 * K, scale, K);
-    TF(round_to_t)(cf + 8 * K, c1, K);
-    TF(round_to_t)(cf + 10 * K, c2, K);
-    T *restrict wo = cf + 12 * K;
+    TF(round_to_t)(cf + 2 * c2s, rstd, K);
+    TF(round_to_t)(cf + 3 * c2s, scale, K);
+    TF(round_to_t)(cf + 4 * c2s, c1, K);
+    TF(round_to_t)(cf + 5 * c2s, c2, K);
+    T *restrict wo = cf + 6 * c2s;
     for (ptrdiff_t k = 0; k < K; k++) wo[k] = wcol ? wcol[k] : (T)1;
     for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
-        T *restrict v = cf + 2 * K * j;
+        T *restrict v = cf + c2s * j;
 #pragma omp simd reduction(& : ok)
         for (ptrdiff_t k = 0; k < K; k++) ok &= fabs((double)v[k]) <= (double)FN_T_MAX;
-        __builtin_memcpy(v + K, v, sizeof(T) * (size_t)K);
+        /* the first lanes again, periodically (as col_coeffs' arrays) */
+        for (ptrdiff_t i = K; i < K + TLANES; i++) v[i] = v[i - K];
     }
     return ok;
 }
 
+/* T values per slab of col_dx_coeffs' arrays. */
+static inline ptrdiff_t TF(col_dx_size)(ptrdiff_t K)
+{
+    return FN_COL_DX_ARRAYS * TF(col_c2)(K);
+}
+
 /* cnt <= TLANES values of dx from the vectors of x, dy and its weight wv (when
- * weighted) and the coefficients at c (stride 2K, see col_dx_coeffs): xhat = ((x
+ * weighted) and the coefficients at c (stride col_c2(K), see col_dx_coeffs): xhat = ((x
  * - mh) - ml) * rstd, dx = scale * ((dy * wv - c1) - xhat * c2). The multiply-adds
  * are written out (fmadd): left to the compiler, they were fused in some inlined
  * copies and not in others, and a value's bits depended on its place. Partial
@@ -1062,7 +1072,7 @@ static inline VT TF(col_dx_vec)(VT xv, VT dyv, VT wv, int weighted, const T *c, 
 /* 1 when the slab's rows lie end to end in x, dy and dx (no parameter along r). */
 static inline int TF(col_dx_flat_ok)(const fn_col_shape *s, const T *wred)
 {
-    return !wred && s->xr == s->K && s->yr == s->K && s->K >= TLANES;
+    return !wred && s->xr == s->K && s->yr == s->K;
 }
 
 /* dx of elements [e0, e1) of slab a, its rows contiguous in x, dy and dx and
@@ -1075,7 +1085,7 @@ static inline int TF(col_dx_flat_ok)(const fn_col_shape *s, const T *wred)
 static void TF(col_dx_flat)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
                             ptrdiff_t e0, ptrdiff_t e1, const T *cf, int stream)
 {
-    ptrdiff_t K = s->K, K2 = 2 * K;
+    ptrdiff_t K = s->K, K2 = TF(col_c2)(K), step = TLANES % K;
     const T *wc = cf + 6 * K2;
     const T *xf = x + a * s->xa + e0, *dyf = dy + a * s->xa + e0;
     T *dxf = dx + a * s->ya + e0;
@@ -1083,14 +1093,13 @@ static void TF(col_dx_flat)(const fn_col_shape *s, const T *x, const T *dy, T *d
     if (i) {
         TF(store_part)(dxf, i, TF(col_dx_vec)(TF(load_n)(xf, i, 0), TF(load_n)(dyf, i, 0),
                                               TF(load_n)(wc + col, i, 0), wcol, cf + col, K2, i));
-        col += i;
-        if (col >= K) col -= K;
+        col = (col + i) % K;
     }
     for (; i + TLANES <= n; i += TLANES) {
         VT v = TF(col_dx_vec)(TF(loadt)(xf + i), TF(loadt)(dyf + i), TF(loadt)(wc + col), wcol, cf + col, K2,
                               TLANES);
         TF(store_vec)(dxf + i, v, stream);
-        col += TLANES;
+        col += step;
         if (col >= K) col -= K;
     }
     if (i < n)
@@ -1112,7 +1121,7 @@ static inline int TF(col_dx_tiles_ok)(const fn_col_shape *s)
 static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
                              ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
 {
-    ptrdiff_t K = s->K, K2 = 2 * K, kt = FN_COL_TILE_BYTES / (FN_COL_DX_ARRAYS * (ptrdiff_t)sizeof(T));
+    ptrdiff_t K = s->K, K2 = TF(col_c2)(K), kt = FN_COL_TILE_BYTES / (FN_COL_DX_ARRAYS * (ptrdiff_t)sizeof(T));
     kt = fn_max(TLANES, kt / TLANES * TLANES);
     const T *wc = cf + 6 * K2;
     for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
@@ -1143,7 +1152,7 @@ static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *
 static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
                             int wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
 {
-    ptrdiff_t K = s->K, K2 = 2 * K;
+    ptrdiff_t K = s->K, K2 = TF(col_c2)(K);
     const T *wc = cf + 6 * K2;
     const VT z = {0};
     if (TF(col_dx_flat_ok)(s, wred)) {
@@ -1233,10 +1242,10 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
      * per column of each slab the group's mean (given, then corrected), rstd, c1
      * and c2 */
     double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 5 * (size_t)AK)
-                                    + sizeof(T) * 2 * FN_COL_DX_ARRAYS * (size_t)AK + sizeof(int) * (size_t)A);
+                                    + sizeof(T) * (size_t)(A * TF(col_dx_size)(K)) + sizeof(int) * (size_t)A);
     if (!part) return FN_ENOMEM;
     T *cf = (T *)(part + 3 * K * n_items + 5 * AK);
-    int *cf_ok = (int *)(cf + 2 * FN_COL_DX_ARRAYS * AK);
+    int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
     double *mg = part + 3 * K * n_items, *cm = mg + AK, *cr = cm + AK, *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
     TF(col_bwd_sums)(s, p, x, dy, NULL, mg, nsb, n_items, part, nt);
@@ -1261,16 +1270,16 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     if (dx) {
         for (ptrdiff_t a = 0; a < A; a++)
             cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, w,
-                                         cf + 2 * FN_COL_DX_ARRAYS * K * a);
+                                         cf + TF(col_dx_size)(K) * a);
         int stream = fn_stream_output((double)AK * (double)s->R * sizeof(T), 1);
         TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, NULL, cf_ok, stream, nt);
         FN_PARALLEL_SHARES(nt, walk.n, it0,
             ptrdiff_t it = walk.mirror ? fn_share_mirror(it0, walk.n, nt) : it0;
             ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
             ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
-            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, w != NULL, a, e0, e1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
+            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, w != NULL, a, e0, e1, cf + TF(col_dx_size)(K) * a, stream);
             else if (cf_ok[a])
-                TF(col_dx_rows)(s, x, dy, dx, NULL, w != NULL, a, r0, r1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
+                TF(col_dx_rows)(s, x, dy, dx, NULL, w != NULL, a, r0, r1, cf + TF(col_dx_size)(K) * a, stream);
             else
                 TF(col_dx_rows_exact)(s, x, dy, dx, NULL, w, a, r0, r1, cm + a * K, cr + a * K, cr + a * K,
                                       cc1 + a * K, cc2 + a * K);
@@ -1312,18 +1321,18 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     }
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
     double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U)
-                                    + sizeof(T) * 2 * FN_COL_DX_ARRAYS * (size_t)U + sizeof(int) * (size_t)A);
+                                    + sizeof(T) * (size_t)(A * TF(col_dx_size)(K)) + sizeof(int) * (size_t)A);
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
     double *coef = part + 3 * K * n_items;
     T *cf = (T *)(coef + 3 * U);
-    int *cf_ok = (int *)(cf + 2 * FN_COL_DX_ARRAYS * U);
+    int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
     TF(col_bwd_sums)(s, p, x, dy, wred, p->mean, nsb, n_items, part, nt);
     for (ptrdiff_t a = 0; a < A; a++) TF(col_bwd_finish)(s, p, a, nsb, part, wunit, coef);
     if (dx) {
         for (ptrdiff_t a = 0; a < A; a++)
             cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
                                          coef + 3 * a * K + K, coef + 3 * a * K + 2 * K, NULL,
-                                         cf + 2 * FN_COL_DX_ARRAYS * K * a);
+                                         cf + TF(col_dx_size)(K) * a);
         int stream = fn_stream_output((double)U * (double)s->R * sizeof(T), 1);
         TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, wred, cf_ok, stream, nt);
         FN_PARALLEL_SHARES(nt, walk.n, it0,
@@ -1331,9 +1340,9 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
             ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
             const double *c = coef + 3 * a * K;
-            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, 0, a, e0, e1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
+            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, 0, a, e0, e1, cf + TF(col_dx_size)(K) * a, stream);
             else if (cf_ok[a])
-                TF(col_dx_rows)(s, x, dy, dx, wred, 0, a, r0, r1, cf + 2 * FN_COL_DX_ARRAYS * K * a, stream);
+                TF(col_dx_rows)(s, x, dy, dx, wred, 0, a, r0, r1, cf + TF(col_dx_size)(K) * a, stream);
             else
                 TF(col_dx_rows_exact)(s, x, dy, dx, wred, NULL, a, r0, r1, p->cmean + a * K, p->rstd + a * K,
                                       c, c + K, c + 2 * K);

@@ -16,6 +16,7 @@ import pytest
 import fastnorm
 from reference import batch_norm as ref_batch_norm
 from reference import tol
+from test_backward import bn_backward64, close_grads
 from test_wide_columns import _data, _params, assert_inference_into_out, assert_training_matches_reference
 
 # columns below, at and past one vector of float32 (16) and float64 (8), and not
@@ -120,3 +121,24 @@ def test_nonfinite_value_in_rows_left_over(dtype):
     assert np.isnan(mean[2]) and np.isnan(y[:, 2]).all()
     ry, rmean, _, _, _ = ref_batch_norm(x[:, :2], training=True)
     np.testing.assert_allclose(y[:, :2].astype(np.float64), ry, *tol(dtype))
+
+
+@pytest.mark.parametrize("C", COLUMNS)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_backward_matches_closed_form(C, training, dtype):
+    """dx of few columns is written as one flat range (col_dx_flat) whose vectors
+    span rows, with the same bits at every thread count."""
+    eps = 0.1
+    x = _data((ROWS + 3, C), dtype, hard=True, big_mean=False)
+    dy = _data(x.shape, dtype, seed=3)
+    w, _ = _params(C, dtype)
+    x64 = x.astype(np.float64)
+    mean64, var64 = (x64.mean(0), x64.var(0)) if training else (np.zeros(C), np.full(C, 2.0))
+    want = bn_backward64(dy, x, w, 1, training, (mean64, var64), eps)
+    mean, invstd = mean64.astype(dtype), (1 / np.sqrt(var64 + eps)).astype(dtype)
+    first = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, training=training, num_threads=1)
+    close_grads(first, want, dtype, True)
+    for nt in (2, 3):
+        got = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, training=training, num_threads=nt)
+        for a, b in zip(got, first):
+            np.testing.assert_array_equal(a, b)
