@@ -3,11 +3,13 @@
 # the kernel needs for a (1, 64, 14, 14) input. Included by _ext.pyx.
 
 
-cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape *s, fn_col_shape *c):
+cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape *s, fn_col_shape *c,
+                      bint nhwc=False):
     """The kernel shape the general path plans for a C-contiguous x with channel
-    axis cax: 1 (SEG, in s), 2 (COL, in c) or 0 (a case left to the general path:
-    a channel axis that is neither 1 nor the last, or a layout whose size-1 axes
-    make the general planner merge axes differently).
+    axis cax (nhwc: an x of NCHW shape in channels-last memory, cax 1, see
+    _nhwc_memory): 1 (SEG, in s), 2 (COL, in c) or 0 (a case left to the general
+    path: a channel axis that is neither 1 nor the last, or a layout whose size-1
+    axes make the general planner merge axes differently).
 
     G == 0: BatchNorm, statistics per channel (fastnorm._layout.plan); G >= 1:
     statistics per sample and group of C / G channels (fastnorm.grouped._shape).
@@ -20,7 +22,7 @@ cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape
     # BatchNorm over (N, C, 1, ..., 1) is BatchNorm over the (N, C) table (the
     # general planner drops the size-1 axes)
     cdef bint table = G == 0 and cax == 1 and S == 1
-    if cax == 1 and (nd >= 3 or G > 0) and not table:
+    if cax == 1 and (nd >= 3 or G > 0) and not table and not nhwc:
         if G == 0:
             # NCHW BatchNorm: units are channels, each N planes of S values
             if C < 2:
@@ -36,7 +38,7 @@ cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape
             s.wk = Cg; s.wr1 = 1; s.wr2 = 0
         s.ya = s.xa; s.yr1 = s.xr1; s.yk = s.xk
         return 1
-    if (cax == nd - 1 or table) and C >= 2:
+    if (cax == nd - 1 or table or nhwc) and C >= 2:
         c.K = C
         c.w_along_r = 0
         if G == 0:
@@ -51,6 +53,30 @@ cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape
         c.xr = C; c.ya = c.xa; c.yr = C
         return 2
     return 0
+
+
+cdef bint _nhwc_memory(object x):
+    """x an aligned float32/float64 ndarray of NCHW shape (3 or more axes, not
+    empty) whose memory is channels-last: axes (0, 2, ..., 1) C-contiguous, as
+    NumPy sees a PyTorch channels_last tensor. The strides of axes of length one
+    do not count."""
+    if type(x) is not np.ndarray:
+        return False
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(xa)
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or nd < 3 or cnp.PyArray_SIZE(xa) == 0
+            or not cnp.PyArray_ISALIGNED(xa)):
+        return False
+    cdef Py_ssize_t expected = cnp.PyArray_ITEMSIZE(xa)
+    cdef int i, d
+    for i in range(nd):
+        # axes from the innermost: 1 (channels), nd - 1, ..., 2, then 0
+        d = 1 if i == 0 else (nd - i if i < nd - 1 else 0)
+        if cnp.PyArray_DIM(xa, d) > 1 and cnp.PyArray_STRIDE(xa, d) != expected:
+            return False
+        expected *= cnp.PyArray_DIM(xa, d)
+    return True
 
 
 cdef inline bint _running_ok(object r, Py_ssize_t C, bint writable):
@@ -100,7 +126,10 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
     public functions return them), or None when the call is not that case (the
     general path then validates and raises as documented). The kernel call and
     its results are those of the general path."""
-    if (not _input_ok(x, 2) or type(eps) is not float or type(groups) is not int
+    # NCHW arrays in channels-last memory: the channels-last kernels, as the
+    # general path plans them (its validation and planning cost 10 us a call)
+    cdef bint nhwc = not _input_ok(x, 2) and _nhwc_memory(x)
+    if (not (nhwc or _input_ok(x, 2)) or type(eps) is not float or type(groups) is not int
             or type(channel_axis) is not int or type(momentum) is not float):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
@@ -141,7 +170,9 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
             return None
     cdef fn_seg_shape s
     cdef fn_col_shape c
-    cdef int kind = _chan_layout(xa, cax, G, &s, &c)
+    if nhwc and cax != 1:
+        return None
+    cdef int kind = _chan_layout(xa, cax, G, &s, &c, nhwc)
     if kind == 0:
         return None
     cdef bint stream = False

@@ -247,8 +247,8 @@ cdef bint _input_ok(object x, int min_nd):
 cdef object _fast_out(cnp.ndarray xa, object out, bint *stream, tuple inputs):
     """The output of a fast path: a new array when out is None (stream set when
     its memory is mapped already), xa when out is x and writable, else out when it
-    is a writable, aligned, C-contiguous ndarray of x's dtype and shape that does
-    not overlap x (stream set). None for anything else, and for an out that
+    is a writable, aligned ndarray of x's dtype, shape and strides (C-contiguous for
+    a C-contiguous x) that does not overlap x (stream set). None for anything else, and for an out that
     overlaps one of `inputs` (ndarrays or None): the general path then validates
     and raises as documented."""
     cdef cnp.ndarray ya
@@ -265,11 +265,12 @@ cdef object _fast_out(cnp.ndarray xa, object out, bint *stream, tuple inputs):
             return None
         ya = <cnp.ndarray>out
         if (cnp.PyArray_TYPE(ya) != cnp.PyArray_TYPE(xa) or cnp.PyArray_NDIM(ya) != nd
-                or not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISWRITEABLE(ya)
-                or not cnp.PyArray_ISALIGNED(ya)):
+                or not cnp.PyArray_ISWRITEABLE(ya) or not cnp.PyArray_ISALIGNED(ya)):
             return None
         for i in range(nd):
-            if cnp.PyArray_DIM(ya, i) != cnp.PyArray_DIM(xa, i):
+            # the strides of axes longer than one (as NumPy's contiguity flags)
+            if cnp.PyArray_DIM(ya, i) != cnp.PyArray_DIM(xa, i) or (
+                    cnp.PyArray_DIM(xa, i) > 1 and cnp.PyArray_STRIDE(ya, i) != cnp.PyArray_STRIDE(xa, i)):
                 return None
         # any overlap with x other than x itself is the general path's error
         if _overlaps(xa, ya):

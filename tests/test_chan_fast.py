@@ -404,3 +404,54 @@ def test_group_norm_backward_out_and_declined_cases():
     np.testing.assert_array_equal(dyc, ref[0])
     with pytest.raises(ValueError):
         fastnorm.group_norm_backward(dy, x, 3, m, r, w)
+
+
+def _nhwc_memory(shape, dtype, seed=0):
+    """An NCHW-shaped array in channels-last memory (NumPy's view of a PyTorch
+    channels_last tensor)."""
+    x = _data(shape, dtype, seed=seed)
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 16, 5, 7), (2, 8, 3), (1, 32, 2, 2, 3)], ids=str)
+@pytest.mark.parametrize("op", ["bn_train", "bn_eval", "group", "instance"])
+def test_channels_last_memory_same_bits_as_general_path(shape, op, dtype):
+    """chan_fast takes NCHW arrays in channels-last memory through the
+    channels-last kernels: the general path's bits (an np.float64 eps sends the
+    call there), outputs in x's memory order, out= of that order accepted."""
+    x = _nhwc_memory(shape, dtype)
+    assert not x.flags.c_contiguous
+    C = shape[1]
+    w, b = _params(C, dtype)
+    rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+
+    def call(eps, out=None):
+        if op == "bn_train":
+            return fastnorm.batch_norm(x, w, b, training=True, eps=eps, out=out, return_stats=True)
+        if op == "bn_eval":
+            return fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False, eps=eps,
+                                       out=out)
+        if op == "group":
+            return fastnorm.group_norm(x, 4, w, b, eps=eps, out=out, return_stats=True)
+        return fastnorm.instance_norm(x, w, b, eps=eps, out=out, return_stats=True)
+
+    groups = {"bn_train": 0, "bn_eval": 0, "group": 4, "instance": -1}[op]
+    running = (rm, rv) if op == "bn_eval" else (None, None)
+    assert _ext.chan_fast(x, w, b, 1e-5, None, groups, 1, *running, op != "bn_eval", 0.1, None,
+                          get_num_threads) is not None, "the compiled path declined channels-last memory"
+    fast, general = call(1e-5), call(np.float64(1e-5))
+    assert_same_results(fast, general)
+    y = fast[0] if isinstance(fast, tuple) else fast
+    assert y.strides == x.strides
+    out = np.empty_like(x)
+    got = call(1e-5, out=out)
+    assert (got[0] if isinstance(got, tuple) else got) is out
+    np.testing.assert_array_equal(out, y)
+    # the same data as an NHWC array with channel_axis=-1: the same kernel, the same bits
+    nhwc = np.moveaxis(x, 1, -1)
+    assert nhwc.flags.c_contiguous
+    if op == "bn_eval":
+        ref = fastnorm.batch_norm(nhwc, w, b, running_mean=rm, running_var=rv, training=False,
+                                  channel_axis=-1)
+        np.testing.assert_array_equal(np.moveaxis(ref, -1, 1), y)
