@@ -1014,10 +1014,9 @@ static inline void TF(round_to_t)(T *restrict out, const double *restrict in, pt
 /* Per-column coefficients of one slab for the T-precision dx,
  *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
  * from double per-column mean, rstd and coefficients scale, c1, c2:
- * FN_COL_DX_ARRAYS arrays of 2K values, mh, ml, rs, sc, c1, c2 and, when
- * wcol is given, the weight, each written twice in a row so that a vector of
- * columns starting anywhere in [0, K) loads without wrapping (col_dx_rows' flat
- * walk). Returns 0 when one of them is not finite in T; the slab then takes
+ * FN_COL_DX_ARRAYS arrays at steps of col_c2(K), mh, ml, rs, sc, c1, c2 and the
+ * weight wcol (1 without it), each with its periodic tail (col_periodic_tail) for
+ * the flat walk. Returns 0 when one of them is not finite in T; the slab then takes
  * col_dx_rows_exact. */
 static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
                              const double *c1, const double *c2, const T *wcol, T *cf)
@@ -1043,8 +1042,7 @@ static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd
         T *restrict v = cf + c2s * j;
 #pragma omp simd reduction(& : ok)
         for (ptrdiff_t k = 0; k < K; k++) ok &= fabs((double)v[k]) <= (double)FN_T_MAX;
-        /* the first lanes again, periodically (as col_coeffs' arrays) */
-        for (ptrdiff_t i = K; i < K + TLANES; i++) v[i] = v[i - K];
+        TF(col_periodic_tail)(v, K);
     }
     return ok;
 }
@@ -1227,6 +1225,31 @@ static TF(col_dx_walk) TF(col_dx_plan)(const fn_col_shape *s, const T *dx, const
     return w;
 }
 
+/* The column backward's dx pass over the items of col_dx_plan: a cut inside rows
+ * by col_dx_flat, whole rows by col_dx_rows from the T coefficients (cf,
+ * col_dx_size(K) per slab) or, where those are not finite (cf_ok), by
+ * col_dx_rows_exact from slab a's double values: mean and rstd at a * K, scale,
+ * c1 and c2 at a * cstride. */
+static void TF(col_dx_pass)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred, const T *wcol,
+                            const T *cf, const int *cf_ok, const double *mean, const double *rstd,
+                            const double *scale, const double *c1, const double *c2, ptrdiff_t cstride, int nt)
+{
+    ptrdiff_t K = s->K, cs = TF(col_dx_size)(K);
+    int stream = fn_stream_output((double)s->A * (double)K * (double)s->R * sizeof(T), 1);
+    TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, wred, cf_ok, stream, nt);
+    FN_PARALLEL_SHARES(nt, walk.n, it0,
+        ptrdiff_t it = walk.mirror ? fn_share_mirror(it0, walk.n, nt) : it0;
+        ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
+        ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
+        if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, wcol != NULL, a, e0, e1, cf + cs * a, stream);
+        else if (cf_ok[a]) TF(col_dx_rows)(s, x, dy, dx, wred, wcol != NULL, a, r0, r1, cf + cs * a, stream);
+        else
+            TF(col_dx_rows_exact)(s, x, dy, dx, wred, wcol, a, r0, r1, mean + a * K, rstd + a * K,
+                                  scale + a * cstride, c1 + a * cstride, c2 + a * cstride);
+        if (stream) fn_store_fence();
+    );
+}
+
 /* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
  * with one parameter per column. Column sums are taken without the parameter and
  * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
@@ -1271,20 +1294,8 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
         for (ptrdiff_t a = 0; a < A; a++)
             cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, w,
                                          cf + TF(col_dx_size)(K) * a);
-        int stream = fn_stream_output((double)AK * (double)s->R * sizeof(T), 1);
-        TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, NULL, cf_ok, stream, nt);
-        FN_PARALLEL_SHARES(nt, walk.n, it0,
-            ptrdiff_t it = walk.mirror ? fn_share_mirror(it0, walk.n, nt) : it0;
-            ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
-            ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
-            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, w != NULL, a, e0, e1, cf + TF(col_dx_size)(K) * a, stream);
-            else if (cf_ok[a])
-                TF(col_dx_rows)(s, x, dy, dx, NULL, w != NULL, a, r0, r1, cf + TF(col_dx_size)(K) * a, stream);
-            else
-                TF(col_dx_rows_exact)(s, x, dy, dx, NULL, w, a, r0, r1, cm + a * K, cr + a * K, cr + a * K,
-                                      cc1 + a * K, cc2 + a * K);
-            if (stream) fn_store_fence();
-        );
+        /* (the scale is the rstd: the parameters are per column, in cf) */
+        TF(col_dx_pass)(s, x, dy, dx, NULL, w, cf, cf_ok, cm, cr, cr, cc1, cc2, K, nt);
     }
     if (p->dw) {
         for (ptrdiff_t k = 0; k < K; k++) {
@@ -1333,21 +1344,8 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
                                          coef + 3 * a * K + K, coef + 3 * a * K + 2 * K, NULL,
                                          cf + TF(col_dx_size)(K) * a);
-        int stream = fn_stream_output((double)U * (double)s->R * sizeof(T), 1);
-        TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, wred, cf_ok, stream, nt);
-        FN_PARALLEL_SHARES(nt, walk.n, it0,
-            ptrdiff_t it = walk.mirror ? fn_share_mirror(it0, walk.n, nt) : it0;
-            ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
-            ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
-            const double *c = coef + 3 * a * K;
-            if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, 0, a, e0, e1, cf + TF(col_dx_size)(K) * a, stream);
-            else if (cf_ok[a])
-                TF(col_dx_rows)(s, x, dy, dx, wred, 0, a, r0, r1, cf + TF(col_dx_size)(K) * a, stream);
-            else
-                TF(col_dx_rows_exact)(s, x, dy, dx, wred, NULL, a, r0, r1, p->cmean + a * K, p->rstd + a * K,
-                                      c, c + K, c + 2 * K);
-            if (stream) fn_store_fence();
-        );
+        TF(col_dx_pass)(s, x, dy, dx, wred, NULL, cf, cf_ok, p->cmean, p->rstd, coef, coef + K, coef + 2 * K,
+                        3 * K, nt);
     }
     if (p->dw && wunit) {
         /* sums over the slabs, a in order, per column (restrict: it vectorizes) */

@@ -187,18 +187,28 @@ static inline int fn_col_sums_ok(const double *s1, const double *s2, ptrdiff_t K
     return ok;
 }
 
+/* The mean and biased variance of cnt parts of equal counts whose own are at
+ * mean[j * step], var[j * step]: the mean of the means, and the mean of the
+ * variances plus the variance of the means (exact). */
+static inline void fn_merge_equal_counts(const double *mean, const double *var, ptrdiff_t cnt, ptrdiff_t step,
+                                         double *m_out, double *v_out)
+{
+    double m = 0, v = 0, d2 = 0;
+    for (ptrdiff_t j = 0; j < cnt; j++) { m += mean[j * step]; v += var[j * step]; }
+    m /= (double)cnt;
+    for (ptrdiff_t j = 0; j < cnt; j++) d2 += (mean[j * step] - m) * (mean[j * step] - m);
+    *m_out = m;
+    *v_out = v / (double)cnt + d2 / (double)cnt;
+}
+
 /* Groups of kg consecutive columns with equal counts (channels-last GroupNorm):
- * each column's mean and biased variance become its group's, the mean of the
- * means and the mean of the variances plus the variance of the means (exact). */
+ * each column's mean and biased variance become its group's. */
 static inline void fn_merge_column_groups(double *mean, double *var, ptrdiff_t K, ptrdiff_t kg)
 {
     if (kg <= 1) return;
     for (ptrdiff_t g0 = 0; g0 + kg <= K; g0 += kg) {
-        double m = 0, v = 0, d2 = 0;
-        for (ptrdiff_t k = g0; k < g0 + kg; k++) { m += mean[k]; v += var[k]; }
-        m /= (double)kg;
-        for (ptrdiff_t k = g0; k < g0 + kg; k++) d2 += (mean[k] - m) * (mean[k] - m);
-        v = v / (double)kg + d2 / (double)kg;
+        double m, v;
+        fn_merge_equal_counts(mean + g0, var + g0, kg, 1, &m, &v);
         for (ptrdiff_t k = g0; k < g0 + kg; k++) { mean[k] = m; var[k] = v; }
     }
 }

@@ -1933,13 +1933,20 @@ static inline ptrdiff_t TF(col_c2)(ptrdiff_t K)
     return K + fn_max(K, TLANES);
 }
 
+/* An array of K per-column values followed by its first TLANES values again,
+ * periodically (K may be less than TLANES): a vector of columns starting anywhere
+ * in [0, K) loads without wrapping, across rows when K is smaller than a vector
+ * (col_coeffs, col_dx_coeffs). */
+static inline void TF(col_periodic_tail)(T *v, ptrdiff_t K)
+{
+    for (ptrdiff_t i = K; i < K + TLANES; i++) v[i] = v[i - K];
+}
+
 /* Per-column coefficients of slab a in T precision: y = ((x - mh) - ml) * sc + sh,
  * times a per-row weight afterwards when w_along_r (then sh = 0). Returns 0 when
  * one of them is not finite in T; the slab then normalizes in double. c holds
- * mh, ml, sc, sh at steps of col_c2(K), each followed by its first TLANES values
- * again (periodically: K may be less), so that a vector of columns starting
- * anywhere in [0, K) can be loaded without wrapping, across rows when K is
- * smaller than a vector. */
+ * mh, ml, sc, sh at steps of col_c2(K), each with its periodic tail
+ * (col_periodic_tail). */
 static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c)
 {
     ptrdiff_t K = s->K, c2 = TF(col_c2)(K);
@@ -1951,8 +1958,7 @@ static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_
     if (w && !s->w_along_r && b) ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 1, 1, mh, ml, sc, sh);
     else if (w && !s->w_along_r) ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 1, 0, mh, ml, sc, sh);
     else ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 0, 0, mh, ml, sc, sh);
-    for (int j = 0; j < 4; j++)
-        for (ptrdiff_t i = K; i < K + TLANES; i++) c[j * c2 + i] = c[j * c2 + i - K];
+    for (int j = 0; j < 4; j++) TF(col_periodic_tail)(c + j * c2, K);
     return ok;
 }
 
@@ -1965,7 +1971,7 @@ static inline int TF(col_flat_ok)(const fn_col_shape *s, const T *y, const fn_no
 
 /* Lanes [0, cnt) of the normalized values at x (cnt <= TLANES), with the
  * coefficients of their columns at c: mh, then ml, sc and sh at steps of c2
- * (col_coeffs' layout, c2 = 2K). Full, partial, head and tail vectors all come
+ * (col_coeffs' layout, c2 = col_c2(K)). Full, partial, head and tail vectors all come
  * from here, with the multiply-add written out, so a value's bits do not depend
  * on where a cut or the output's alignment puts it. */
 static inline VT TF(col_norm_vec)(const T *x, const T *c, ptrdiff_t c2, ptrdiff_t cnt)
@@ -1977,8 +1983,8 @@ static inline VT TF(col_norm_vec)(const T *x, const T *c, ptrdiff_t c2, ptrdiff_
 /* Normalize elements [e0, e1) of slab a (rows taken end to end, col_flat_ok)
  * given its T coefficients: one flat range written with aligned stores
  * (non-temporal ones when p->stream), whatever the alignment of a row, so no
- * store straddles two lines (see align_head); the column of each vector comes
- * from the doubled coefficient arrays. */
+ * store straddles two lines (see align_head); each vector's coefficients load
+ * from its first column on, through the arrays' periodic tails. */
 static void TF(col_norm_flat)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
                               ptrdiff_t a, ptrdiff_t e0, ptrdiff_t e1, const T *c)
 {
@@ -2234,12 +2240,9 @@ static int TF(col_narrow_stats)(const fn_col_shape *s, const T *x, const fn_norm
         for (ptrdiff_t a = 0; a < A; a++) {
             const T *tail = x + a * s->xa + m * Rw * K;
             for (ptrdiff_t k = 0; k < K; k++) {
-                const double *gm = q.mean + a * Kw + k, *gv = q.var + a * Kw + k;
-                double mean = 0, var = 0, d2 = 0;
-                for (ptrdiff_t j = 0; j < m; j++) { mean += gm[j * K]; var += gv[j * K]; }
-                mean /= (double)m;
-                for (ptrdiff_t j = 0; j < m; j++) d2 += (gm[j * K] - mean) * (gm[j * K] - mean);
-                var = var / (double)m + d2 / (double)m;
+                double mean, var;
+                fn_merge_equal_counts(q.mean + a * Kw + k, q.var + a * Kw + k, m, K, &mean, &var);
+                fn_acc acc = {n1, mean, var * n1};
                 if (nt > 0) {
                     /* Chan's merge with the rows left over */
                     double tm = 0, tq = 0;
@@ -2249,12 +2252,10 @@ static int TF(col_narrow_stats)(const fn_col_shape *s, const T *x, const fn_norm
                         double d = (double)tail[r * K + k] - tm;
                         tq += d * d;
                     }
-                    double n = n1 + nt, delta = tm - mean;
-                    var = (var * n1 + tq + delta * delta * n1 * nt / n) / n;
-                    mean += delta * nt / n;
+                    fn_acc_merge(&acc, nt, tm, tq);
                 }
-                p->mean[a * K + k] = mean;
-                p->var[a * K + k] = var;
+                p->mean[a * K + k] = acc.mean;
+                p->var[a * K + k] = acc.m2 / acc.n;
             }
         }
     }
