@@ -168,6 +168,8 @@ def run_backward(x, dy, out, op, mean, rstd, training, want_params):
             dy = dyc
         elif dy.flags.c_contiguous or dy.flags.f_contiguous:
             # x strided (a view of every other row), dy whole: x into dy's order
+            # (dx is allocated again there: this one goes back to the cache first)
+            dx = None
             xc = _ext.new_output(dy)[0]
             _ext.copy_into(x, xc, op.nthreads)
             return run_backward(xc, dy, out, op, mean, rstd, training, want_params)
