@@ -135,6 +135,26 @@ def _param_from_order(flat, x_shape, red_axes, reduced):
     return t.reshape([x_shape[i] for i in red_sorted])
 
 
+def same_strides(a, b):
+    """Whether a and b (same shape) walk memory alike; size-1 axes do not count."""
+    return all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides))
+
+
+def _new_dx(x, dy, reduced):
+    """A new dx for the backward of x and its plan (None when no kernel shape fits):
+    dx in dy's memory order when dy is whole and a kernel shape takes x with it
+    (the kernels read dy with dx's strides: a strided view of x then needs no
+    copy), else in x's."""
+    if (dy.flags.c_contiguous or dy.flags.f_contiguous) and not same_strides(dy, x):
+        dx = _ext.new_output(dy)[0]
+        plan = _layout.plan(x, dx, reduced)
+        if plan is not None:
+            return dx, plan
+        del dx      # back to the buffer cache before the next allocation
+    dx = _ext.new_output(x)[0]
+    return dx, _layout.plan(x, dx, reduced)
+
+
 def run_backward(x, dy, out, op, mean, rstd, training, want_params):
     """Backward of the normalization `op` described at x with statistics mean/rstd
     (kept-axes shape; mean ignored in RMS mode).
@@ -143,8 +163,10 @@ def run_backward(x, dy, out, op, mean, rstd, training, want_params):
     or (C,) when op.w_on_kept), None unless want_params.
     """
     kept = [i for i in range(x.ndim) if not op.reduced[i]]
-    dx = out if out is not None else _ext.new_output(x)[0]
-    plan = _layout.plan(x, dx, op.reduced)
+    if out is None:
+        dx, plan = _new_dx(x, dy, op.reduced)
+    else:
+        dx, plan = out, _layout.plan(x, out, op.reduced)
     if plan is None and out is not None:
         tmp, dw, db = run_backward(x, dy, None, op, mean, rstd, training, want_params)
         out[...] = tmp
@@ -159,23 +181,19 @@ def run_backward(x, dy, out, op, mean, rstd, training, want_params):
         dxc, dw, db = run_backward(xc, dyc, None, opc, mean, rstd, training, want_params)
         dx[...] = dxc.transpose(np.argsort(perm))
         return dx, dw, db
-    if dy.strides != x.strides:
-        # The kernels read dy with x's strides: dy copied into x's order, in tiles
+    if not same_strides(dy, dx):
+        # The kernels read dy with dx's strides: dy copied into dx's order, in tiles
         # (NumPy's copy of a (4096, 512) float32 dy into Fortran order took 9 ms)
-        if x.flags.c_contiguous or x.flags.f_contiguous:
-            dyc = _ext.new_output(x)[0]      # x's order, from recycled memory
-            _ext.copy_into(dy, dyc, op.nthreads)
-            dy = dyc
-        elif dy.flags.c_contiguous or dy.flags.f_contiguous:
-            # x strided (a view of every other row), dy whole: x into dy's order
-            # (dx is allocated again there: this one goes back to the cache first)
-            dx = None
-            xc = _ext.new_output(dy)[0]
-            _ext.copy_into(x, xc, op.nthreads)
-            return run_backward(xc, dy, out, op, mean, rstd, training, want_params)
-        else:
-            return run_backward(np.ascontiguousarray(x), np.ascontiguousarray(dy), out, op,
-                                mean, rstd, training, want_params)
+        dyc = _ext.new_output(dx)[0]      # dx's order, from recycled memory
+        if not same_strides(dyc, dx):
+            # an out= with gaps between its values: computed in fresh memory (whose
+            # dx is compact), then copied
+            del dyc
+            tmp, dw, db = run_backward(x, dy, None, op, mean, rstd, training, want_params)
+            out[...] = tmp
+            return out, dw, db
+        _ext.copy_into(dy, dyc, op.nthreads)
+        dy = dyc
     mean_u = _kept_to_units(mean, plan, x.shape, kept) if mean is not None else np.zeros(plan.A * plan.K)
     rstd_u = _kept_to_units(rstd, plan, x.shape, kept)
     w = None

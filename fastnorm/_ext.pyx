@@ -181,7 +181,7 @@ cdef inline fn_bwd_args _bwd_args(object w, int mode, bint training, cnp.ndarray
 
 def seg_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, object w, int mode, bint training,
             cnp.ndarray mean, cnp.ndarray rstd, object dw, object db, int nthreads):
-    """Backward through the SEG kernel; dy has x's strides, dx the shape's y strides.
+    """Backward through the SEG kernel; dy and dx have the shape's y strides.
     dw, db (float64, one per affine parameter) receive the parameter gradients."""
     cdef fn_seg_shape s
     (s.A, s.R1, s.K, s.R2, s.xa, s.xr1, s.xk, s.ya, s.yr1, s.yk, s.wk, s.wr1, s.wr2) = shape
@@ -203,7 +203,7 @@ def seg_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, object w
 def col_bwd(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, tuple shape, bint w_along_r, object w, int mode,
             bint training, cnp.ndarray mean, cnp.ndarray rstd, object dw, object db, int nthreads,
             Py_ssize_t Kg=1):
-    """Backward through the COL kernel; dy has x's strides, dx the shape's y strides.
+    """Backward through the COL kernel; dy and dx have the shape's y strides.
     Kg > 1: units are groups of Kg columns (mean/rstd per group), w one per column."""
     cdef fn_col_shape s
     (s.A, s.R, s.K, s.xa, s.xr, s.ya, s.yr) = shape

@@ -387,23 +387,18 @@ def _grouped_backward(dy, x, cax, C, G, mean, rstd, weight, out, nthreads, func)
     return dx, dw.astype(x.dtype), db.astype(x.dtype)
 
 
-def _same_strides(a, b):
-    """Whether a and b (same shape) walk memory alike; size-1 axes do not count."""
-    return all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides))
-
-
 def _grouped_backward_kernel(x, dy, dx, G, w, mean, rstd, dw, db, nthreads):
     """dx (and dw, db when not None) for (N, C, ...) arrays with channel axis 1,
     written by one engine call (after copies only when no kernel shape fits)."""
     xv, dyv, dxv = _nchw(x), _nchw(dy), _nchw(dx)
     plan = None
     if xv is not None and dyv is not None and dxv is not None and dxv.flags.aligned:
-        if not _same_strides(dyv, xv):
-            # the kernels read dy with x's strides (copied in tiles: channels-last x
-            # with a channels-first dy is a transpose)
-            dyv = np.empty_like(xv)
-            _ext.copy_into(dy.reshape(xv.shape), dyv, nthreads)
-            if not _same_strides(dyv, xv):
+        if not _engine.same_strides(dyv, dxv):
+            # the kernels read dy with dx's strides (copied in tiles: a channels-first
+            # dy with the channels-last dx of a channels-last x is a transpose)
+            dyv = np.empty_like(dxv)
+            _ext.copy_into(dy.reshape(dxv.shape), dyv, nthreads)
+            if not _engine.same_strides(dyv, dxv):
                 dyv = None
         if dyv is not None:
             plan = _shape(xv, dxv, G)

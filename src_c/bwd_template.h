@@ -296,17 +296,16 @@ static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const
                               double *sums)
 {
     ptrdiff_t a = u / s->K, k = u % s->K;
-    ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1 + i0;
+    ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1 + i0, yo = a * s->ya + k * s->yk + r1 * s->yr1 + i0;
     const T *w = q->wred ? q->wred + k * s->wk + r1 * s->wr1 + i0 : NULL;
     if (!want_dx) {
         double mean = TF(sums_center)(p, u);
-        TF(bwd_sums)(q->x + xo, q->dy + xo, i1 - i0, mean, w, &sums[0], &sums[1], &sums[2]);
+        TF(bwd_sums)(q->x + xo, q->dy + yo, i1 - i0, mean, w, &sums[0], &sums[1], &sums[2]);
         return;
     }
     double c[5];
     TF(seg_dx_coeffs)(s, p, q, u, c);
-    ptrdiff_t yo = a * s->ya + k * s->yk + r1 * s->yr1 + i0;
-    TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, i1 - i0, c[0], c[1], w, c[2], c[3], c[4], q->stream);
+    TF(bwd_dx)(q->x + xo, q->dy + yo, q->dx + yo, i1 - i0, c[0], c[1], w, c[2], c[3], c[4], q->stream);
 }
 
 /* Whether segments are single blocks summed without parameters: then
@@ -316,16 +315,18 @@ static inline int TF(bwd_short_segments)(const fn_seg_shape *s, const TF(seg_bwd
     return s->R2 <= FN_BLOCK && !q->wred;
 }
 
-/* bwd_sums_rows of the cnt <= LANES segments at offsets off[j] + extra of x and dy. */
-static inline __attribute__((always_inline)) void TF(bwd_sums_at)(const TF(seg_bwd_ptrs) *q, const ptrdiff_t *off,
-                                                                  ptrdiff_t extra, ptrdiff_t cnt, ptrdiff_t n,
+/* bwd_sums_rows of the cnt <= LANES segments at offsets xoff[j] + xextra of x
+ * and yoff[j] + yextra of dy (which has dx's strides). */
+static inline __attribute__((always_inline)) void TF(bwd_sums_at)(const TF(seg_bwd_ptrs) *q, const ptrdiff_t *xoff,
+                                                                  ptrdiff_t xextra, const ptrdiff_t *yoff,
+                                                                  ptrdiff_t yextra, ptrdiff_t cnt, ptrdiff_t n,
                                                                   const double *mean, double *s0, double *s1,
                                                                   double *s2)
 {
     const T *xr[LANES], *dyr[LANES];
     for (ptrdiff_t j = 0; j < cnt; j++) {
-        xr[j] = q->x + off[j] + extra;
-        dyr[j] = q->dy + off[j] + extra;
+        xr[j] = q->x + xoff[j] + xextra;
+        dyr[j] = q->dy + yoff[j] + yextra;
     }
     TF(bwd_sums_rows)(xr, dyr, cnt, n, mean, s0, s1, s2);
 }
@@ -336,13 +337,15 @@ static inline __attribute__((always_inline)) void TF(bwd_sums_at)(const TF(seg_b
 static inline __attribute__((always_inline)) ptrdiff_t TF(seg_bwd_segment_sums)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
                                           ptrdiff_t u, ptrdiff_t r0, double *sums)
 {
-    ptrdiff_t xu = (u / s->K) * s->xa + (u % s->K) * s->xk, cnt = fn_min(LANES, s->R1 - r0), off[LANES];
+    ptrdiff_t xu = (u / s->K) * s->xa + (u % s->K) * s->xk, yu = (u / s->K) * s->ya + (u % s->K) * s->yk;
+    ptrdiff_t cnt = fn_min(LANES, s->R1 - r0), xoff[LANES], yoff[LANES];
     double mean[LANES], s0[LANES], s1[LANES], s2[LANES];
     for (ptrdiff_t j = 0; j < cnt; j++) {
-        off[j] = (r0 + j) * s->xr1;
+        xoff[j] = (r0 + j) * s->xr1;
+        yoff[j] = (r0 + j) * s->yr1;
         mean[j] = TF(sums_center)(p, u);
     }
-    TF(bwd_sums_at)(q, off, xu, cnt, s->R2, mean, s0, s1, s2);
+    TF(bwd_sums_at)(q, xoff, xu, yoff, yu, cnt, s->R2, mean, s0, s1, s2);
     /* 0 + the block's sums, as a sum over the segment's blocks starts */
     for (ptrdiff_t j = 0; j < cnt; j++) {
         sums[3 * j] = 0.0 + s0[j]; sums[3 * j + 1] = 0.0 + s1[j]; sums[3 * j + 2] = 0.0 + s2[j];
@@ -405,7 +408,7 @@ static void TF(seg_bwd_rowwise)(const fn_seg_shape *s, const fn_bwd_args *p, con
             for (ptrdiff_t j0 = 0; j0 < cnt; j0 += LANES) {
                 ptrdiff_t m = fn_min(LANES, cnt - j0);
                 double s0[LANES], s1[LANES], s2[LANES];
-                TF(bwd_sums_at)(q, xo + j0, r1 * s->xr1, m, s->R2, mean + j0, s0, s1, s2);
+                TF(bwd_sums_at)(q, xo + j0, r1 * s->xr1, yo + j0, r1 * s->yr1, m, s->R2, mean + j0, s0, s1, s2);
                 for (ptrdiff_t j = 0; j < m; j++) { S0[j0 + j] += s0[j]; S1[j0 + j] += s1[j]; S2[j0 + j] += s2[j]; }
             }
         for (ptrdiff_t j = 0; j < cnt; j++)
@@ -423,7 +426,7 @@ static void TF(seg_bwd_rowwise)(const fn_seg_shape *s, const fn_bwd_args *p, con
             for (ptrdiff_t j = 0; j < cnt; j++) {
                 ptrdiff_t run = joined ? TF(joined_len)(xo, yo, all, j, cnt, s->R2) : 1;
                 if (run > 1) {
-                    TF(bwd_dx_joined)(q->x + xo[j] + r1 * s->xr1, q->dy + xo[j] + r1 * s->xr1,
+                    TF(bwd_dx_joined)(q->x + xo[j] + r1 * s->xr1, q->dy + yo[j] + r1 * s->yr1,
                                       q->dx + yo[j] + r1 * s->yr1, s->R2, run, cf + 5 * j, q->stream);
                     j += run - 1;
                 } else {
@@ -454,9 +457,9 @@ static void TF(seg_bwd_units)(const fn_seg_shape *s, const fn_bwd_args *p, const
         const T *xr[LANES], *dyr[LANES];
         double mean[LANES], s0[LANES], s1[LANES], s2[LANES];
         for (ptrdiff_t j = 0; j < cnt; j++) {
-            ptrdiff_t u = g + j, xo = (u / s->K) * s->xa + (u % s->K) * s->xk;
-            xr[j] = q->x + xo;
-            dyr[j] = q->dy + xo;
+            ptrdiff_t u = g + j, a = u / s->K, k = u % s->K;
+            xr[j] = q->x + a * s->xa + k * s->xk;
+            dyr[j] = q->dy + a * s->ya + k * s->yk;
             mean[j] = TF(sums_center)(p, u);
         }
         /* (through bwd_sums_at's offset array: 4 % slower) */
@@ -482,8 +485,8 @@ static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p,
     const T mh = (T)mean, ml = (T)(mean - (double)mh), rs = (T)p->rstd[u];
     const VT mhv = z + mh, mlv = z + ml, rv = z + rs;
     for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
-        ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1;
-        const T *x = q->x + xo, *dy = q->dy + xo;
+        const T *x = q->x + a * s->xa + k * s->xk + r1 * s->xr1;
+        const T *dy = q->dy + a * s->ya + k * s->yk + r1 * s->yr1;
         T *dw = pw + k * s->wk + r1 * s->wr1, *db = pb ? pb + k * s->wk + r1 * s->wr1 : NULL;
         ptrdiff_t i = 0;
         for (; i + TLANES <= s->R2; i += TLANES) {
@@ -511,7 +514,7 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
     double S[3] = {0, 0, 0}, b[3];
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
     /* a weight row per unit from wo on (wk != 0: the joined GroupNorm), else one */
-    TF(bwd_sums)(q->x + xo, q->dy + xo, n, rms ? 0.0 : p->mean[u0], w ? w + wo : NULL, &b[0], &b[1], &b[2]);
+    TF(bwd_sums)(q->x + xo, q->dy + yo, n, rms ? 0.0 : p->mean[u0], w ? w + wo : NULL, &b[0], &b[1], &b[2]);
     for (int t = 0; t < 3; t++) S[t] += b[t];
     TF(bwd_unit_finish)(p, u0, (double)n, S[0], S[1], S[2]);
     for (ptrdiff_t u = u0; u < u1; u++) {
@@ -523,14 +526,14 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
             double wu = q->wunit ? (double)q->wunit[(u % s->K) * s->wk] : 1.0;
             TF(bwd_coeffs)(p, wu, (double)n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
             if (has_next)
-                TF(bwd_dx_piped)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale,
-                                 c1, c2, q->x + xn, q->dy + xn, w ? w + wn : NULL, mean_n, &b[0], &b[1], &b[2],
+                TF(bwd_dx_piped)(q->x + xo, q->dy + yo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale,
+                                 c1, c2, q->x + xn, q->dy + yn, w ? w + wn : NULL, mean_n, &b[0], &b[1], &b[2],
                                  q->stream);
             else
-                TF(bwd_dx)(q->x + xo, q->dy + xo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale, c1,
+                TF(bwd_dx)(q->x + xo, q->dy + yo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale, c1,
                            c2, q->stream);
         } else if (has_next) {
-            TF(bwd_sums)(q->x + xn, q->dy + xn, n, mean_n, w ? w + wn : NULL, &b[0], &b[1], &b[2]);
+            TF(bwd_sums)(q->x + xn, q->dy + yn, n, mean_n, w ? w + wn : NULL, &b[0], &b[1], &b[2]);
         }
         TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
         if (!has_next) break;
@@ -597,8 +600,9 @@ static void TF(seg_bwd_params)(const fn_seg_shape *s, const fn_bwd_args *p, cons
         /* units a * K + k0 (wk != 0), or every unit */
         for (ptrdiff_t v = 0; v < s->A * uk; v++) {
             ptrdiff_t u = s->wk ? v * s->K + k0 : v;
-            ptrdiff_t xo = (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1 + i0;
-            const T *x = q->x + xo, *dy = q->dy + xo;
+            ptrdiff_t a = u / s->K, k = u % s->K;
+            const T *x = q->x + a * s->xa + k * s->xk + r1 * s->xr1 + i0;
+            const T *dy = q->dy + a * s->ya + k * s->yk + r1 * s->yr1 + i0;
             double mean = rms ? 0.0 : p->cmean[u], rstd = p->rstd[u];
             if (db) {
                 _Pragma("omp simd")
@@ -668,7 +672,7 @@ static void TF(seg_bwd_plane_dx)(const fn_seg_shape *s, const fn_bwd_args *p, co
     double scale, c1, c2, rstd = p->rstd[u];
     TF(bwd_coeffs)(p, 1.0, (double)(s->R1 * s->R2), p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
     ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1, yo = a * s->ya + k * s->yk + r1 * s->yr1;
-    TF(bwd_dx_scalar_w)(q->x + xo, q->dy + xo, q->dx + yo, s->R2, p->cmean[u], rstd,
+    TF(bwd_dx_scalar_w)(q->x + xo, q->dy + yo, q->dx + yo, s->R2, p->cmean[u], rstd,
                         TF(plane_w)(s, q, u, r1), scale, c1, c2);
 }
 
@@ -861,7 +865,7 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
     ptrdiff_t K = s->K, rows = FN_COL_BLOCK * FN_COL_SUPER;
     ptrdiff_t r_begin = sb * rows, r_end = fn_min(r_begin + rows, s->R);
     int rms = p->mode == FN_MODE_RMS;
-    const T *xs = x + a * s->xa, *dys = dy + a * s->xa;
+    const T *xs = x + a * s->xa, *dys = dy + a * s->ya;
     for (ptrdiff_t k = 0; k < K; k++) { s0[k] = 0; s1[k] = 0; s2[k] = 0; }
     /* Chunks of two vectors of columns: each block of FN_COL_BLOCK rows is summed
      * in T-precision lanes (one column per lane, at most FN_COL_BLOCK terms each)
@@ -891,7 +895,7 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
                     b0 = TF(loadt)(cb); b1 = TF(loadt)(cb + TLANES);
                 }
                 for (ptrdiff_t r = rs; r < re; r++) {
-                    const T *xr = xs + r * s->xr + k, *dyr = dys + r * s->xr + k;
+                    const T *xr = xs + r * s->xr + k, *dyr = dys + r * s->yr + k;
                     VT d0 = TF(loadt)(xr) - m0, d1 = TF(loadt)(xr + TLANES) - m1;
                     VT g0 = TF(loadt)(dyr), g1 = TF(loadt)(dyr + TLANES);
                     if (wred) { VT wv = z + wred[r]; g0 *= wv; g1 *= wv; }
@@ -913,7 +917,7 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
             }
         }
         for (ptrdiff_t r = r0; r < r1; r++) {
-            const T *xr = xs + r * s->xr, *dyr = dys + r * s->xr;
+            const T *xr = xs + r * s->xr, *dyr = dys + r * s->yr;
             double wr = wred ? (double)wred[r] : 1.0;
             for (ptrdiff_t k = kv; k < K; k++) {
                 double g = (double)dyr[k] * wr, d = (double)xr[k] - (rms ? 0.0 : mean[k]);
@@ -1085,7 +1089,7 @@ static void TF(col_dx_flat)(const fn_col_shape *s, const T *x, const T *dy, T *d
 {
     ptrdiff_t K = s->K, K2 = TF(col_c2)(K), step = TLANES % K;
     const T *wc = cf + 6 * K2;
-    const T *xf = x + a * s->xa + e0, *dyf = dy + a * s->xa + e0;
+    const T *xf = x + a * s->xa + e0, *dyf = dy + a * s->ya + e0;
     T *dxf = dx + a * s->ya + e0;
     ptrdiff_t n = e1 - e0, i = fn_min(n, TF(vec_head)(dxf)), col = e0 % K;
     if (i) {
@@ -1125,7 +1129,7 @@ static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *
     for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
         ptrdiff_t k1 = fn_min(k0 + kt, K);
         for (ptrdiff_t r = r0; r < r1; r++) {
-            const T *xr = x + a * s->xa + r * K, *dyr = dy + a * s->xa + r * K;
+            const T *xr = x + a * s->xa + r * K, *dyr = dy + a * s->ya + r * K;
             T *dxr = dx + a * s->ya + r * K;
             ptrdiff_t k = k0, h = fn_min(k1 - k0, TF(vec_head)(dxr + k0));
             if (h) {
@@ -1159,7 +1163,7 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
         return;
     }
     for (ptrdiff_t r = r0; r < r1; r++) {
-        const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+        const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
         T *dxr = dx + a * s->ya + r * s->yr;
         VT wr = z + (wred ? wred[r] : (T)1);
         for (ptrdiff_t k = 0; k < K; k += TLANES) {
@@ -1181,7 +1185,7 @@ static void TF(col_dx_rows_exact)(const fn_col_shape *s, const T *x, const T *dy
 {
     ptrdiff_t K = s->K;
     for (ptrdiff_t r = r0; r < r1; r++) {
-        const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+        const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
         T *dxr = dx + a * s->ya + r * s->yr;
         double wr = wred ? (double)wred[r] : 1.0;
 #pragma omp simd
@@ -1363,7 +1367,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         for (ptrdiff_t r = 0; r < s->R; r++) {
             double dwr = 0, dbr = 0;
             for (ptrdiff_t a = 0; a < A; a++) {
-                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->xa + r * s->xr;
+                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
                 const double *mean = p->cmean + a * K, *rstd = p->rstd + a * K;
                 double sw = 0, sb = 0;
 #pragma omp simd reduction(+ : sw, sb)

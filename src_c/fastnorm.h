@@ -67,7 +67,8 @@ int fn_col_norm_f64(const fn_col_shape *s, const double *x, double *y, const fn_
  *   dx = wu * rstd * G                              (training == 0: constant statistics)
  * where wu is the per-unit parameter (BatchNorm) or 1. Parameter gradients are
  * sum(dy * xhat) and sum(dy) over everything but the parameter's own index. dy
- * has x's strides, dx the shape's y strides. */
+ * and dx have the shape's y strides (x may be laid out otherwise: a strided view
+ * of x takes no copy when dy is whole). */
 typedef struct {
     int mode;                /* FN_MODE_MEANVAR or FN_MODE_RMS */
     int training;

@@ -1,9 +1,11 @@
 """Copies between memory orders (src_c/fn_transpose.c, fastnorm._ext.copy_into).
 
-A backward whose dy does not share x's layout copies dy into x's order (or a
-strided x into dy's) in tiles of the two innermost axes. The copies must give
-NumPy's bits for any shape, permutation, stride and sign of stride, and the
-backward must give the same bits as with the arrays in one layout already.
+A backward whose dy does not share dx's layout copies dy into dx's order in
+tiles of the two innermost axes (dx takes x's order, or a whole dy's when a
+kernel shape takes x with it: a strided x is then read in place). The copies
+must give NumPy's bits for any shape, permutation, stride and sign of stride,
+and the backward must give the same bits as with the arrays in one layout
+already.
 """
 
 import numpy as np
@@ -85,5 +87,6 @@ def test_backward_with_dy_in_another_layout(layout, dtype):
         want = fastnorm.layer_norm_backward(dy_like_x, x, m, r, w)
     else:
         want = fastnorm.layer_norm_backward(dy, np.ascontiguousarray(x), m, r, w)
+        assert got[0].flags.c_contiguous    # dy's order: x read in place
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
