@@ -986,6 +986,76 @@ static double *TF(col_bwd_fold)(double *part, ptrdiff_t K, ptrdiff_t a, ptrdiff_
     return t;
 }
 
+/* Rows per wide row of col_bwd_sums_narrow: the fewest rows of K values that
+ * fill whole pairs of vectors (col_bwd_super's chunk). */
+static inline ptrdiff_t TF(col_bwd_narrow_rows)(ptrdiff_t K)
+{
+    ptrdiff_t m = 1;
+    while ((m * K) % (2 * TLANES)) m++;
+    return m;
+}
+
+/* Whether col_bwd_sums_narrow takes the sums: fewer than two pairs of vectors of
+ * columns and not a whole number of pairs (the columns past the last whole pair
+ * are summed one at a time in double, and for (N, 3) that was all of them: the
+ * sums of (100000, 3) float32 took 300 us, seven times its forward), rows end to
+ * end in x and dy, no parameter along the rows. */
+static inline int TF(col_bwd_narrow_ok)(const fn_col_shape *s, const T *wred)
+{
+    return s->K % (2 * TLANES) != 0 && s->K < 4 * TLANES && s->xr == s->K && s->yr == s->K && !wred
+           && s->R >= 4 * TF(col_bwd_narrow_rows)(s->K);
+}
+
+/* col_bwd_sums for col_bwd_narrow_ok: m rows at a time are one row of m K
+ * columns, a whole number of vector pairs, summed by the column walk with every
+ * lane busy; column k's sums are those of wide columns k, K + k, ... and of the
+ * last R % m rows, in that order. Leaves each slab's column sums folded at
+ * part + 3K * a (one superblock per slab, as col_bwd_fold leaves them). */
+static int TF(col_bwd_sums_narrow)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
+                                   const double *mean, double *part, int nt)
+{
+    ptrdiff_t K = s->K, m = TF(col_bwd_narrow_rows)(K), Kw = m * K, Rw = s->R / m, A = s->A;
+    ptrdiff_t rows = FN_COL_BLOCK * FN_COL_SUPER, nsb = (Rw + rows - 1) / rows;
+    int rms = p->mode == FN_MODE_RMS;
+    fn_col_shape wide = *s;
+    wide.R = Rw;
+    wide.K = Kw;
+    wide.xr = wide.yr = Kw;
+    double *wpart = (double *)fn_scratch_alloc(sizeof(double) * (size_t)(A * Kw) * (3 * (size_t)nsb + 1));
+    if (!wpart) return FN_ENOMEM;
+    double *wmean = wpart + 3 * Kw * A * nsb;
+    for (ptrdiff_t i = 0; i < A * Kw; i++) wmean[i] = rms ? 0.0 : mean[(i / Kw) * K + i % K];
+    TF(col_bwd_sums)(&wide, p, x, dy, NULL, wmean, nsb, A * nsb, wpart, nt);
+    for (ptrdiff_t a = 0; a < A; a++) {
+        const double *ws = TF(col_bwd_fold)(wpart, Kw, a, nsb);
+        const T *xt = x + a * s->xa + m * Rw * K, *dyt = dy + a * s->ya + m * Rw * K;
+        double *t = part + 3 * K * a;
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double s0 = 0, s1 = 0, s2 = 0, c = rms ? 0.0 : mean[a * K + k];
+            for (ptrdiff_t j = k; j < Kw; j += K) { s0 += ws[j]; s1 += ws[Kw + j]; s2 += ws[2 * Kw + j]; }
+            for (ptrdiff_t r = 0; r < s->R - m * Rw; r++) {
+                double d = (double)xt[r * K + k] - c, g = (double)dyt[r * K + k];
+                s0 += d; s1 += g; s2 += g * d;
+            }
+            t[k] = s0; t[K + k] = s1; t[2 * K + k] = s2;
+        }
+    }
+    fn_scratch_free(wpart);
+    return FN_OK;
+}
+
+/* The column sums of col_bwd and col_bwd_groups into part: col_bwd_sums with nsb
+ * superblocks per slab (returned), or col_bwd_sums_narrow (returns 1); -1 when
+ * out of memory. */
+static ptrdiff_t TF(col_bwd_all_sums)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
+                                      const T *wred, const double *mean, ptrdiff_t nsb, double *part, int nt)
+{
+    if (TF(col_bwd_narrow_ok)(s, wred))
+        return TF(col_bwd_sums_narrow)(s, p, x, dy, mean, part, nt) == FN_OK ? 1 : -1;
+    TF(col_bwd_sums)(s, p, x, dy, wred, mean, nsb, s->A * nsb, part, nt);
+    return nsb;
+}
+
 /* Slab a's column sums (col_bwd_fold) finished as bwd_unit_finish and
  * bwd_coeffs do for a unit, the dx coefficients to coef + 3aK: K scales, then
  * K values of c1 and of c2. The same operations over arrays that do not alias,
@@ -1275,7 +1345,8 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
     double *mg = part + 3 * K * n_items, *cm = mg + AK, *cr = cm + AK, *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
-    TF(col_bwd_sums)(s, p, x, dy, NULL, mg, nsb, n_items, part, nt);
+    nsb = TF(col_bwd_all_sums)(s, p, x, dy, NULL, mg, nsb, part, nt);
+    if (nsb < 0) { fn_scratch_free(part); return FN_ENOMEM; }
     double n = (double)s->R * (double)Kg;
     for (ptrdiff_t a = 0; a < A; a++) {
         const double *ca = TF(col_bwd_fold)(part, K, a, nsb);
@@ -1341,7 +1412,8 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     double *coef = part + 3 * K * n_items;
     T *cf = (T *)(coef + 3 * U);
     int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
-    TF(col_bwd_sums)(s, p, x, dy, wred, p->mean, nsb, n_items, part, nt);
+    nsb = TF(col_bwd_all_sums)(s, p, x, dy, wred, p->mean, nsb, part, nt);
+    if (nsb < 0) { fn_scratch_free(part); if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
     for (ptrdiff_t a = 0; a < A; a++) TF(col_bwd_finish)(s, p, a, nsb, part, wunit, coef);
     if (dx) {
         for (ptrdiff_t a = 0; a < A; a++)

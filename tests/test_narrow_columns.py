@@ -123,11 +123,12 @@ def test_nonfinite_value_in_rows_left_over(dtype):
     np.testing.assert_allclose(y[:, :2].astype(np.float64), ry, *tol(dtype))
 
 
-@pytest.mark.parametrize("C", COLUMNS)
+@pytest.mark.parametrize("C", COLUMNS + [40, 63])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_backward_matches_closed_form(C, training, dtype):
     """dx of few columns is written as one flat range (col_dx_flat) whose vectors
-    span rows, with the same bits at every thread count."""
+    span rows, their sums taken over rows of m * C values (col_bwd_sums_narrow,
+    and the rows left over), with the same bits at every thread count."""
     eps = 0.1
     x = _data((ROWS + 3, C), dtype, hard=True, big_mean=False)
     dy = _data(x.shape, dtype, seed=3)
@@ -142,3 +143,34 @@ def test_backward_matches_closed_form(C, training, dtype):
         got = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, training=training, num_threads=nt)
         for a, b in zip(got, first):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("C, groups", [(3, 1), (12, 4), (24, 3), (40, 8)])
+def test_channels_last_group_norm_backward(C, groups, dtype):
+    """GroupNorm over few channels-last columns (col_bwd_groups through the
+    narrow sums) against the channels-first kernel on the same data."""
+    x = _data((700, 5, C), dtype, hard=True, big_mean=False)
+    dy = _data(x.shape, dtype, seed=3)
+    w, b = _params(C, dtype)
+    _, m, r = fastnorm.group_norm(x, groups, w, b, channel_axis=-1, return_stats=True)
+    got = fastnorm.group_norm_backward(dy, x, groups, m, r, w, channel_axis=-1)
+    xt, dyt = (np.ascontiguousarray(np.moveaxis(a, -1, 1)) for a in (x, dy))
+    want = fastnorm.group_norm_backward(dyt, xt, groups, m, r, w)
+    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(got[0], np.moveaxis(want[0], 1, -1), rtol=rtol, atol=rtol)
+    for g, w_ in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(g, w_, rtol=rtol, atol=rtol * np.abs(w_).max())
+
+
+@pytest.mark.parametrize("C", [3, 24])
+def test_rms_norm_backward_over_rows(C, dtype):
+    """RMSNorm over axis 0 of (N, C) without a weight is a column walk with
+    squares around zero: its narrow sums against float64."""
+    x = _data((5003, C), dtype, hard=False, big_mean=False)
+    dy = _data(x.shape, dtype, seed=3)
+    _, r = fastnorm.rms_norm(x, axis=0, eps=1e-6, return_stats=True)
+    dx, _ = fastnorm.rms_norm_backward(dy, x, r, axis=0)
+    x64, dy64, r64 = x.astype(np.float64), dy.astype(np.float64), np.asarray(r, np.float64)
+    want = r64 * (dy64 - x64 * r64**2 * (dy64 * x64).mean(0))
+    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(dx, want, rtol=rtol, atol=rtol * np.abs(want).max())
