@@ -22,20 +22,27 @@ cdef bint _stat_ok(object a, cnp.ndarray x):
     return True
 
 
-cdef bint _pair_ok(object x, object dy):
-    """x and dy: C-contiguous, aligned float32/float64 ndarrays of one dtype and
-    shape, at least 1-D and not empty."""
-    if not _input_ok(x, 1) or not _input_ok(dy, 1):
-        return False
+cdef int _pair_layout(object x, object dy):
+    """x and dy aligned float32/float64 ndarrays of one dtype and shape, at least
+    1-D and not empty, both C-contiguous (1) or both NCHW arrays in channels-last
+    memory (2, see _nhwc_memory: then their strides are equal too); 0 for
+    anything else."""
+    cdef int kind
+    if _input_ok(x, 1) and _input_ok(dy, 1):
+        kind = 1
+    elif _nhwc_memory(x) and _nhwc_memory(dy):
+        kind = 2
+    else:
+        return 0
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef cnp.ndarray dya = <cnp.ndarray>dy
     cdef int nd = cnp.PyArray_NDIM(xa)
     if cnp.PyArray_TYPE(dya) != cnp.PyArray_TYPE(xa) or cnp.PyArray_NDIM(dya) != nd:
-        return False
+        return 0
     for i in range(nd):
         if cnp.PyArray_DIM(dya, i) != cnp.PyArray_DIM(xa, i):
-            return False
-    return True
+            return 0
+    return kind
 
 
 cdef object _dx_out(cnp.ndarray xa, object out, tuple inputs):
@@ -117,7 +124,7 @@ def rows_bwd_fast(object dy, object x, object mean, object rstd, object weight, 
     dbias) as layer_norm_backward does (dbias None for RMS), or None when the
     call is not that case (the general path then validates and raises as
     documented). The kernel call and its results are those of the general path."""
-    if not _pair_ok(x, dy):
+    if _pair_layout(x, dy) != 1:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef Py_ssize_t size = cnp.PyArray_SIZE(xa)
@@ -153,17 +160,22 @@ def chan_bwd_fast(object dy, object x, object mean, object invstd, object weight
                   object training, object out, object num_threads, object default_threads):
     """The common case of batch_norm_backward with no Python-level work: x and dy
     C-contiguous float32/float64 ndarrays of one shape and dtype with their
-    channels on axis 1 or on the last axis (the layouts of chan_fast), mean and
-    invstd C-contiguous float32/float64 vectors of length C, weight absent or 1-D
-    of x's dtype, training a bool, out absent or a separate C-contiguous array
-    that overlaps none of the inputs. Returns (dx, dweight, dbias), or None when
+    channels on axis 1 or on the last axis, or both NCHW arrays in channels-last
+    memory (the layouts of chan_fast), mean and invstd C-contiguous
+    float32/float64 vectors of length C, weight absent or 1-D of x's dtype,
+    training a bool, out absent or a separate array of x's strides that overlaps
+    none of the inputs. Returns (dx, dweight, dbias), or None when
     the call is not that case (the general path then validates and raises as
     documented). The kernel call and its results are those of the general path."""
-    if not _pair_ok(x, dy) or type(channel_axis) is not int or type(training) is not bool:
+    cdef int pair = _pair_layout(x, dy)
+    if pair == 0 or type(channel_axis) is not int or type(training) is not bool:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int nd = cnp.PyArray_NDIM(xa)
     if nd < 2 or not -nd <= channel_axis < nd or channel_axis % nd == 0:
+        return None
+    # NCHW arrays in channels-last memory: channel axis 1 only (as chan_fast)
+    if pair == 2 and channel_axis % nd != 1:
         return None
     cdef Py_ssize_t C = cnp.PyArray_DIM(xa, channel_axis % nd)
     if not (_running_ok(mean, C, False) and _running_ok(invstd, C, False)):
@@ -172,7 +184,7 @@ def chan_bwd_fast(object dy, object x, object mean, object invstd, object weight
         return None
     cdef fn_seg_shape s
     cdef fn_col_shape c
-    cdef int kind = _chan_layout(xa, channel_axis % nd, 0, &s, &c)
+    cdef int kind = _chan_layout(xa, channel_axis % nd, 0, &s, &c, pair == 2)
     if kind == 0:
         return None
     if kind == 1:
@@ -212,18 +224,22 @@ def group_bwd_fast(object dy, object x, object groups, object mean, object rstd,
     """The common case of group_norm_backward (groups >= 1) and of
     instance_norm_backward with instance statistics (groups=-1) with no
     Python-level work: x and dy C-contiguous float32/float64 ndarrays of one shape
-    and dtype with their channels on axis 1 or on the last axis (the layouts of
-    chan_fast), mean and rstd C-contiguous float32/float64 arrays of shape
-    (N, groups), weight absent or 1-D of x's dtype, out absent or a separate
-    C-contiguous array that overlaps none of the inputs. Returns (dx, dweight,
+    and dtype with their channels on axis 1 or on the last axis, or both NCHW
+    arrays in channels-last memory (the layouts of chan_fast), mean and rstd
+    C-contiguous float32/float64 arrays of shape (N, groups), weight absent or 1-D
+    of x's dtype, out absent or a separate array of x's strides that overlaps none
+    of the inputs. Returns (dx, dweight,
     dbias), or None when the call is not that case (the general path then
     validates and raises as documented). The kernel call and its results are
     those of the general path."""
-    if not _pair_ok(x, dy) or type(channel_axis) is not int or type(groups) is not int:
+    cdef int pair = _pair_layout(x, dy)
+    if pair == 0 or type(channel_axis) is not int or type(groups) is not int:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int nd = cnp.PyArray_NDIM(xa)
     if nd < 2 or not -nd <= channel_axis < nd or channel_axis % nd == 0:
+        return None
+    if pair == 2 and channel_axis % nd != 1:
         return None
     cdef Py_ssize_t C = cnp.PyArray_DIM(xa, channel_axis % nd)
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0)
@@ -236,7 +252,7 @@ def group_bwd_fast(object dy, object x, object groups, object mean, object rstd,
         return None
     cdef fn_seg_shape s
     cdef fn_col_shape c
-    cdef int kind = _chan_layout(xa, channel_axis % nd, G, &s, &c)
+    cdef int kind = _chan_layout(xa, channel_axis % nd, G, &s, &c, pair == 2)
     if kind == 0:
         return None
     dxo = _dx_out(xa, out, (dy, mean, rstd, weight))

@@ -455,3 +455,40 @@ def test_channels_last_memory_same_bits_as_general_path(shape, op, dtype):
         ref = fastnorm.batch_norm(nhwc, w, b, running_mean=rm, running_var=rv, training=False,
                                   channel_axis=-1)
         np.testing.assert_array_equal(np.moveaxis(ref, -1, 1), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 16, 5, 7), (2, 8, 3), (1, 32, 2, 2, 3)], ids=str)
+@pytest.mark.parametrize("op", ["bn_train", "bn_eval", "group", "instance"])
+def test_channels_last_memory_backward_same_bits_as_general_path(shape, op, dtype):
+    """chan_bwd_fast and group_bwd_fast take x and dy both NCHW arrays in
+    channels-last memory through the channels-last kernels: the general path's
+    bits (an np.bool_ training or an np.int64 group count sends the call there),
+    dx in x's memory order, out= of that order accepted; a dy of another order
+    is left to the general path."""
+    x = _nhwc_memory(shape, dtype)
+    dy = _nhwc_memory(shape, dtype, seed=5)
+    C = shape[1]
+    w, b = _params(C, dtype)
+    if op.startswith("bn"):
+        _, m, v = fastnorm.batch_norm(x, w, b, training=True, return_stats=True)
+        invstd = 1.0 / np.sqrt(v + 1e-5)
+        fast = lambda dy, out=None: _ext.chan_bwd_fast(dy, x, m, invstd, w, 1, op == "bn_train", out, None,
+                                                        get_num_threads)
+        general = lambda: fastnorm.batch_norm_backward(dy, x, m, invstd, w, training=np.bool_(op == "bn_train"))
+    else:
+        groups = 4 if op == "group" else -1
+        _, m, r = (fastnorm.group_norm(x, 4, w, b, return_stats=True) if op == "group"
+                   else fastnorm.instance_norm(x, w, b, return_stats=True))
+        fast = lambda dy, out=None: _ext.group_bwd_fast(dy, x, groups, m, r, w, 1, out, None, get_num_threads)
+        general = lambda: (fastnorm.group_norm_backward(dy, x, np.int64(4), m, r, w) if op == "group"
+                           else fastnorm.instance_norm_backward(dy, x, m, r, w, training=np.bool_(True)))
+    got = fast(dy)
+    assert got is not None, "the compiled path declined channels-last memory"
+    assert_same_results(got, general())
+    assert got[0].strides == x.strides
+    out = np.empty_like(x)
+    again = fast(dy, out)
+    assert again[0] is out
+    np.testing.assert_array_equal(out, got[0])
+    assert fast(np.ascontiguousarray(dy)) is None
