@@ -23,8 +23,12 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # -fno-math-errno: nothing reads errno, and without it every sqrt carries a branch
-# to the library call that keeps loops over rows from vectorizing
-BASE_CFLAGS = ["-O3", "-fno-strict-aliasing", "-fno-math-errno", "-Wno-unused-function"]
+# to the library call that keeps loops over rows from vectorizing.
+# -fvisibility=hidden: the module exports PyInit__ext only. Exported, the calls
+# between its fn_* functions went through the process's global symbol scope, where
+# a library loaded with RTLD_GLOBAL that exports the same name (an fn_copy) takes
+# their place.
+BASE_CFLAGS = ["-O3", "-fno-strict-aliasing", "-fno-math-errno", "-Wno-unused-function", "-fvisibility=hidden"]
 ISA_UNITS = [
     # (source, macro telling fn_runtime.c the table exists, flags)
     ("src_c/norm_avx2.c", "FN_HAVE_AVX2", ["-mavx2", "-mfma"]),
