@@ -190,9 +190,6 @@ def chan_bwd_fast(object dy, object x, object mean, object invstd, object weight
     cdef int nd = cnp.PyArray_NDIM(xa)
     if nd < 2 or not -nd <= channel_axis < nd or channel_axis % nd == 0:
         return None
-    # NCHW arrays in channels-last memory: channel axis 1 only (as chan_fast)
-    if pair == 2 and channel_axis % nd != 1:
-        return None
     cdef Py_ssize_t C = cnp.PyArray_DIM(xa, channel_axis % nd)
     if not (_running_ok(mean, C, False) and _running_ok(invstd, C, False)):
         return None
@@ -253,8 +250,6 @@ def group_bwd_fast(object dy, object x, object groups, object mean, object rstd,
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int nd = cnp.PyArray_NDIM(xa)
     if nd < 2 or not -nd <= channel_axis < nd or channel_axis % nd == 0:
-        return None
-    if pair == 2 and channel_axis % nd != 1:
         return None
     cdef Py_ssize_t C = cnp.PyArray_DIM(xa, channel_axis % nd)
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0)

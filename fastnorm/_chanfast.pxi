@@ -6,10 +6,10 @@
 cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape *s, fn_col_shape *c,
                       bint nhwc=False):
     """The kernel shape the general path plans for a C-contiguous x with channel
-    axis cax (nhwc: an x of NCHW shape in channels-last memory, cax 1, see
-    _nhwc_memory): 1 (SEG, in s), 2 (COL, in c) or 0 (a case left to the general
-    path: a channel axis that is neither 1 nor the last, or a layout whose size-1
-    axes make the general planner merge axes differently).
+    axis cax (nhwc: an x of NCHW shape in channels-last memory, see _nhwc_memory;
+    cax must then be 1): 1 (SEG, in s), 2 (COL, in c) or 0 (a case left to the
+    general path: a channel axis that is neither 1 nor the last, or a layout whose
+    size-1 axes make the general planner merge axes differently).
 
     G == 0: BatchNorm, statistics per channel (fastnorm._layout.plan); G >= 1:
     statistics per sample and group of C / G channels (fastnorm.grouped._shape).
@@ -22,6 +22,8 @@ cdef int _chan_layout(cnp.ndarray xa, Py_ssize_t cax, Py_ssize_t G, fn_seg_shape
     # BatchNorm over (N, C, 1, ..., 1) is BatchNorm over the (N, C) table (the
     # general planner drops the size-1 axes)
     cdef bint table = G == 0 and cax == 1 and S == 1
+    if nhwc and cax != 1:
+        return 0
     if cax == 1 and (nd >= 3 or G > 0) and not table and not nhwc:
         if G == 0:
             # NCHW BatchNorm: units are channels, each N planes of S values
@@ -170,8 +172,6 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
             return None
     cdef fn_seg_shape s
     cdef fn_col_shape c
-    if nhwc and cax != 1:
-        return None
     cdef int kind = _chan_layout(xa, cax, G, &s, &c, nhwc)
     if kind == 0:
         return None

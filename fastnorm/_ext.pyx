@@ -248,9 +248,9 @@ cdef object _fast_out(cnp.ndarray xa, object out, bint *stream, tuple inputs):
     """The output of a fast path: a new array when out is None (stream set when
     its memory is mapped already), xa when out is x and writable, else out when it
     is a writable, aligned ndarray of x's dtype, shape and strides (C-contiguous for
-    a C-contiguous x) that does not overlap x (stream set). None for anything else, and for an out that
-    overlaps one of `inputs` (ndarrays or None): the general path then validates
-    and raises as documented."""
+    a C-contiguous x) that does not overlap x (stream set). None for anything
+    else, and for an out that overlaps one of `inputs` (ndarrays or None): the
+    general path then validates and raises as documented."""
     cdef cnp.ndarray ya
     cdef int nd = cnp.PyArray_NDIM(xa)
     stream[0] = out is not None

@@ -986,15 +986,6 @@ static double *TF(col_bwd_fold)(double *part, ptrdiff_t K, ptrdiff_t a, ptrdiff_
     return t;
 }
 
-/* Rows per wide row of col_bwd_sums_narrow: the fewest rows of K values that
- * fill whole pairs of vectors (col_bwd_super's chunk). */
-static inline ptrdiff_t TF(col_bwd_narrow_rows)(ptrdiff_t K)
-{
-    ptrdiff_t m = 1;
-    while ((m * K) % (2 * TLANES)) m++;
-    return m;
-}
-
 /* Whether col_bwd_sums_narrow takes the sums: fewer than two pairs of vectors of
  * columns and not a whole number of pairs (the columns past the last whole pair
  * are summed one at a time in double, and for (N, 3) that was all of them: the
@@ -1003,7 +994,7 @@ static inline ptrdiff_t TF(col_bwd_narrow_rows)(ptrdiff_t K)
 static inline int TF(col_bwd_narrow_ok)(const fn_col_shape *s, const T *wred)
 {
     return s->K % (2 * TLANES) != 0 && s->K < 4 * TLANES && s->xr == s->K && s->yr == s->K && !wred
-           && s->R >= 4 * TF(col_bwd_narrow_rows)(s->K);
+           && s->R >= 4 * TF(col_narrow_rows)(s->K, 2 * TLANES);
 }
 
 /* col_bwd_sums for col_bwd_narrow_ok: m rows at a time are one row of m K
@@ -1014,7 +1005,7 @@ static inline int TF(col_bwd_narrow_ok)(const fn_col_shape *s, const T *wred)
 static int TF(col_bwd_sums_narrow)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy,
                                    const double *mean, double *part, int nt)
 {
-    ptrdiff_t K = s->K, m = TF(col_bwd_narrow_rows)(K), Kw = m * K, Rw = s->R / m, A = s->A;
+    ptrdiff_t K = s->K, m = TF(col_narrow_rows)(K, 2 * TLANES), Kw = m * K, Rw = s->R / m, A = s->A;
     ptrdiff_t rows = FN_COL_BLOCK * FN_COL_SUPER, nsb = (Rw + rows - 1) / rows;
     int rms = p->mode == FN_MODE_RMS;
     fn_col_shape wide = *s;

@@ -2196,12 +2196,13 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
     return FN_OK;
 }
 
-/* Rows per wide row of col_narrow_stats: the fewest rows of K values that fill
- * whole vectors. */
-static inline ptrdiff_t TF(col_narrow_rows)(ptrdiff_t K)
+/* Rows per wide row of the narrow column walks: the fewest rows of K values that
+ * fill whole runs of `lanes` values (a vector for col_narrow_stats, a pair of them
+ * for the backward's col_bwd_sums_narrow). */
+static inline ptrdiff_t TF(col_narrow_rows)(ptrdiff_t K, ptrdiff_t lanes)
 {
     ptrdiff_t m = 1;
-    while ((m * K) % TLANES) m++;
+    while ((m * K) % lanes) m++;
     return m;
 }
 
@@ -2212,7 +2213,8 @@ static inline ptrdiff_t TF(col_narrow_rows)(ptrdiff_t K)
 static inline int TF(col_narrow_ok)(const fn_col_shape *s, const fn_norm_args *p)
 {
     return s->K % TLANES != 0 && s->K < 4 * TLANES && s->xr == s->K && s->Kg == 1
-           && p->mode == FN_MODE_MEANVAR && !p->stats_given && s->R >= 4 * TF(col_narrow_rows)(s->K);
+           && p->mode == FN_MODE_MEANVAR && !p->stats_given
+           && s->R >= 4 * TF(col_narrow_rows)(s->K, TLANES);
 }
 
 /* Column statistics of few columns (col_narrow_ok) into p->mean, p->var: m rows
@@ -2223,7 +2225,7 @@ static inline int TF(col_narrow_ok)(const fn_col_shape *s, const fn_norm_args *p
  * the statistics of (100000, 3) float32, five times its normalize. */
 static int TF(col_narrow_stats)(const fn_col_shape *s, const T *x, const fn_norm_args *p)
 {
-    ptrdiff_t K = s->K, m = TF(col_narrow_rows)(K), Kw = m * K, Rw = s->R / m, A = s->A;
+    ptrdiff_t K = s->K, m = TF(col_narrow_rows)(K, TLANES), Kw = m * K, Rw = s->R / m, A = s->A;
     fn_col_shape wide = *s;
     wide.R = Rw;
     wide.K = Kw;
