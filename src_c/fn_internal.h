@@ -474,6 +474,10 @@ static inline ptrdiff_t fn_share_mirror(ptrdiff_t it, ptrdiff_t n, int nt)
         }                                                                         \
     } while (0)
 
+/* One tile of a transposing copy (transpose_template.h). */
+typedef void (*fn_tile_fn)(const void *src, ptrdiff_t sb, void *dst, ptrdiff_t drow, ptrdiff_t na, ptrdiff_t nb,
+                           int stream);
+
 typedef struct {
     const char *name;
     int (*seg_f32)(const fn_seg_shape *, const float *, float *, const fn_norm_args *);
@@ -492,6 +496,10 @@ typedef struct {
     int (*lrn_f64)(const fn_lrn_shape *, const double *, double *, const fn_lrn_args *);
     int (*lrn_bwd_f32)(const fn_lrn_shape *, const float *, const float *, float *, const fn_lrn_args *);
     int (*lrn_bwd_f64)(const fn_lrn_shape *, const double *, const double *, double *, const fn_lrn_args *);
+    fn_tile_fn transpose_tile_b4, transpose_tile_b8;
 } fn_isa_table;
+
+/* The active path's tile of a transposing copy for elements of 4 or 8 bytes. */
+fn_tile_fn fn_transpose_tile(size_t elsize);
 
 #endif

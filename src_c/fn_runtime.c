@@ -103,6 +103,11 @@ int fn_isa_active(void)
 
 static const fn_isa_table *fn_table(void) { return fn_tables[fn_isa_active()]; }
 
+fn_tile_fn fn_transpose_tile(size_t elsize)
+{
+    return elsize == 4 ? fn_table()->transpose_tile_b4 : fn_table()->transpose_tile_b8;
+}
+
 /* ------------------------------------------------------- threads ---- */
 
 #ifdef FN_HAVE_PTHREAD_ATFORK
