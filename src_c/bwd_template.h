@@ -495,10 +495,23 @@ static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p,
             TF(storet)(dw + i, TF(loadt)(dw + i) + g * xh);
             if (db) TF(storet)(db + i, TF(loadt)(db + i) + g);
         }
+#if FN_VBYTES >= 32
+        /* the values short of a vector in masked vectors (rows of 8 float32 values:
+         * the scalar loop took a fifth of LayerNorm backward (100000, 8)); the same
+         * operations per value */
+        if (i < s->R2) {
+            ptrdiff_t m = s->R2 - i;
+            VT g = TF(load_part)(dy + i, m, (T)0);
+            VT xh = ((TF(load_part)(x + i, m, mh) - mhv) - mlv) * rv;
+            TF(store_part)(dw + i, m, TF(load_part)(dw + i, m, (T)0) + g * xh);
+            if (db) TF(store_part)(db + i, m, TF(load_part)(db + i, m, (T)0) + g);
+        }
+#else
         for (; i < s->R2; i++) {
             dw[i] += dy[i] * (((x[i] - mh) - ml) * rs);
             if (db) db[i] += dy[i];
         }
+#endif
     }
 }
 
