@@ -72,11 +72,11 @@ def _run(x, y, G, w, b, eps, nthreads, want_y=True):
         xv = None
     plan = _shape(xv, yv if yv is not None else xv, G) if xv is not None and (y is None or yv is not None) else None
     if plan is None:
-        xc = np.ascontiguousarray(x)
+        xc = _engine.c_order_copy(x, nthreads)
         yc = np.empty_like(xc) if want_y else None
         mean, var = _run(xc, yc, G, w, b, eps, nthreads, want_y)
         if want_y:
-            y[...] = yc
+            _engine.copy_between(yc, y, nthreads)
         return mean, var
     N = xv.shape[0]
     mean = np.empty(N * G)
