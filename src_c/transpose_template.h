@@ -36,7 +36,9 @@
 
 typedef TRE TR(fn_tr_vec) __attribute__((vector_size(FN_VBYTES)));
 
-#ifndef FN_TR_AHEAD
+#ifndef FN_TRANSPOSE_SHARED
+#define FN_TRANSPOSE_SHARED
+/* destination rows between a block and the rows whose lines it prefetches */
 #define FN_TR_AHEAD 16
 /* lane l of the lower (upper) result of a round of block size h: the first
  * (second) row keeps the lanes outside the block and takes the other row's */

@@ -48,6 +48,19 @@ def num_threads(request):
     return request.param
 
 
+@pytest.fixture(params=["generic", "avx2", "avx512"])
+def active_isa(request):
+    """Each SIMD path the CPU supports, made active for the test, then restored."""
+    from fastnorm import _ext
+
+    if request.param not in _ext.supported_isas():
+        pytest.skip(f"{request.param} not supported by this CPU")
+    before = _ext.isa_name()
+    _ext.select_isa(request.param)
+    yield request.param
+    _ext.select_isa(before)
+
+
 def fastnorm_pythonpath():
     """PYTHONPATH entry that makes a subprocess import the same fastnorm."""
     import fastnorm

@@ -18,17 +18,6 @@ from fastnorm import _ext
 BITS = {np.float32: np.uint32, np.float64: np.uint64}
 
 
-@pytest.fixture(params=["generic", "avx2", "avx512"])
-def isa(request):
-    """Each SIMD path the CPU supports, made active for the test, then restored."""
-    if request.param not in _ext.supported_isas():
-        pytest.skip(f"{request.param} not supported by this CPU")
-    before = _ext.isa_name()
-    _ext.select_isa(request.param)
-    yield request.param
-    _ext.select_isa(before)
-
-
 def random_bits(shape, dtype, seed):
     """An array of shape whose elements are arbitrary bit patterns of dtype."""
     bits = BITS[dtype]
@@ -64,7 +53,7 @@ SIDES = [1, 3, 8, 15, 17, 33, 64, 65, 129, 200]
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", SIDES)
-def test_every_edge_of_the_blocks(isa, dtype, rows):
+def test_every_edge_of_the_blocks(active_isa, dtype, rows):
     for cols in SIDES:
         src = transposed_source(rows, cols, dtype, seed=rows * 1000 + cols)
         dst = np.empty((rows, cols), dtype)
@@ -74,7 +63,7 @@ def test_every_edge_of_the_blocks(isa, dtype, rows):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("num_threads", [1, 2])
-def test_rows_starting_inside_a_line(isa, dtype, num_threads):
+def test_rows_starting_inside_a_line(active_isa, dtype, num_threads):
     """Rows of whole lines starting at every offset: the first column tile is
     narrower than a line, the others start on one."""
     es = np.dtype(dtype).itemsize
@@ -88,7 +77,7 @@ def test_rows_starting_inside_a_line(isa, dtype, num_threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_rows_at_different_offsets_within_lines(isa, dtype):
+def test_rows_at_different_offsets_within_lines(active_isa, dtype):
     """Rows that are not whole lines long (each starts elsewhere in its line):
     cached stores over the whole tile."""
     es = np.dtype(dtype).itemsize
@@ -101,7 +90,7 @@ def test_rows_at_different_offsets_within_lines(isa, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("at_byte", [0, 24])
-def test_streamed_destination(isa, dtype, at_byte):
+def test_streamed_destination(active_isa, dtype, at_byte):
     """16 MB and more, rows of whole lines: non-temporal stores (and the fence
     before the threads join) give the same bits."""
     es = np.dtype(dtype).itemsize
@@ -113,7 +102,7 @@ def test_streamed_destination(isa, dtype, at_byte):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_three_axes_with_rows_of_whole_lines(isa, dtype):
+def test_three_axes_with_rows_of_whole_lines(active_isa, dtype):
     """An outer axis whose destination stride is whole lines keeps streaming and
     the shifted grid; one that is not turns both off."""
     es = np.dtype(dtype).itemsize
