@@ -28,6 +28,14 @@
 #else
 #define FN_HAVE_SHUFFLEVECTOR 0
 #endif
+/* F(0, ...), F(1, ...), ..., F(n - 1, ...): the lane lists of n-lane shuffles
+ * (the transposing copy's rounds, the packed rows' spread coefficients). */
+#define FN_LANES2(F, ...) F(0, __VA_ARGS__), F(1, __VA_ARGS__)
+#define FN_LANES4(F, ...) FN_LANES2(F, __VA_ARGS__), F(2, __VA_ARGS__), F(3, __VA_ARGS__)
+#define FN_LANES8(F, ...) FN_LANES4(F, __VA_ARGS__), F(4, __VA_ARGS__), F(5, __VA_ARGS__), F(6, __VA_ARGS__), \
+        F(7, __VA_ARGS__)
+#define FN_LANES16(F, ...) FN_LANES8(F, __VA_ARGS__), F(8, __VA_ARGS__), F(9, __VA_ARGS__), F(10, __VA_ARGS__), \
+        F(11, __VA_ARGS__), F(12, __VA_ARGS__), F(13, __VA_ARGS__), F(14, __VA_ARGS__), F(15, __VA_ARGS__)
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
 

@@ -976,26 +976,23 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
 
 /* Lane l of the vector at a, for rows of 2^shift values spread over a vector:
  * a[l >> shift] (each row's coefficient in all the lanes of its row). */
-#ifndef FN_SPREAD_IDX4
-#define FN_SPREAD_IDX4(s) 0 >> (s), 1 >> (s), 2 >> (s), 3 >> (s)
-#define FN_SPREAD_IDX8(s) FN_SPREAD_IDX4(s), 4 >> (s), 5 >> (s), 6 >> (s), 7 >> (s)
-#define FN_SPREAD_IDX16(s) FN_SPREAD_IDX8(s), 8 >> (s), 9 >> (s), 10 >> (s), 11 >> (s), 12 >> (s), 13 >> (s), \
-        14 >> (s), 15 >> (s)
+#ifndef FN_SPREAD_LANE
+#define FN_SPREAD_LANE(l, shift) ((l) >> (shift))
 #endif
 static inline __attribute__((always_inline)) VT TF(spread_rows)(const T *a, int shift)
 {
 #if FN_HAVE_SHUFFLEVECTOR && FN_VBYTES / FN_T_BYTES >= 4
     VT v = TF(loadt)(a);
 #if FN_VBYTES / FN_T_BYTES == 16
-    if (shift == 1) return __builtin_shufflevector(v, v, FN_SPREAD_IDX16(1));
-    if (shift == 2) return __builtin_shufflevector(v, v, FN_SPREAD_IDX16(2));
-    return __builtin_shufflevector(v, v, FN_SPREAD_IDX16(3));
+    if (shift == 1) return __builtin_shufflevector(v, v, FN_LANES16(FN_SPREAD_LANE, 1));
+    if (shift == 2) return __builtin_shufflevector(v, v, FN_LANES16(FN_SPREAD_LANE, 2));
+    return __builtin_shufflevector(v, v, FN_LANES16(FN_SPREAD_LANE, 3));
 #elif FN_VBYTES / FN_T_BYTES == 8
-    if (shift == 1) return __builtin_shufflevector(v, v, FN_SPREAD_IDX8(1));
-    return __builtin_shufflevector(v, v, FN_SPREAD_IDX8(2));
+    if (shift == 1) return __builtin_shufflevector(v, v, FN_LANES8(FN_SPREAD_LANE, 1));
+    return __builtin_shufflevector(v, v, FN_LANES8(FN_SPREAD_LANE, 2));
 #else
     (void)shift;
-    return __builtin_shufflevector(v, v, FN_SPREAD_IDX4(1));
+    return __builtin_shufflevector(v, v, FN_LANES4(FN_SPREAD_LANE, 1));
 #endif
 #else
     VT r;

@@ -40,25 +40,21 @@ typedef TRE TR(fn_tr_vec) __attribute__((vector_size(FN_VBYTES)));
 #define FN_TRANSPOSE_SHARED
 /* destination rows between a block and the rows whose lines it prefetches */
 #define FN_TR_AHEAD 16
-/* lane l of the lower (upper) result of a round of block size h: the first
- * (second) row keeps the lanes outside the block and takes the other row's */
-#define FN_TR_LO(w, l, h) (((l) & (h)) ? (w) + (l) - (h) : (l))
-#define FN_TR_HI(w, l, h) (((l) & (h)) ? (w) + (l) : (l) + (h))
-#define FN_TR_IDX2(F, w, h) F(w, 0, h), F(w, 1, h)
-#define FN_TR_IDX4(F, w, h) FN_TR_IDX2(F, w, h), F(w, 2, h), F(w, 3, h)
-#define FN_TR_IDX8(F, w, h) FN_TR_IDX4(F, w, h), F(w, 4, h), F(w, 5, h), F(w, 6, h), F(w, 7, h)
-#define FN_TR_IDX16(F, w, h) FN_TR_IDX8(F, w, h), F(w, 8, h), F(w, 9, h), F(w, 10, h), F(w, 11, h), \
-        F(w, 12, h), F(w, 13, h), F(w, 14, h), F(w, 15, h)
+/* lane l of the lower (upper) result of a round of block size h over vectors of
+ * w lanes: the first (second) row keeps the lanes outside the block and takes
+ * the other row's */
+#define FN_TR_LO(l, w, h) (((l) & (h)) ? (w) + (l) - (h) : (l))
+#define FN_TR_HI(l, w, h) (((l) & (h)) ? (w) + (l) : (l) + (h))
 #endif
 
 #if FN_TR_W == 16
-#define TR_IDX(F, h) FN_TR_IDX16(F, 16, h)
+#define TR_IDX(F, h) FN_LANES16(F, 16, h)
 #elif FN_TR_W == 8
-#define TR_IDX(F, h) FN_TR_IDX8(F, 8, h)
+#define TR_IDX(F, h) FN_LANES8(F, 8, h)
 #elif FN_TR_W == 4
-#define TR_IDX(F, h) FN_TR_IDX4(F, 4, h)
+#define TR_IDX(F, h) FN_LANES4(F, 4, h)
 #else
-#define TR_IDX(F, h) FN_TR_IDX2(F, 2, h)
+#define TR_IDX(F, h) FN_LANES2(F, 2, h)
 #endif
 #if FN_HAVE_SHUFFLEVECTOR
 #define TR_SHUF(a, b, F, h) __builtin_shufflevector(a, b, TR_IDX(F, h))
