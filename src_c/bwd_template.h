@@ -1060,27 +1060,38 @@ static ptrdiff_t TF(col_bwd_all_sums)(const fn_col_shape *s, const fn_bwd_args *
     return nsb;
 }
 
-/* Slab a's column sums (col_bwd_fold) finished as bwd_unit_finish and
- * bwd_coeffs do for a unit, the dx coefficients to coef + 3aK: K scales, then
- * K values of c1 and of c2. The same operations over arrays that do not alias,
- * so that they vectorize (one column at a time through p, a BatchNorm backward
- * over (8, 4096) spent a quarter of its time here). */
-static void TF(col_bwd_finish)(const fn_col_shape *s, const fn_bwd_args *p, ptrdiff_t a, ptrdiff_t nsb,
-                               double *part, const T *wunit, double *coef)
+/* Columns [k0, k1) of slab a finished from the slab's folded column sums at S0
+ * (col_bwd_fold: sums of x - mean, then of g and of g * (x - mean), K apart) as
+ * bwd_unit_finish and bwd_coeffs do for a unit, the dx coefficients to coef +
+ * 3aK: K scales, then K values of c1 and of c2. The same operations over arrays
+ * that do not alias, so that they vectorize (one column at a time through p, a
+ * BatchNorm backward over (8, 4096) spent a quarter of its time here); each
+ * column's values do not depend on the range it is finished in. */
+static void TF(col_bwd_finish_range)(const fn_col_shape *s, const fn_bwd_args *p, ptrdiff_t a, const double *S0,
+                                     const T *wunit, double *coef, ptrdiff_t k0, ptrdiff_t k1)
 {
-    ptrdiff_t K = s->K;
+    ptrdiff_t K = s->K, w = k1 - k0, o = a * K + k0;
     int rms = p->mode == FN_MODE_RMS, center = p->training && !rms, training = p->training;
     double n = (double)s->R;
-    double *S0 = TF(col_bwd_fold)(part, K, a, nsb), *S1 = S0 + K, *S2 = S0 + 2 * K;
-    const double *mean = p->mean + a * K, *rstd = p->rstd + a * K;
-    double *cmean = p->cmean + a * K, *s1 = p->s1 + a * K, *s2 = p->s2 + a * K, *sc = coef + 3 * a * K;
-#define FN_FINISH(has_w, rms_) TF(col_bwd_finish_loop)(K, n, center, training, has_w, rms_, wunit, mean, rstd, \
-                                                       S0, S1, S2, cmean, s1, s2, sc, sc + K, sc + 2 * K)
+    const double *S1 = S0 + K, *S2 = S0 + 2 * K;
+    double *sc = coef + 3 * a * K + k0;
+    const T *wu = wunit ? wunit + k0 : NULL;
+#define FN_FINISH(has_w, rms_) TF(col_bwd_finish_loop)(w, n, center, training, has_w, rms_, wu, p->mean + o, \
+                                                       p->rstd + o, S0 + k0, S1 + k0, S2 + k0, p->cmean + o, \
+                                                       p->s1 + o, p->s2 + o, sc, sc + K, sc + 2 * K)
     if (wunit && rms) FN_FINISH(1, 1);
     else if (wunit) FN_FINISH(1, 0);
     else if (rms) FN_FINISH(0, 1);
     else FN_FINISH(0, 0);
 #undef FN_FINISH
+}
+
+/* Slab a's column sums (col_bwd_sums' 3K values per superblock in part) folded
+ * and finished, all its columns (col_bwd_finish_range). */
+static void TF(col_bwd_finish)(const fn_col_shape *s, const fn_bwd_args *p, ptrdiff_t a, ptrdiff_t nsb,
+                               double *part, const T *wunit, double *coef)
+{
+    TF(col_bwd_finish_range)(s, p, a, TF(col_bwd_fold)(part, s->K, a, nsb), wunit, coef, 0, s->K);
 }
 
 /* out[k] = in[k] rounded to T, k < K */
@@ -1091,37 +1102,52 @@ static inline void TF(round_to_t)(T *restrict out, const double *restrict in, pt
 
 /* Per-column coefficients of one slab for the T-precision dx,
  *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
- * from double per-column mean, rstd and coefficients scale, c1, c2:
- * FN_COL_DX_ARRAYS arrays at steps of col_c2(K), mh, ml, rs, sc, c1, c2 and the
- * weight wcol (1 without it), each with its periodic tail (col_periodic_tail) for
- * the flat walk. Returns 0 when one of them is not finite in T; the slab then takes
- * col_dx_rows_exact. */
-static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
-                             const double *c1, const double *c2, const T *wcol, T *cf)
+ * columns [k0, k1) of them from double per-column mean, rstd and coefficients
+ * scale, c1, c2 (indexed by column, as wcol): FN_COL_DX_ARRAYS arrays at steps
+ * of c2s = col_c2(K), mh, ml, rs, sc, c1, c2 and the weight wcol (1 without
+ * it). Returns 0 when one of the range's values is not finite in T (the slab
+ * then takes col_dx_rows_exact). The periodic tails are col_dx_tails'. */
+static int TF(col_dx_coeffs_range)(ptrdiff_t c2s, ptrdiff_t k0, ptrdiff_t k1, const double *mean,
+                                   const double *rstd, const double *scale, const double *c1, const double *c2,
+                                   const T *wcol, T *cf)
 {
     /* array by array: the seven arrays lie col_c2(K) values apart, for K = 4096
      * float32 in the same L1 set, and writing a column of all of them at once
      * missed in L1 at every store (BatchNorm backward (64, 4096) spent 40 % of its
      * time here) */
     int ok = 1;
-    ptrdiff_t c2s = TF(col_c2)(K);
     T *restrict mh = cf, *restrict ml = cf + c2s;
-    for (ptrdiff_t k = 0; k < K; k++) {
+    for (ptrdiff_t k = k0; k < k1; k++) {
         mh[k] = (T)mean[k];
         ml[k] = (T)(mean[k] - (double)mh[k]);
     }
-    TF(round_to_t)(cf + 2 * c2s, rstd, K);
-    TF(round_to_t)(cf + 3 * c2s, scale, K);
-    TF(round_to_t)(cf + 4 * c2s, c1, K);
-    TF(round_to_t)(cf + 5 * c2s, c2, K);
+    TF(round_to_t)(cf + 2 * c2s + k0, rstd + k0, k1 - k0);
+    TF(round_to_t)(cf + 3 * c2s + k0, scale + k0, k1 - k0);
+    TF(round_to_t)(cf + 4 * c2s + k0, c1 + k0, k1 - k0);
+    TF(round_to_t)(cf + 5 * c2s + k0, c2 + k0, k1 - k0);
     T *restrict wo = cf + 6 * c2s;
-    for (ptrdiff_t k = 0; k < K; k++) wo[k] = wcol ? wcol[k] : (T)1;
+    for (ptrdiff_t k = k0; k < k1; k++) wo[k] = wcol ? wcol[k] : (T)1;
     for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
-        T *restrict v = cf + c2s * j;
+        const T *restrict v = cf + c2s * j;
 #pragma omp simd reduction(& : ok)
-        for (ptrdiff_t k = 0; k < K; k++) ok &= fabs((double)v[k]) <= (double)FN_T_MAX;
-        TF(col_periodic_tail)(v, K);
+        for (ptrdiff_t k = k0; k < k1; k++) ok &= fabs((double)v[k]) <= (double)FN_T_MAX;
     }
+    return ok;
+}
+
+/* The periodic tails (col_periodic_tail) of col_dx_coeffs' arrays, for the flat
+ * walk. */
+static void TF(col_dx_tails)(ptrdiff_t K, T *cf)
+{
+    for (int j = 0; j < FN_COL_DX_ARRAYS; j++) TF(col_periodic_tail)(cf + TF(col_c2)(K) * j, K);
+}
+
+/* col_dx_coeffs_range over all K columns of a slab, with the periodic tails. */
+static int TF(col_dx_coeffs)(ptrdiff_t K, const double *mean, const double *rstd, const double *scale,
+                             const double *c1, const double *c2, const T *wcol, T *cf)
+{
+    int ok = TF(col_dx_coeffs_range)(TF(col_c2)(K), 0, K, mean, rstd, scale, c1, c2, wcol, cf);
+    TF(col_dx_tails)(K, cf);
     return ok;
 }
 
@@ -1190,37 +1216,57 @@ static inline int TF(col_dx_tiles_ok)(const fn_col_shape *s)
     return FN_COL_DX_ARRAYS * s->K * (ptrdiff_t)sizeof(T) > FN_COL_TILE_BYTES;
 }
 
-/* Rows [r0, r1) of slab a (col_dx_tiles_ok) one tile of columns at a time, each
+/* dx of rows [r0, r1) of slab a at columns [k0, k1), from col_dx_coeffs' arrays
+ * at cf (stride K2, indexed by column), one tile of columns at a time, each
  * tile's coefficients read from L1 for all the rows (BatchNorm backward (64,
- * 4096) read 112 KiB of them from L2 for every 16 KiB row of x); each row's part
- * of a tile stored from dx's first vector boundary on, as col_norm_tiles. */
-static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
-                             ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
+ * 4096) read 112 KiB of them from L2 for every 16 KiB row of x); each row's
+ * part of a tile stored from dx's first vector boundary on, as col_norm_tiles.
+ * g = dy * wred[r] (parameters along r), dy * wcol[k] (parameters per column,
+ * in cf) or dy. */
+static void TF(col_dx_span)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred, int wcol,
+                            ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t k0, ptrdiff_t k1, const T *cf,
+                            ptrdiff_t K2, int stream)
 {
-    ptrdiff_t K = s->K, K2 = TF(col_c2)(K), kt = FN_COL_TILE_BYTES / (FN_COL_DX_ARRAYS * (ptrdiff_t)sizeof(T));
-    kt = fn_max(TLANES, kt / TLANES * TLANES);
+    const VT z = {0};
     const T *wc = cf + 6 * K2;
-    for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
-        ptrdiff_t k1 = fn_min(k0 + kt, K);
+    int weighted = wred || wcol;
+    ptrdiff_t kt = FN_COL_TILE_BYTES / (FN_COL_DX_ARRAYS * (ptrdiff_t)sizeof(T));
+    kt = fn_max(TLANES, kt / TLANES * TLANES);
+    for (ptrdiff_t t0 = k0; t0 < k1; t0 += kt) {
+        ptrdiff_t t1 = fn_min(t0 + kt, k1);
         for (ptrdiff_t r = r0; r < r1; r++) {
-            const T *xr = x + a * s->xa + r * K, *dyr = dy + a * s->ya + r * K;
-            T *dxr = dx + a * s->ya + r * K;
-            ptrdiff_t k = k0, h = fn_min(k1 - k0, TF(vec_head)(dxr + k0));
+            const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
+            T *dxr = dx + a * s->ya + r * s->yr;
+            VT wr = z + (wred ? wred[r] : (T)1);
+            ptrdiff_t k = t0, h = fn_min(t1 - t0, TF(vec_head)(dxr + t0));
             if (h) {
-                TF(store_part)(dxr + k, h, TF(col_dx_vec)(TF(load_n)(xr + k, h, 0), TF(load_n)(dyr + k, h, 0),
-                                                          TF(load_n)(wc + k, h, 0), wcol, cf + k, K2, h));
+                VT wv = wred ? wr : wcol ? TF(load_n)(wc + k, h, 0) : z;
+                TF(store_part)(dxr + k, h, TF(col_dx_vec)(TF(load_n)(xr + k, h, 0), TF(load_n)(dyr + k, h, 0), wv,
+                                                          weighted, cf + k, K2, h));
                 k += h;
             }
-            for (; k + TLANES <= k1; k += TLANES)
-                TF(store_vec)(dxr + k, TF(col_dx_vec)(TF(loadt)(xr + k), TF(loadt)(dyr + k), TF(loadt)(wc + k), wcol,
-                                                      cf + k, K2, TLANES), stream);
-            if (k < k1)
-                TF(store_part)(dxr + k, k1 - k, TF(col_dx_vec)(TF(load_n)(xr + k, k1 - k, 0),
-                                                               TF(load_n)(dyr + k, k1 - k, 0),
-                                                               TF(load_n)(wc + k, k1 - k, 0), wcol, cf + k, K2, k1 - k));
+            for (; k + TLANES <= t1; k += TLANES) {
+                VT wv = wred ? wr : wcol ? TF(loadt)(wc + k) : z;
+                TF(store_vec)(dxr + k, TF(col_dx_vec)(TF(loadt)(xr + k), TF(loadt)(dyr + k), wv, weighted, cf + k,
+                                                      K2, TLANES), stream);
+            }
+            if (k < t1) {
+                VT wv = wred ? wr : wcol ? TF(load_n)(wc + k, t1 - k, 0) : z;
+                TF(store_part)(dxr + k, t1 - k, TF(col_dx_vec)(TF(load_n)(xr + k, t1 - k, 0),
+                                                               TF(load_n)(dyr + k, t1 - k, 0), wv, weighted,
+                                                               cf + k, K2, t1 - k));
+            }
         }
     }
 }
+
+/* Rows [r0, r1) of slab a (col_dx_tiles_ok), all its columns (col_dx_span). */
+static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
+                             ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
+{
+    TF(col_dx_span)(s, x, dy, dx, NULL, wcol, a, r0, r1, 0, s->K, cf, TF(col_c2)(s->K), stream);
+}
+
 
 /* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
  * along r) or dy * wcol[k] (parameters per column, in cf) or dy. Contiguous rows
@@ -1328,6 +1374,52 @@ static void TF(col_dx_pass)(const fn_col_shape *s, const T *x, const T *dy, T *d
     );
 }
 
+/* The column backward of slabs of one superblock in one walk: each item, cw
+ * columns of a slab, is summed (col_bwd_super), finished (col_bwd_finish_range),
+ * turned into dx coefficients (col_dx_coeffs_range) and its dx written
+ * (col_dx_span) while x and dy are still in cache; before, the finish and the
+ * coefficients ran serially over every column between two passes over x and dy
+ * (BatchNorm backward (8, 4096) spent two fifths of its time there). A slab
+ * with a coefficient not finite in T takes col_dx_rows_exact for all its dx
+ * afterwards, as col_dx_pass does: every value has the bits of the separate
+ * steps. cf and cf_ok: col_bwd's (col_dx_size(K) values and a flag per slab). */
+static void TF(col_bwd_fused)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy, T *dx,
+                              const T *wred, const T *wunit, double *part, double *coef, T *cf, int *cf_ok,
+                              ptrdiff_t cw, int nt)
+{
+    ptrdiff_t A = s->A, K = s->K, R = s->R, c2s = TF(col_c2)(K), cs = TF(col_dx_size)(K);
+    ptrdiff_t ncut = (K + cw - 1) / cw;
+    int stream = dx && fn_stream_output((double)A * (double)K * (double)R * sizeof(T), 1);
+    for (ptrdiff_t a = 0; a < A; a++) cf_ok[a] = 1;
+    FN_PARALLEL_SHARES(nt, A * ncut, it,
+        ptrdiff_t a = it / ncut, k0 = (it % ncut) * cw, k1 = fn_min(k0 + cw, K);
+        fn_col_shape sub = *s;
+        sub.K = k1 - k0;
+        double *q = part + 3 * K * a, *sc = coef + 3 * a * K;
+        TF(col_bwd_super)(&sub, p, x + k0, dy + k0, wred, p->mean + a * K + k0, a, 0, q + k0, q + K + k0,
+                          q + 2 * K + k0);
+        TF(col_bwd_finish_range)(s, p, a, q, wunit, coef, k0, k1);
+        if (dx) {
+            if (TF(col_dx_coeffs_range)(c2s, k0, k1, p->cmean + a * K, p->rstd + a * K, sc, sc + K, sc + 2 * K,
+                                        NULL, cf + cs * a))
+                TF(col_dx_span)(s, x, dy, dx, wred, 0, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
+            else
+                __atomic_store_n(&cf_ok[a], 0, __ATOMIC_RELAXED);
+            if (stream) fn_store_fence();
+        }
+    );
+    int exact = 0;
+    for (ptrdiff_t a = 0; dx && a < A; a++) exact |= !cf_ok[a];
+    if (exact)
+        FN_PARALLEL_SHARES(nt, A * R, it,
+            ptrdiff_t a = it / R, r = it % R;
+            double *sc = coef + 3 * a * K;
+            if (!cf_ok[a])
+                TF(col_dx_rows_exact)(s, x, dy, dx, wred, NULL, a, r, r + 1, p->cmean + a * K, p->rstd + a * K,
+                                      sc, sc + K, sc + 2 * K);
+        );
+}
+
 /* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
  * with one parameter per column. Column sums are taken without the parameter and
  * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
@@ -1416,10 +1508,15 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     double *coef = part + 3 * K * n_items;
     T *cf = (T *)(coef + 3 * U);
     int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
-    nsb = TF(col_bwd_all_sums)(s, p, x, dy, wred, p->mean, nsb, part, nt);
-    if (nsb < 0) { fn_scratch_free(part); if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
-    for (ptrdiff_t a = 0; a < A; a++) TF(col_bwd_finish)(s, p, a, nsb, part, wunit, coef);
-    if (dx) {
+    ptrdiff_t fused = TF(col_bwd_narrow_ok)(s, wred) ? 0 : TF(col_fused_cols)(s, nt);
+    if (fused) {
+        TF(col_bwd_fused)(s, p, x, dy, dx, wred, wunit, part, coef, cf, cf_ok, fused, nt);
+    } else {
+        nsb = TF(col_bwd_all_sums)(s, p, x, dy, wred, p->mean, nsb, part, nt);
+        if (nsb < 0) { fn_scratch_free(part); if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
+        for (ptrdiff_t a = 0; a < A; a++) TF(col_bwd_finish)(s, p, a, nsb, part, wunit, coef);
+    }
+    if (dx && !fused) {
         for (ptrdiff_t a = 0; a < A; a++)
             cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
                                          coef + 3 * a * K + K, coef + 3 * a * K + 2 * K, NULL,
@@ -1428,14 +1525,19 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
                         3 * K, nt);
     }
     if (p->dw && wunit) {
-        /* sums over the slabs, a in order, per column (restrict: it vectorizes) */
+        /* sums over the slabs, a in order, per column: slab by slab over the
+         * columns, so that it vectorizes (a column at a time, the loop over
+         * slabs, often of one, stayed scalar: 6 us of a BatchNorm backward over
+         * (8, 4096)) */
         double *restrict dw = p->dw, *restrict db = p->db;
         const double *restrict ps1 = p->s1, *restrict ps2 = p->s2;
-        for (ptrdiff_t k = 0; k < K; k++) {
-            double dwk = 0, dbk = 0;
-            for (ptrdiff_t a = 0; a < A; a++) { dwk += ps2[a * K + k]; dbk += ps1[a * K + k]; }
-            dw[k] = dwk;
-            if (db) db[k] = dbk;
+        for (ptrdiff_t k = 0; k < K; k++) dw[k] = 0.0;
+        for (ptrdiff_t a = 0; a < A; a++)
+            for (ptrdiff_t k = 0; k < K; k++) dw[k] += ps2[a * K + k];
+        if (db) {
+            for (ptrdiff_t k = 0; k < K; k++) db[k] = 0.0;
+            for (ptrdiff_t a = 0; a < A; a++)
+                for (ptrdiff_t k = 0; k < K; k++) db[k] += ps1[a * K + k];
         }
     } else if (p->dw && wred) {
         /* sum over (a, k) for each r, in a then k order: one row per item */

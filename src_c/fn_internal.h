@@ -66,6 +66,10 @@
 /* Most columns whose backward lane sums col_bwd_super carries between sub-blocks
  * (on its stack); wider slabs are walked without sub-blocks. */
 #define FN_COL_CARRY_MAX 1024
+/* Bytes of x and dy per item of the column backward's one-walk path for few
+ * rows (col_bwd_fused). */
+#define FN_COL_FUSED_BYTES (1 << 19)
+#define FN_COL_FUSED_MIN_BYTES 2048
 /* Per-column arrays of the channels-last dx coefficients (col_dx_coeffs). */
 #define FN_COL_DX_ARRAYS 7
 /* Units per group of the backward's fused parameter sums, and the most doubles

@@ -2020,23 +2020,31 @@ static inline void TF(col_periodic_tail)(T *v, ptrdiff_t K)
     for (ptrdiff_t i = K; i < K + TLANES; i++) v[i] = v[i - K];
 }
 
-/* Per-column coefficients of slab a in T precision: y = ((x - mh) - ml) * sc + sh,
- * times a per-row weight afterwards when w_along_r (then sh = 0). Returns 0 when
- * one of them is not finite in T; the slab then normalizes in double. c holds
- * mh, ml, sc, sh at steps of col_c2(K), each with its periodic tail
- * (col_periodic_tail). */
+/* Per-column coefficients of slab a in T precision, columns [k0, k1) of them:
+ * y = ((x - mh) - ml) * sc + sh, times a per-row weight afterwards when
+ * w_along_r (then sh = 0). Returns 0 when one of them is not finite in T; the
+ * slab then normalizes in double. c holds mh, ml, sc, sh at steps of
+ * col_c2(K), indexed by column; their periodic tails (col_periodic_tail) are
+ * col_coeffs'. */
+static int TF(col_coeffs_range)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c, ptrdiff_t k0,
+                                ptrdiff_t k1)
+{
+    ptrdiff_t K = s->K, c2 = TF(col_c2)(K), w_ = k1 - k0;
+    int per_k = p->w && !s->w_along_r;
+    const T *w = per_k ? (const T *)p->w + k0 : NULL, *b = per_k && p->b ? (const T *)p->b + k0 : NULL;
+    const double *mean = p->mean + a * K + k0, *var = p->var + a * K + k0;
+    double n = (double)s->R * (double)s->Kg;
+    T *mh = c + k0, *ml = c + c2 + k0, *sc = c + 2 * c2 + k0, *sh = c + 3 * c2 + k0;
+    if (b) return TF(col_coeffs_loop)(w_, mean, var, p->eps, n, w, b, 1, 1, mh, ml, sc, sh);
+    if (w) return TF(col_coeffs_loop)(w_, mean, var, p->eps, n, w, b, 1, 0, mh, ml, sc, sh);
+    return TF(col_coeffs_loop)(w_, mean, var, p->eps, n, w, b, 0, 0, mh, ml, sc, sh);
+}
+
+/* col_coeffs_range over all K columns of slab a, with the periodic tails. */
 static int TF(col_coeffs)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c)
 {
-    ptrdiff_t K = s->K, c2 = TF(col_c2)(K);
-    const T *w = (const T *)p->w, *b = (const T *)p->b;
-    const double *mean = p->mean + a * K, *var = p->var + a * K;
-    double n = (double)s->R * (double)s->Kg;
-    T *mh = c, *ml = c + c2, *sc = c + 2 * c2, *sh = c + 3 * c2;
-    int ok;
-    if (w && !s->w_along_r && b) ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 1, 1, mh, ml, sc, sh);
-    else if (w && !s->w_along_r) ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 1, 0, mh, ml, sc, sh);
-    else ok = TF(col_coeffs_loop)(K, mean, var, p->eps, n, w, b, 0, 0, mh, ml, sc, sh);
-    for (int j = 0; j < 4; j++) TF(col_periodic_tail)(c + j * c2, K);
+    int ok = TF(col_coeffs_range)(s, p, a, c, 0, s->K);
+    for (int j = 0; j < 4; j++) TF(col_periodic_tail)(c + j * TF(col_c2)(s->K), s->K);
     return ok;
 }
 
@@ -2092,19 +2100,19 @@ static inline int TF(col_tiles_ok)(const fn_col_shape *s)
     return 4 * s->K * (ptrdiff_t)sizeof(T) > FN_COL_TILE_BYTES;
 }
 
-/* Rows [r0, r1) of slab a (col_tiles_ok) normalized one tile of columns at a
- * time, each tile's coefficients read from L1 for all the rows. Each row's part
+/* Rows [r0, r1) of slab a, columns [kb, ke) (col_flat_ok), normalized one tile
+ * of columns at a time, each tile's coefficients read from L1 for all the rows. Each row's part
  * of a tile is stored from y's first vector boundary on (a partial vector before
  * it and after the last full one): NumPy's arrays start 16 bytes past a line, and
  * every store of the row would straddle two (BatchNorm (64, 4096) inference 13 %
  * slower). */
 static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
-                               ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c)
+                               ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c, ptrdiff_t kb, ptrdiff_t ke)
 {
     ptrdiff_t K = s->K, c2 = TF(col_c2)(K), kt = FN_COL_TILE_BYTES / (4 * (ptrdiff_t)sizeof(T));
     const int stream = p->stream;
-    for (ptrdiff_t k0 = 0; k0 < K; k0 += kt) {
-        ptrdiff_t k1 = fn_min(k0 + kt, K);
+    for (ptrdiff_t k0 = kb; k0 < ke; k0 += kt) {
+        ptrdiff_t k1 = fn_min(k0 + kt, ke);
         for (ptrdiff_t r = r0; r < r1; r++) {
             const T *xr = x + a * s->xa + r * K;
             T *yr = y + a * s->ya + r * K;
@@ -2130,7 +2138,7 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
     const T *mh = c, *ml = c + c2, *sc = c + 2 * c2, *sh = c + 3 * c2;
     int along_r = w && s->w_along_r;
     if (ok && TF(col_flat_ok)(s, y, p)) {
-        if (TF(col_tiles_ok)(s)) TF(col_norm_tiles)(s, x, y, p, a, r0, r1, c);
+        if (TF(col_tiles_ok)(s)) TF(col_norm_tiles)(s, x, y, p, a, r0, r1, c, 0, K);
         else TF(col_norm_flat)(s, x, y, p, a, r0 * K, r1 * K, c);
         return;
     }
@@ -2274,6 +2282,80 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
     return FN_OK;
 }
 
+/* Columns per item of the one-walk paths for few rows (col_norm_fused,
+ * col_bwd_fused): the item's rows about FN_COL_FUSED_BYTES for two arrays, a
+ * multiple of FN_COL_CHECK, at most FN_COL_CARRY_MAX, narrower where that makes
+ * two items per thread; 0 (the separate passes) for more rows than a
+ * superblock, row parts under FN_COL_FUSED_MIN_BYTES (the passes over whole rows
+ * were faster from 256 rows of float32 on), or fewer than two items per thread
+ * (the walk cuts columns only; the separate passes cut rows too). */
+static ptrdiff_t TF(col_fused_cols)(const fn_col_shape *s, int nt)
+{
+    if (s->R < 1 || s->R > FN_COL_BLOCK * FN_COL_SUPER) return 0;
+    ptrdiff_t cw = FN_COL_FUSED_BYTES / (2 * s->R * (ptrdiff_t)sizeof(T)) / FN_COL_CHECK * FN_COL_CHECK;
+    if (cw * (ptrdiff_t)sizeof(T) < FN_COL_FUSED_MIN_BYTES) return 0;
+    cw = fn_min(FN_COL_CARRY_MAX, cw);
+    ptrdiff_t per_slab = (2 * (ptrdiff_t)nt + s->A - 1) / s->A;
+    if (nt > 1 && (s->K + cw - 1) / cw < per_slab)  /* narrower items, two per thread */
+        cw = ((s->K + per_slab - 1) / per_slab + FN_COL_CHECK - 1) / FN_COL_CHECK * FN_COL_CHECK;
+    if (cw * (ptrdiff_t)sizeof(T) < FN_COL_FUSED_MIN_BYTES) return 0;
+    return nt <= 1 || s->A * ((s->K + cw - 1) / cw) >= 2 * (ptrdiff_t)nt ? cw : 0;
+}
+
+/* Training normalization of slabs of one superblock (col_fused_cols), rows
+ * contiguous (col_flat_ok), statistics per column (Kg 1), in one walk: each
+ * item, cw columns of a slab, takes its statistics (col_super_stats), its
+ * coefficients (col_coeffs_range) and its output (col_norm_tiles) while its
+ * rows are in cache; before, the fold and the coefficients ran serially over
+ * every column between two passes. A slab with a coefficient not finite in T
+ * is normalized again in double afterwards (col_norm_rows), as the separate
+ * passes do it: every value has their bits. */
+static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t cw, int nt)
+{
+    ptrdiff_t A = s->A, K = s->K, R = s->R, cs = 4 * TF(col_c2)(K), ncut = (K + cw - 1) / cw;
+    int rms = p->mode == FN_MODE_RMS, status = FN_OK;
+    T *coef = (T *)fn_scratch_alloc(sizeof(T) * (size_t)cs * (size_t)A + sizeof(int) * (size_t)A);
+    if (!coef) return FN_ENOMEM;
+    int *ok = (int *)(coef + cs * A);
+    for (ptrdiff_t a = 0; a < A; a++) ok[a] = 1;
+    fn_share sh[FN_MAX_SHARES];
+    int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+    fn_shares_init(sh, ntc, A * ncut);
+#pragma omp parallel num_threads(ntc) if (ntc > 1)
+    {
+        /* col_super_stats' 6 cw, then the item's partial statistics */
+        double *scratch = (double *)fn_scratch_alloc(sizeof(double) * 8 * (size_t)cw);
+        if (!scratch) {
+#pragma omp atomic write
+            status = FN_ENOMEM;
+        }
+        ptrdiff_t it;
+        while (scratch && (it = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0) {
+            ptrdiff_t a = it / ncut, k0 = (it % ncut) * cw, k1 = fn_min(k0 + cw, K);
+            fn_col_shape sub = *s;
+            sub.K = k1 - k0;
+            double *mean = p->mean + a * K + k0, *m2 = p->var + a * K + k0;
+            TF(col_super_stats)(&sub, x + k0, a, 0, rms, scratch, scratch + 6 * cw, scratch + 7 * cw);
+            TF(col_fold)(0, mean, m2, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
+            for (ptrdiff_t k = 0; k < sub.K; k++) m2[k] /= (double)R;
+            if (TF(col_coeffs_range)(s, p, a, coef + cs * a, k0, k1))
+                TF(col_norm_tiles)(s, x, y, p, a, 0, R, coef + cs * a, k0, k1);
+            else
+                __atomic_store_n(&ok[a], 0, __ATOMIC_RELAXED);
+        }
+        fn_scratch_free(scratch);
+    }
+    int redo = 0;
+    for (ptrdiff_t a = 0; a < A; a++) redo |= !ok[a];
+    if (status == FN_OK && redo)
+        FN_PARALLEL_SHARES(nt, A * R, it,
+            ptrdiff_t a = it / R, r = it % R;
+            if (!ok[a]) TF(col_norm_rows)(s, x, y, p, a, r, r + 1, coef + cs * a, 0);
+        );
+    fn_scratch_free(coef);
+    return status;
+}
+
 /* Rows per wide row of the narrow column walks: the fewest rows of K values that
  * fill whole runs of `lanes` values (a vector for col_narrow_stats, a pair of them
  * for the backward's col_bwd_sums_narrow). */
@@ -2368,7 +2450,11 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
     int slabs = nt <= 1 || A >= 4 * (ptrdiff_t)nt;
     int own_pass = p->stats_given || !slabs || (double)s->R * (double)K * sizeof(T) > FN_L2_BYTES;
     args.stream = p_in->stream && y != NULL && fn_stream_output(work * sizeof(T), own_pass);
-    if (slabs) {
+    ptrdiff_t fused = !p->stats_given && y && s->Kg == 1 && TF(col_flat_ok)(s, y, p)
+                      ? TF(col_fused_cols)(s, nt) : 0;
+    if (fused) {
+        status = TF(col_norm_fused)(s, x, y, p, fused, nt);
+    } else if (slabs) {
         fn_share sh[FN_MAX_SHARES];
         int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
         fn_shares_init(sh, ntc, A);

@@ -120,6 +120,39 @@ def test_same_bits_at_every_thread_count(shape, dtype):
             np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("shape", [(8, 4096), (64, 1000), (16, 2100)], ids=str)
+def test_backward_scale_beyond_float32(shape):
+    """A column whose dx scale (weight * invstd) overflows float32 sends its
+    slab's dx to the double walk, whichever walk took the sums (the one-walk
+    path of few rows, col_bwd_fused, writes dx before it knows): every column
+    matches float64, with the same bits at every thread count."""
+    dtype = np.float32
+    R, C = shape
+    k = C // 3
+    rng = np.random.default_rng(5)
+    x = _data(shape, dtype)
+    x[:, k] = 0.5 + 1e-3 * rng.standard_normal(R)      # invstd ~ 1e3
+    w, _ = _params(C, dtype)
+    w[k] = 1e37                                           # scale ~ 1e40: inf in float32
+    dy = _data(shape, dtype, seed=3)
+    dy[:, k] *= 1e-12                                     # its dx stays finite
+    _, mean, invstd = fastnorm.batch_norm(x, training=True, return_stats=True)
+    want_dx, want_dw, want_db = bn_backward64(dy, x, w, 1, True, eps=1e-5)
+    rest = np.delete(np.arange(C), k)
+    runs = []
+    for nt in THREADS:
+        dx, dw, db = fastnorm.batch_norm_backward(dy, x, mean, invstd, w, num_threads=nt)
+        assert np.isfinite(dx).all()
+        close(dx[:, rest], want_dx[:, rest], dtype, "dx")
+        np.testing.assert_allclose(dx[:, k], want_dx[:, k], rtol=1e-3)
+        close(dw, want_dw, dtype, "dweight")
+        close(db, want_db, dtype, "dbias")
+        runs.append((dx, dw, db))
+    for other in runs[1:]:
+        for a, c in zip(runs[0], other):
+            np.testing.assert_array_equal(a, c)
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_backward_matches_closed_form(shape, training, dtype, num_threads):
