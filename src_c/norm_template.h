@@ -2302,12 +2302,12 @@ static ptrdiff_t TF(col_fused_cols)(const fn_col_shape *s, int nt)
     return nt <= 1 || s->A * ((s->K + cw - 1) / cw) >= 2 * (ptrdiff_t)nt ? cw : 0;
 }
 
-/* Training normalization of slabs of one superblock (col_fused_cols), rows
+/* Normalization of slabs of one superblock (col_fused_cols), rows
  * contiguous (col_flat_ok), statistics per column (Kg 1), in one walk: each
- * item, cw columns of a slab, takes its statistics (col_super_stats), its
- * coefficients (col_coeffs_range) and its output (col_norm_tiles) while its
- * rows are in cache; before, the fold and the coefficients ran serially over
- * every column between two passes. A slab with a coefficient not finite in T
+ * item, cw columns of a slab, takes its statistics (col_super_stats; none in
+ * inference), its coefficients (col_coeffs_range) and its output
+ * (col_norm_tiles) while its rows are in cache; before, the fold and the
+ * coefficients ran serially over every column before the normalize pass. A slab with a coefficient not finite in T
  * is normalized again in double afterwards (col_norm_rows), as the separate
  * passes do it: every value has their bits. */
 static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t cw, int nt)
@@ -2335,9 +2335,11 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
             fn_col_shape sub = *s;
             sub.K = k1 - k0;
             double *mean = p->mean + a * K + k0, *m2 = p->var + a * K + k0;
-            TF(col_super_stats)(&sub, x + k0, a, 0, rms, scratch, scratch + 6 * cw, scratch + 7 * cw);
-            TF(col_fold)(0, mean, m2, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
-            for (ptrdiff_t k = 0; k < sub.K; k++) m2[k] /= (double)R;
+            if (!p->stats_given) {
+                TF(col_super_stats)(&sub, x + k0, a, 0, rms, scratch, scratch + 6 * cw, scratch + 7 * cw);
+                TF(col_fold)(0, mean, m2, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
+                for (ptrdiff_t k = 0; k < sub.K; k++) m2[k] /= (double)R;
+            }
             if (TF(col_coeffs_range)(s, p, a, coef + cs * a, k0, k1))
                 TF(col_norm_tiles)(s, x, y, p, a, 0, R, coef + cs * a, k0, k1);
             else
@@ -2450,7 +2452,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
     int slabs = nt <= 1 || A >= 4 * (ptrdiff_t)nt;
     int own_pass = p->stats_given || !slabs || (double)s->R * (double)K * sizeof(T) > FN_L2_BYTES;
     args.stream = p_in->stream && y != NULL && fn_stream_output(work * sizeof(T), own_pass);
-    ptrdiff_t fused = !p->stats_given && y && s->Kg == 1 && TF(col_flat_ok)(s, y, p)
+    ptrdiff_t fused = y && s->Kg == 1 && TF(col_flat_ok)(s, y, p)
                       ? TF(col_fused_cols)(s, nt) : 0;
     if (fused) {
         status = TF(col_norm_fused)(s, x, y, p, fused, nt);
