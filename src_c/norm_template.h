@@ -2284,7 +2284,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
 
 /* Columns per item of the one-walk paths for few rows (col_norm_fused,
  * col_bwd_fused): the item's rows about FN_COL_FUSED_BYTES for two arrays, a
- * multiple of FN_COL_CHECK, at most FN_COL_CARRY_MAX, narrower where that makes
+ * multiple of FN_COL_CHECK and of Kg, at most FN_COL_CARRY_MAX, narrower where that makes
  * two items per thread; 0 (the separate passes) for more rows than a
  * superblock, row parts under FN_COL_FUSED_MIN_BYTES (the passes over whole rows
  * were faster from 256 rows of float32 on), or fewer than two items per thread
@@ -2292,18 +2292,23 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
 static ptrdiff_t TF(col_fused_cols)(const fn_col_shape *s, int nt)
 {
     if (s->R < 1 || s->R > FN_COL_BLOCK * FN_COL_SUPER) return 0;
-    ptrdiff_t cw = FN_COL_FUSED_BYTES / (2 * s->R * (ptrdiff_t)sizeof(T)) / FN_COL_CHECK * FN_COL_CHECK;
+    /* items of whole FN_COL_CHECK chunks and whole groups of Kg columns */
+    ptrdiff_t g = FN_COL_CHECK, h = s->Kg;
+    while (h) { ptrdiff_t t = g % h; g = h; h = t; }
+    ptrdiff_t unit = FN_COL_CHECK / g * s->Kg;
+    ptrdiff_t cw = FN_COL_FUSED_BYTES / (2 * s->R * (ptrdiff_t)sizeof(T)) / unit * unit;
     if (cw * (ptrdiff_t)sizeof(T) < FN_COL_FUSED_MIN_BYTES) return 0;
-    cw = fn_min(FN_COL_CARRY_MAX, cw);
+    cw = fn_max(unit, fn_min(FN_COL_CARRY_MAX, cw) / unit * unit);
     ptrdiff_t per_slab = (2 * (ptrdiff_t)nt + s->A - 1) / s->A;
     if (nt > 1 && (s->K + cw - 1) / cw < per_slab)  /* narrower items, two per thread */
-        cw = ((s->K + per_slab - 1) / per_slab + FN_COL_CHECK - 1) / FN_COL_CHECK * FN_COL_CHECK;
-    if (cw * (ptrdiff_t)sizeof(T) < FN_COL_FUSED_MIN_BYTES) return 0;
+        cw = ((s->K + per_slab - 1) / per_slab + unit - 1) / unit * unit;
+    if (cw * (ptrdiff_t)sizeof(T) < FN_COL_FUSED_MIN_BYTES || cw > FN_COL_CARRY_MAX) return 0;
     return nt <= 1 || s->A * ((s->K + cw - 1) / cw) >= 2 * (ptrdiff_t)nt ? cw : 0;
 }
 
 /* Normalization of slabs of one superblock (col_fused_cols), rows
- * contiguous (col_flat_ok), statistics per column (Kg 1), in one walk: each
+ * contiguous (col_flat_ok), statistics per column or per group of Kg columns
+ * (cw a multiple of Kg), in one walk: each
  * item, cw columns of a slab, takes its statistics (col_super_stats; none in
  * inference), its coefficients (col_coeffs_range) and its output
  * (col_norm_tiles) while its rows are in cache; before, the fold and the
@@ -2339,6 +2344,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
                 TF(col_super_stats)(&sub, x + k0, a, 0, rms, scratch, scratch + 6 * cw, scratch + 7 * cw);
                 TF(col_fold)(0, mean, m2, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
                 for (ptrdiff_t k = 0; k < sub.K; k++) m2[k] /= (double)R;
+                fn_merge_column_groups(mean, m2, sub.K, s->Kg);
             }
             if (TF(col_coeffs_range)(s, p, a, coef + cs * a, k0, k1))
                 TF(col_norm_tiles)(s, x, y, p, a, 0, R, coef + cs * a, k0, k1);
@@ -2452,8 +2458,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
     int slabs = nt <= 1 || A >= 4 * (ptrdiff_t)nt;
     int own_pass = p->stats_given || !slabs || (double)s->R * (double)K * sizeof(T) > FN_L2_BYTES;
     args.stream = p_in->stream && y != NULL && fn_stream_output(work * sizeof(T), own_pass);
-    ptrdiff_t fused = y && s->Kg == 1 && TF(col_flat_ok)(s, y, p)
-                      ? TF(col_fused_cols)(s, nt) : 0;
+    ptrdiff_t fused = y && TF(col_flat_ok)(s, y, p) ? TF(col_fused_cols)(s, nt) : 0;
     if (fused) {
         status = TF(col_norm_fused)(s, x, y, p, fused, nt);
     } else if (slabs) {
