@@ -1267,7 +1267,6 @@ static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *
     TF(col_dx_span)(s, x, dy, dx, NULL, wcol, a, r0, r1, 0, s->K, cf, TF(col_c2)(s->K), stream);
 }
 
-
 /* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
  * along r) or dy * wcol[k] (parameters per column, in cf) or dy. Contiguous rows
  * go to col_dx_tiles or col_dx_flat. */

@@ -66,8 +66,9 @@
 /* Most columns whose backward lane sums col_bwd_super carries between sub-blocks
  * (on its stack); wider slabs are walked without sub-blocks. */
 #define FN_COL_CARRY_MAX 1024
-/* Bytes of x and dy per item of the column backward's one-walk path for few
- * rows (col_bwd_fused). */
+/* The one-walk column paths for few rows (col_fused_cols): bytes of the two
+ * arrays an item reads (x and y, or x and dy), and the fewest bytes of a row an
+ * item takes (narrower parts of rows are loaded across too many rows at once). */
 #define FN_COL_FUSED_BYTES (1 << 19)
 #define FN_COL_FUSED_MIN_BYTES 2048
 /* Per-column arrays of the channels-last dx coefficients (col_dx_coeffs). */

@@ -2101,11 +2101,11 @@ static inline int TF(col_tiles_ok)(const fn_col_shape *s)
 }
 
 /* Rows [r0, r1) of slab a, columns [kb, ke) (col_flat_ok), normalized one tile
- * of columns at a time, each tile's coefficients read from L1 for all the rows. Each row's part
- * of a tile is stored from y's first vector boundary on (a partial vector before
- * it and after the last full one): NumPy's arrays start 16 bytes past a line, and
- * every store of the row would straddle two (BatchNorm (64, 4096) inference 13 %
- * slower). */
+ * of columns at a time, each tile's coefficients read from L1 for all the rows.
+ * Each row's part of a tile is stored from y's first vector boundary on (a
+ * partial vector before it and after the last full one): NumPy's arrays start 16
+ * bytes past a line, and every store of the row would straddle two (BatchNorm
+ * (64, 4096) inference 13 % slower). */
 static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p,
                                ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *c, ptrdiff_t kb, ptrdiff_t ke)
 {
@@ -2306,36 +2306,37 @@ static ptrdiff_t TF(col_fused_cols)(const fn_col_shape *s, int nt)
     return nt <= 1 || s->A * ((s->K + cw - 1) / cw) >= 2 * (ptrdiff_t)nt ? cw : 0;
 }
 
-/* Normalization of slabs of one superblock (col_fused_cols), rows
- * contiguous (col_flat_ok), statistics per column or per group of Kg columns
- * (cw a multiple of Kg), in one walk: each
- * item, cw columns of a slab, takes its statistics (col_super_stats; none in
- * inference), its coefficients (col_coeffs_range) and its output
+/* Normalization of slabs of one superblock (col_fused_cols), rows contiguous
+ * (col_flat_ok), statistics per column or per group of Kg columns, in one walk:
+ * each item, cw columns of a slab, takes its statistics (col_super_stats; none
+ * in inference), its coefficients (col_coeffs_range) and its output
  * (col_norm_tiles) while its rows are in cache; before, the fold and the
- * coefficients ran serially over every column before the normalize pass. A slab with a coefficient not finite in T
- * is normalized again in double afterwards (col_norm_rows), as the separate
- * passes do it: every value has their bits. */
+ * coefficients ran serially over every column before the normalize pass. A slab
+ * with a coefficient not finite in T is normalized again in double afterwards
+ * (col_norm_rows), as the separate passes do it: every value has their bits.
+ * The threads' work arrays come with the coefficients' block, so that no
+ * allocation can fail once the first output is written. */
 static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t cw, int nt)
 {
     ptrdiff_t A = s->A, K = s->K, R = s->R, cs = 4 * TF(col_c2)(K), ncut = (K + cw - 1) / cw;
-    int rms = p->mode == FN_MODE_RMS, status = FN_OK;
-    T *coef = (T *)fn_scratch_alloc(sizeof(T) * (size_t)cs * (size_t)A + sizeof(int) * (size_t)A);
-    if (!coef) return FN_ENOMEM;
+    int rms = p->mode == FN_MODE_RMS;
+    int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+    /* per thread, col_super_stats' 6 cw doubles and the item's partial statistics;
+     * then the coefficients of every slab and a flag per slab */
+    double *work = (double *)fn_scratch_alloc(sizeof(double) * 8 * (size_t)cw * (size_t)ntc
+                                              + sizeof(T) * (size_t)cs * (size_t)A + sizeof(int) * (size_t)A);
+    if (!work) return FN_ENOMEM;
+    T *coef = (T *)(work + 8 * cw * ntc);
     int *ok = (int *)(coef + cs * A);
     for (ptrdiff_t a = 0; a < A; a++) ok[a] = 1;
     fn_share sh[FN_MAX_SHARES];
-    int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
     fn_shares_init(sh, ntc, A * ncut);
 #pragma omp parallel num_threads(ntc) if (ntc > 1)
     {
-        /* col_super_stats' 6 cw, then the item's partial statistics */
-        double *scratch = (double *)fn_scratch_alloc(sizeof(double) * 8 * (size_t)cw);
-        if (!scratch) {
-#pragma omp atomic write
-            status = FN_ENOMEM;
-        }
+        int tid = FN_THREAD_ID();
+        double *scratch = work + 8 * cw * tid;
         ptrdiff_t it;
-        while (scratch && (it = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0) {
+        while ((it = fn_shares_claim(sh, ntc, tid)) >= 0) {
             ptrdiff_t a = it / ncut, k0 = (it % ncut) * cw, k1 = fn_min(k0 + cw, K);
             fn_col_shape sub = *s;
             sub.K = k1 - k0;
@@ -2351,17 +2352,16 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
             else
                 __atomic_store_n(&ok[a], 0, __ATOMIC_RELAXED);
         }
-        fn_scratch_free(scratch);
     }
     int redo = 0;
     for (ptrdiff_t a = 0; a < A; a++) redo |= !ok[a];
-    if (status == FN_OK && redo)
+    if (redo)
         FN_PARALLEL_SHARES(nt, A * R, it,
             ptrdiff_t a = it / R, r = it % R;
             if (!ok[a]) TF(col_norm_rows)(s, x, y, p, a, r, r + 1, coef + cs * a, 0);
         );
-    fn_scratch_free(coef);
-    return status;
+    fn_scratch_free(work);
+    return FN_OK;
 }
 
 /* Rows per wide row of the narrow column walks: the fewest rows of K values that
