@@ -1419,53 +1419,100 @@ static void TF(col_bwd_fused)(const fn_col_shape *s, const fn_bwd_args *p, const
         );
 }
 
+/* Groups [g0, g1) of slab a of col_bwd_groups from the slab's folded column sums
+ * ca (K apart): each unit's corrected mean, sums and coefficients (p), and per
+ * column of the slab the group's mean, rstd, c1 and c2 (cm, cr, cc1, cc2). */
+static void TF(col_groups_finish)(const fn_col_shape *s, const fn_bwd_args *p, ptrdiff_t a, const double *ca,
+                                  ptrdiff_t g0, ptrdiff_t g1, double *cm, double *cr, double *cc1, double *cc2)
+{
+    ptrdiff_t K = s->K, Kg = s->Kg, NG = K / Kg;
+    const T *w = (const T *)p->w;
+    double n = (double)s->R * (double)Kg;
+    for (ptrdiff_t g = g0; g < g1; g++) {
+        double s0 = 0, s1 = 0, s2 = 0, scale, c1, c2;
+        for (ptrdiff_t k = g * Kg; k < (g + 1) * Kg; k++) {
+            double wv = w ? (double)w[k] : 1.0;
+            s0 += ca[k]; s1 += wv * ca[K + k]; s2 += wv * ca[2 * K + k];
+        }
+        ptrdiff_t u = a * NG + g;
+        TF(bwd_unit_finish)(p, u, n, s0, s1, s2);
+        TF(bwd_coeffs)(p, 1.0, n, p->s1[u], p->s2[u], p->rstd[u], &scale, &c1, &c2);
+        for (ptrdiff_t k = g * Kg; k < (g + 1) * Kg; k++) {
+            cm[a * K + k] = p->cmean[u]; cr[a * K + k] = p->rstd[u];
+            cc1[a * K + k] = c1; cc2[a * K + k] = c2;
+        }
+    }
+}
+
 /* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
  * with one parameter per column. Column sums are taken without the parameter and
  * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
- * gradients follow without another pass over the sums' inputs. */
+ * gradients follow without another pass over the sums' inputs. Slabs of few rows
+ * take one walk over items of whole groups (col_fused_cols), as col_bwd_fused:
+ * sums, the groups' coefficients, the dx coefficients and dx per item, a slab
+ * with a coefficient not finite in T written again in double afterwards. */
 static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p,
                               int nt)
 {
-    ptrdiff_t A = s->A, K = s->K, Kg = s->Kg, NG = K / Kg, rows = FN_COL_BLOCK * FN_COL_SUPER;
+    ptrdiff_t A = s->A, K = s->K, Kg = s->Kg, NG = K / Kg, R = s->R, rows = FN_COL_BLOCK * FN_COL_SUPER;
     const T *w = (const T *)p->w;
     int rms = p->mode == FN_MODE_RMS;
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb, AK = A * K;
+    ptrdiff_t c2s = TF(col_c2)(K), cs = TF(col_dx_size)(K);
     /* part: superblock sums (each slab's folded into its first, col_bwd_fold);
      * per column of each slab the group's mean (given, then corrected), rstd, c1
      * and c2 */
     double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 5 * (size_t)AK)
-                                    + sizeof(T) * (size_t)(A * TF(col_dx_size)(K)) + sizeof(int) * (size_t)A);
+                                    + sizeof(T) * (size_t)(A * cs) + sizeof(int) * (size_t)A);
     if (!part) return FN_ENOMEM;
     T *cf = (T *)(part + 3 * K * n_items + 5 * AK);
-    int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
+    int *cf_ok = (int *)(cf + A * cs);
     double *mg = part + 3 * K * n_items, *cm = mg + AK, *cr = cm + AK, *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
-    nsb = TF(col_bwd_all_sums)(s, p, x, dy, NULL, mg, nsb, part, nt);
-    if (nsb < 0) { fn_scratch_free(part); return FN_ENOMEM; }
-    double n = (double)s->R * (double)Kg;
-    for (ptrdiff_t a = 0; a < A; a++) {
-        const double *ca = TF(col_bwd_fold)(part, K, a, nsb);
-        for (ptrdiff_t g = 0; g < NG; g++) {
-            double s0 = 0, s1 = 0, s2 = 0, scale, c1, c2;
-            for (ptrdiff_t k = g * Kg; k < (g + 1) * Kg; k++) {
-                double wv = w ? (double)w[k] : 1.0;
-                s0 += ca[k]; s1 += wv * ca[K + k]; s2 += wv * ca[2 * K + k];
+    ptrdiff_t cw = TF(col_bwd_narrow_ok)(s, NULL) ? 0 : TF(col_fused_cols)(s, nt);
+    if (cw) {
+        ptrdiff_t ncut = (K + cw - 1) / cw;
+        int stream = dx && fn_stream_output((double)AK * (double)R * sizeof(T), 1);
+        for (ptrdiff_t a = 0; a < A; a++) cf_ok[a] = 1;
+        FN_PARALLEL_SHARES(nt, A * ncut, it,
+            ptrdiff_t a = it / ncut, k0 = (it % ncut) * cw, k1 = fn_min(k0 + cw, K);
+            fn_col_shape sub = *s;
+            sub.K = k1 - k0;
+            double *q = part + 3 * K * a;
+            TF(col_bwd_super)(&sub, p, x + k0, dy + k0, NULL, mg + a * K + k0, a, 0, q + k0, q + K + k0,
+                              q + 2 * K + k0);
+            TF(col_groups_finish)(s, p, a, q, k0 / Kg, k1 / Kg, cm, cr, cc1, cc2);
+            if (dx) {
+                if (TF(col_dx_coeffs_range)(c2s, k0, k1, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K,
+                                            cc2 + a * K, w, cf + cs * a))
+                    TF(col_dx_span)(s, x, dy, dx, NULL, w != NULL, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
+                else
+                    __atomic_store_n(&cf_ok[a], 0, __ATOMIC_RELAXED);
+                if (stream) fn_store_fence();
             }
-            ptrdiff_t u = a * NG + g;
-            TF(bwd_unit_finish)(p, u, n, s0, s1, s2);
-            TF(bwd_coeffs)(p, 1.0, n, p->s1[u], p->s2[u], p->rstd[u], &scale, &c1, &c2);
-            for (ptrdiff_t k = g * Kg; k < (g + 1) * Kg; k++) {
-                cm[a * K + k] = p->cmean[u]; cr[a * K + k] = p->rstd[u];
-                cc1[a * K + k] = c1; cc2[a * K + k] = c2;
-            }
-        }
-    }
-    if (dx) {
+        );
+        int exact = 0;
+        for (ptrdiff_t a = 0; dx && a < A; a++) exact |= !cf_ok[a];
+        if (exact)
+            FN_PARALLEL_SHARES(nt, A * R, it,
+                ptrdiff_t a = it / R, r = it % R;
+                if (!cf_ok[a])
+                    TF(col_dx_rows_exact)(s, x, dy, dx, NULL, w, a, r, r + 1, cm + a * K, cr + a * K, cr + a * K,
+                                          cc1 + a * K, cc2 + a * K);
+            );
+        nsb = 1;
+    } else {
+        nsb = TF(col_bwd_all_sums)(s, p, x, dy, NULL, mg, nsb, part, nt);
+        if (nsb < 0) { fn_scratch_free(part); return FN_ENOMEM; }
         for (ptrdiff_t a = 0; a < A; a++)
-            cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, w,
-                                         cf + TF(col_dx_size)(K) * a);
-        /* (the scale is the rstd: the parameters are per column, in cf) */
-        TF(col_dx_pass)(s, x, dy, dx, NULL, w, cf, cf_ok, cm, cr, cr, cc1, cc2, K, nt);
+            TF(col_groups_finish)(s, p, a, TF(col_bwd_fold)(part, K, a, nsb), 0, NG, cm, cr, cc1, cc2);
+        if (dx) {
+            for (ptrdiff_t a = 0; a < A; a++)
+                cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, w,
+                                             cf + cs * a);
+            /* (the scale is the rstd: the parameters are per column, in cf) */
+            TF(col_dx_pass)(s, x, dy, dx, NULL, w, cf, cf_ok, cm, cr, cr, cc1, cc2, K, nt);
+        }
     }
     if (p->dw) {
         for (ptrdiff_t k = 0; k < K; k++) {

@@ -217,6 +217,44 @@ def test_group_norm_channels_last(shape, dtype):
     close(db, D.sum(0), dtype, "dbias")
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 8, 1280), (3, 4, 4, 2048)], ids=str)
+def test_group_norm_channels_last_backward_rstd_beyond_float32(shape):
+    """A group whose given rstd overflows float32 (its dy zero: its dx is 0) sends
+    its sample's dx to the double walk, after the one walk over items of whole
+    groups has written it: every group against float64, same bits at 1-4 threads."""
+    groups, dtype = 32, np.float32
+    N, C = shape[0], shape[3]
+    rows = N * shape[1] * shape[2]
+    x = _data((rows, C), dtype).reshape(shape)
+    dy = _data((rows, C), dtype, seed=3).reshape(shape)
+    w, b = _params(C, dtype)
+    _, mean, rstd = fastnorm.group_norm(x, groups, w, b, channel_axis=-1, return_stats=True)
+    rstd = rstd.astype(np.float64)
+    rstd[1, 5] = 1e39
+    kg = C // groups
+    dy[1, ..., 5 * kg:6 * kg] = 0
+    runs = [fastnorm.group_norm_backward(dy, x, groups, mean, rstd, w, channel_axis=-1, num_threads=nt)
+            for nt in THREADS]
+    for other in runs[1:]:
+        for a, c in zip(runs[0], other):
+            np.testing.assert_array_equal(a, c)
+    dx, dw, db = runs[0]
+    X = x.astype(np.float64).reshape(N, -1, groups, kg)
+    mu = mean.astype(np.float64).reshape(N, 1, groups, 1)
+    r = rstd.reshape(N, 1, groups, 1)
+    xhat = (X - mu) * r
+    G = dy.astype(np.float64).reshape(X.shape) * w.astype(np.float64).reshape(1, 1, groups, -1)
+    M = X.shape[1] * kg
+    want = r * (G - G.sum(axis=(1, 3), keepdims=True) / M
+                - xhat * (G * xhat).sum(axis=(1, 3), keepdims=True) / M)
+    assert np.isfinite(dx).all()
+    assert (dx[1, ..., 5 * kg:6 * kg] == 0).all()
+    close(dx, want.reshape(x.shape), dtype, "dx")
+    D = dy.astype(np.float64).reshape(N, -1, C)
+    close(dw, (D * xhat.reshape(N, -1, C)).sum((0, 1)), dtype, "dweight")
+    close(db, D.sum((0, 1)), dtype, "dbias")
+
+
 @pytest.mark.parametrize("shape", [(2, 4100), (64, 1000), (64, 4096)], ids=str)
 def test_same_bits_wherever_out_starts(shape, dtype):
     """Outputs starting anywhere within a vector: the flat cuts and the tiles
