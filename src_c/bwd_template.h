@@ -1373,52 +1373,6 @@ static void TF(col_dx_pass)(const fn_col_shape *s, const T *x, const T *dy, T *d
     );
 }
 
-/* The column backward of slabs of one superblock in one walk: each item, cw
- * columns of a slab, is summed (col_bwd_super), finished (col_bwd_finish_range),
- * turned into dx coefficients (col_dx_coeffs_range) and its dx written
- * (col_dx_span) while x and dy are still in cache; before, the finish and the
- * coefficients ran serially over every column between two passes over x and dy
- * (BatchNorm backward (8, 4096) spent two fifths of its time there). A slab
- * with a coefficient not finite in T takes col_dx_rows_exact for all its dx
- * afterwards, as col_dx_pass does: every value has the bits of the separate
- * steps. cf and cf_ok: col_bwd's (col_dx_size(K) values and a flag per slab). */
-static void TF(col_bwd_fused)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy, T *dx,
-                              const T *wred, const T *wunit, double *part, double *coef, T *cf, int *cf_ok,
-                              ptrdiff_t cw, int nt)
-{
-    ptrdiff_t A = s->A, K = s->K, R = s->R, c2s = TF(col_c2)(K), cs = TF(col_dx_size)(K);
-    ptrdiff_t ncut = (K + cw - 1) / cw;
-    int stream = dx && fn_stream_output((double)A * (double)K * (double)R * sizeof(T), 1);
-    for (ptrdiff_t a = 0; a < A; a++) cf_ok[a] = 1;
-    FN_PARALLEL_SHARES(nt, A * ncut, it,
-        ptrdiff_t a = it / ncut, k0 = (it % ncut) * cw, k1 = fn_min(k0 + cw, K);
-        fn_col_shape sub = *s;
-        sub.K = k1 - k0;
-        double *q = part + 3 * K * a, *sc = coef + 3 * a * K;
-        TF(col_bwd_super)(&sub, p, x + k0, dy + k0, wred, p->mean + a * K + k0, a, 0, q + k0, q + K + k0,
-                          q + 2 * K + k0);
-        TF(col_bwd_finish_range)(s, p, a, q, wunit, coef, k0, k1);
-        if (dx) {
-            if (TF(col_dx_coeffs_range)(c2s, k0, k1, p->cmean + a * K, p->rstd + a * K, sc, sc + K, sc + 2 * K,
-                                        NULL, cf + cs * a))
-                TF(col_dx_span)(s, x, dy, dx, wred, 0, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
-            else
-                __atomic_store_n(&cf_ok[a], 0, __ATOMIC_RELAXED);
-            if (stream) fn_store_fence();
-        }
-    );
-    int exact = 0;
-    for (ptrdiff_t a = 0; dx && a < A; a++) exact |= !cf_ok[a];
-    if (exact)
-        FN_PARALLEL_SHARES(nt, A * R, it,
-            ptrdiff_t a = it / R, r = it % R;
-            double *sc = coef + 3 * a * K;
-            if (!cf_ok[a])
-                TF(col_dx_rows_exact)(s, x, dy, dx, wred, NULL, a, r, r + 1, p->cmean + a * K, p->rstd + a * K,
-                                      sc, sc + K, sc + 2 * K);
-        );
-}
-
 /* Groups [g0, g1) of slab a of col_bwd_groups from the slab's folded column sums
  * ca (K apart): each unit's corrected mean, sums and coefficients (p), and per
  * column of the slab the group's mean, rstd, c1 and c2 (cm, cr, cc1, cc2). */
@@ -1444,21 +1398,73 @@ static void TF(col_groups_finish)(const fn_col_shape *s, const fn_bwd_args *p, p
     }
 }
 
+/* The column backward of slabs of one superblock in one walk (col_fused_cols):
+ * each item, cw columns of a slab, is summed (col_bwd_super around sums_mean),
+ * finished (col_bwd_finish_range; for groups of Kg columns col_groups_finish),
+ * turned into dx coefficients (col_dx_coeffs_range) and its dx written
+ * (col_dx_span) while x and dy are still in cache; before, the finish and the
+ * coefficients ran serially over every column between two passes over x and dy
+ * (BatchNorm backward (8, 4096) spent two fifths of its time there). dx is
+ * formed from the per-column values cols = {mean, rstd, scale, c1, c2} (mean and
+ * rstd of slab a at a * K, the others at a * cstride, as col_dx_pass takes them),
+ * which the finish writes through p (mean), fin (col_bwd_finish_range's coef, or
+ * col_groups_finish's cm, cr, c1, c2 arrays, A * K values apart). A slab with a
+ * coefficient not finite in T takes col_dx_rows_exact for all its dx afterwards,
+ * as col_dx_pass does: every value has the bits of the separate steps. cf and
+ * cf_ok: col_dx_size(K) values and a flag per slab. */
+static void TF(col_bwd_walk)(const fn_col_shape *s, const fn_bwd_args *p, const T *x, const T *dy, T *dx,
+                             const T *wred, const T *wcol, const T *wunit, const double *sums_mean, double *part,
+                             double *fin, const double *const *cols, ptrdiff_t cstride, T *cf, int *cf_ok,
+                             ptrdiff_t cw, int nt)
+{
+    ptrdiff_t A = s->A, K = s->K, R = s->R, Kg = s->Kg, c2s = TF(col_c2)(K), cs = TF(col_dx_size)(K);
+    ptrdiff_t ncut = (K + cw - 1) / cw, AK = A * K;
+    int stream = dx && fn_stream_output((double)AK * (double)R * sizeof(T), 1);
+    for (ptrdiff_t a = 0; a < A; a++) cf_ok[a] = 1;
+    FN_PARALLEL_SHARES(nt, A * ncut, it,
+        ptrdiff_t a = it / ncut, k0 = (it % ncut) * cw, k1 = fn_min(k0 + cw, K), ca = a * cstride;
+        fn_col_shape sub = *s;
+        sub.K = k1 - k0;
+        double *q = part + 3 * K * a;
+        TF(col_bwd_super)(&sub, p, x + k0, dy + k0, wred, sums_mean + a * K + k0, a, 0, q + k0, q + K + k0,
+                          q + 2 * K + k0);
+        if (Kg > 1) TF(col_groups_finish)(s, p, a, q, k0 / Kg, k1 / Kg, fin, fin + AK, fin + 2 * AK, fin + 3 * AK);
+        else TF(col_bwd_finish_range)(s, p, a, q, wunit, fin, k0, k1);
+        if (dx) {
+            if (TF(col_dx_coeffs_range)(c2s, k0, k1, cols[0] + a * K, cols[1] + a * K, cols[2] + ca, cols[3] + ca,
+                                        cols[4] + ca, wcol, cf + cs * a))
+                TF(col_dx_span)(s, x, dy, dx, wred, wcol != NULL, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
+            else
+                __atomic_store_n(&cf_ok[a], 0, __ATOMIC_RELAXED);
+            if (stream) fn_store_fence();
+        }
+    );
+    int exact = 0;
+    for (ptrdiff_t a = 0; dx && a < A; a++) exact |= !cf_ok[a];
+    if (exact)
+        FN_PARALLEL_SHARES(nt, A * R, it,
+            ptrdiff_t a = it / R, r = it % R, ca = a * cstride;
+            if (!cf_ok[a])
+                TF(col_dx_rows_exact)(s, x, dy, dx, wred, wcol, a, r, r + 1, cols[0] + a * K, cols[1] + a * K,
+                                      cols[2] + ca, cols[3] + ca, cols[4] + ca);
+        );
+}
+
 /* Channels-last GroupNorm: units are groups of Kg consecutive columns of a slab,
  * with one parameter per column. Column sums are taken without the parameter and
  * kept (as in seg_bwd_planes), the units weight them, and dx and the parameter
  * gradients follow without another pass over the sums' inputs. Slabs of few rows
- * take one walk over items of whole groups (col_fused_cols), as col_bwd_fused:
+ * take one walk over items of whole groups (col_fused_cols, col_bwd_walk):
  * sums, the groups' coefficients, the dx coefficients and dx per item, a slab
  * with a coefficient not finite in T written again in double afterwards. */
 static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p,
                               int nt)
 {
-    ptrdiff_t A = s->A, K = s->K, Kg = s->Kg, NG = K / Kg, R = s->R, rows = FN_COL_BLOCK * FN_COL_SUPER;
+    ptrdiff_t A = s->A, K = s->K, Kg = s->Kg, NG = K / Kg, rows = FN_COL_BLOCK * FN_COL_SUPER;
     const T *w = (const T *)p->w;
     int rms = p->mode == FN_MODE_RMS;
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb, AK = A * K;
-    ptrdiff_t c2s = TF(col_c2)(K), cs = TF(col_dx_size)(K);
+    ptrdiff_t cs = TF(col_dx_size)(K);
     /* part: superblock sums (each slab's folded into its first, col_bwd_fold);
      * per column of each slab the group's mean (given, then corrected), rstd, c1
      * and c2 */
@@ -1471,35 +1477,9 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
     ptrdiff_t cw = TF(col_bwd_narrow_ok)(s, NULL) ? 0 : TF(col_fused_cols)(s, nt);
     if (cw) {
-        ptrdiff_t ncut = (K + cw - 1) / cw;
-        int stream = dx && fn_stream_output((double)AK * (double)R * sizeof(T), 1);
-        for (ptrdiff_t a = 0; a < A; a++) cf_ok[a] = 1;
-        FN_PARALLEL_SHARES(nt, A * ncut, it,
-            ptrdiff_t a = it / ncut, k0 = (it % ncut) * cw, k1 = fn_min(k0 + cw, K);
-            fn_col_shape sub = *s;
-            sub.K = k1 - k0;
-            double *q = part + 3 * K * a;
-            TF(col_bwd_super)(&sub, p, x + k0, dy + k0, NULL, mg + a * K + k0, a, 0, q + k0, q + K + k0,
-                              q + 2 * K + k0);
-            TF(col_groups_finish)(s, p, a, q, k0 / Kg, k1 / Kg, cm, cr, cc1, cc2);
-            if (dx) {
-                if (TF(col_dx_coeffs_range)(c2s, k0, k1, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K,
-                                            cc2 + a * K, w, cf + cs * a))
-                    TF(col_dx_span)(s, x, dy, dx, NULL, w != NULL, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
-                else
-                    __atomic_store_n(&cf_ok[a], 0, __ATOMIC_RELAXED);
-                if (stream) fn_store_fence();
-            }
-        );
-        int exact = 0;
-        for (ptrdiff_t a = 0; dx && a < A; a++) exact |= !cf_ok[a];
-        if (exact)
-            FN_PARALLEL_SHARES(nt, A * R, it,
-                ptrdiff_t a = it / R, r = it % R;
-                if (!cf_ok[a])
-                    TF(col_dx_rows_exact)(s, x, dy, dx, NULL, w, a, r, r + 1, cm + a * K, cr + a * K, cr + a * K,
-                                          cc1 + a * K, cc2 + a * K);
-            );
+        /* (the scale is the rstd: the parameters are per column, in cf) */
+        const double *cols[5] = {cm, cr, cr, cc1, cc2};
+        TF(col_bwd_walk)(s, p, x, dy, dx, NULL, w, NULL, mg, part, cm, cols, K, cf, cf_ok, cw, nt);
         nsb = 1;
     } else {
         nsb = TF(col_bwd_all_sums)(s, p, x, dy, NULL, mg, nsb, part, nt);
@@ -1556,7 +1536,9 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
     ptrdiff_t fused = TF(col_bwd_narrow_ok)(s, wred) ? 0 : TF(col_fused_cols)(s, nt);
     if (fused) {
-        TF(col_bwd_fused)(s, p, x, dy, dx, wred, wunit, part, coef, cf, cf_ok, fused, nt);
+        const double *cols[5] = {p->cmean, p->rstd, coef, coef + K, coef + 2 * K};
+        TF(col_bwd_walk)(s, p, x, dy, dx, wred, NULL, wunit, p->mean, part, coef, cols, 3 * K, cf, cf_ok, fused,
+                         nt);
     } else {
         nsb = TF(col_bwd_all_sums)(s, p, x, dy, wred, p->mean, nsb, part, nt);
         if (nsb < 0) { fn_scratch_free(part); if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }

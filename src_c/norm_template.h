@@ -2283,7 +2283,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
 }
 
 /* Columns per item of the one-walk paths for few rows (col_norm_fused,
- * col_bwd_fused): the item's rows about FN_COL_FUSED_BYTES for two arrays, a
+ * col_bwd_walk): the item's rows about FN_COL_FUSED_BYTES for two arrays, a
  * multiple of FN_COL_CHECK and of Kg, at most FN_COL_CARRY_MAX, narrower where that makes
  * two items per thread; 0 (the separate passes) for more rows than a
  * superblock, row parts under FN_COL_FUSED_MIN_BYTES (the passes over whole rows
