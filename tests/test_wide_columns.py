@@ -6,7 +6,9 @@ with few pixels have too few row blocks to share among threads. The kernels then
 cut each block's columns into ranges (statistics and backward sums), cut the
 output anywhere in its flat range, and normalize rows whose coefficients
 outgrow L1 one tile of columns at a time (src_c: fn_col_cut, fn_col_step,
-col_norm_tiles, col_dx_tiles). These tests hold those walks to float64
+col_norm_tiles, col_dx_tiles); slabs of at most 128 rows take one walk over
+ranges of columns instead (col_fused_cols, col_norm_fused, col_bwd_walk), which
+must give the bits of the separate passes. These tests hold those walks to float64
 references and to the same bits at every thread count, with data that sends
 some columns (not all of a cut) to the fallbacks: a column whose first rows sit
 far from the rest, a column with |mean| >> std, a column holding inf.
@@ -124,7 +126,7 @@ def test_same_bits_at_every_thread_count(shape, dtype):
 def test_backward_scale_beyond_float32(shape):
     """A column whose dx scale (weight * invstd) overflows float32 sends its
     slab's dx to the double walk, whichever walk took the sums (the one-walk
-    path of few rows, col_bwd_fused, writes dx before it knows): every column
+    path of few rows, col_bwd_walk, writes dx before it knows): every column
     matches float64, with the same bits at every thread count."""
     dtype = np.float32
     R, C = shape
