@@ -1070,13 +1070,13 @@ static ptrdiff_t TF(col_bwd_all_sums)(const fn_col_shape *s, const fn_bwd_args *
 static void TF(col_bwd_finish_range)(const fn_col_shape *s, const fn_bwd_args *p, ptrdiff_t a, const double *S0,
                                      const T *wunit, double *coef, ptrdiff_t k0, ptrdiff_t k1)
 {
-    ptrdiff_t K = s->K, w = k1 - k0, o = a * K + k0;
+    ptrdiff_t K = s->K, nk = k1 - k0, o = a * K + k0;
     int rms = p->mode == FN_MODE_RMS, center = p->training && !rms, training = p->training;
     double n = (double)s->R;
     const double *S1 = S0 + K, *S2 = S0 + 2 * K;
     double *sc = coef + 3 * a * K + k0;
     const T *wu = wunit ? wunit + k0 : NULL;
-#define FN_FINISH(has_w, rms_) TF(col_bwd_finish_loop)(w, n, center, training, has_w, rms_, wu, p->mean + o, \
+#define FN_FINISH(has_w, rms_) TF(col_bwd_finish_loop)(nk, n, center, training, has_w, rms_, wu, p->mean + o, \
                                                        p->rstd + o, S0 + k0, S1 + k0, S2 + k0, p->cmean + o, \
                                                        p->s1 + o, p->s2 + o, sc, sc + K, sc + 2 * K)
     if (wunit && rms) FN_FINISH(1, 1);

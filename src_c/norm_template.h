@@ -2029,15 +2029,15 @@ static inline void TF(col_periodic_tail)(T *v, ptrdiff_t K)
 static int TF(col_coeffs_range)(const fn_col_shape *s, const fn_norm_args *p, ptrdiff_t a, T *c, ptrdiff_t k0,
                                 ptrdiff_t k1)
 {
-    ptrdiff_t K = s->K, c2 = TF(col_c2)(K), w_ = k1 - k0;
+    ptrdiff_t K = s->K, c2 = TF(col_c2)(K), nk = k1 - k0;
     int per_k = p->w && !s->w_along_r;
     const T *w = per_k ? (const T *)p->w + k0 : NULL, *b = per_k && p->b ? (const T *)p->b + k0 : NULL;
     const double *mean = p->mean + a * K + k0, *var = p->var + a * K + k0;
     double n = (double)s->R * (double)s->Kg;
     T *mh = c + k0, *ml = c + c2 + k0, *sc = c + 2 * c2 + k0, *sh = c + 3 * c2 + k0;
-    if (b) return TF(col_coeffs_loop)(w_, mean, var, p->eps, n, w, b, 1, 1, mh, ml, sc, sh);
-    if (w) return TF(col_coeffs_loop)(w_, mean, var, p->eps, n, w, b, 1, 0, mh, ml, sc, sh);
-    return TF(col_coeffs_loop)(w_, mean, var, p->eps, n, w, b, 0, 0, mh, ml, sc, sh);
+    if (b) return TF(col_coeffs_loop)(nk, mean, var, p->eps, n, w, b, 1, 1, mh, ml, sc, sh);
+    if (w) return TF(col_coeffs_loop)(nk, mean, var, p->eps, n, w, b, 1, 0, mh, ml, sc, sh);
+    return TF(col_coeffs_loop)(nk, mean, var, p->eps, n, w, b, 0, 0, mh, ml, sc, sh);
 }
 
 /* col_coeffs_range over all K columns of slab a, with the periodic tails. */
