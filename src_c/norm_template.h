@@ -633,13 +633,14 @@ static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, 
 /* cnt segments of n >= TLANES values lying end to end in x and in y (the planes
  * of neighbouring channels of one sample, BatchNorm NCHW), segment j normalized
  * with scalar coefficients (mh[j], ml[j], sc[j], sh[j]). The run is walked as
- * one row from y's first vector boundary: the vector that spans two segments is
- * computed with each one's coefficients (norm_vec_lanes) and the two are
- * joined. Every store but the first and last is a full aligned vector, where
- * segment by segment a 14 x 14 plane took a partial store and straddled cache
- * lines with most of its vectors (BatchNorm (64, 256, 14, 14) ran at 88 % of a
- * copy, planes of 56 x 56 at 96 %). Each value's arithmetic is norm_row_fast's:
- * same bits. */
+ * one row from y's first vector boundary: every store but the first and last is
+ * a full aligned vector, where segment by segment a 14 x 14 plane took a partial
+ * store and straddled cache lines with most of its vectors (BatchNorm (64, 256,
+ * 14, 14) ran at 88 % of a copy, planes of 56 x 56 at 96 %). A vector that spans
+ * two segments takes each lane's coefficients from its own segment (join) and is
+ * computed once: computed with each segment's and joined, a 7 x 7 plane (four
+ * vectors) took five (GroupNorm and inference BatchNorm (64, 256, 7, 7) 2-8 %
+ * slower). Each value's arithmetic is norm_row_fast's: same bits. */
 static void TF(norm_run_joined)(const T *x, T *y, ptrdiff_t n, ptrdiff_t cnt,
                                 const T *mh, const T *ml, const T *sc, const T *sh)
 {
@@ -655,12 +656,14 @@ static void TF(norm_run_joined)(const T *x, T *y, ptrdiff_t n, ptrdiff_t cnt,
         if (i + m <= end) {
             v = TF(norm_vec_lanes)(x, NULL, NULL, i, 0, m, mh[j], mhv, mlv, scv, shv);
         } else {
+            /* lanes [0, k) in segment j, the rest in segment j + 1 (n >= TLANES) */
             ptrdiff_t k = end - i;
-            VT a = TF(norm_vec_lanes)(x, NULL, NULL, i, 0, k, mh[j], mhv, mlv, scv, shv);
             j++;
             end += n;
-            mhv = tz + mh[j]; mlv = tz + ml[j]; scv = tz + sc[j]; shv = tz + sh[j];
-            v = TF(join)(a, TF(norm_vec_lanes)(x, NULL, NULL, i, k, m, mh[j], mhv, mlv, scv, shv), k);
+            VT nmh = tz + mh[j], nml = tz + ml[j], nsc = tz + sc[j], nsh = tz + sh[j];
+            v = TF(norm_vec_lanes)(x, NULL, NULL, i, 0, m, mh[j], TF(join)(mhv, nmh, k), TF(join)(mlv, nml, k),
+                                   TF(join)(scv, nsc, k), TF(join)(shv, nsh, k));
+            mhv = nmh; mlv = nml; scv = nsc; shv = nsh;
         }
         if (m == TLANES) TF(storet)(y + i, v);
         else TF(store_part)(y + i, m, v);
@@ -921,29 +924,43 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
          * own scale and shift */
         int unit_joined = !per_unit && !wvec && s->R2 >= TLANES && s->xr1 == s->R2 && s->yr1 == s->R2;
         if (unit_joined) {
+            /* units that follow each other in x and y join one run too, up to
+             * FN_JOINED_SEGMENTS planes: no partial vectors at the units' ends
+             * (GroupNorm (64, 256, 7, 7): a unit of 8 x 49 values is 24.5 vectors) */
+            T mhs[FN_JOINED_SEGMENTS], mls[FN_JOINED_SEGMENTS], scs[FN_JOINED_SEGMENTS], shs[FN_JOINED_SEGMENTS];
+            const T *rx = x;
+            T *ry = y;
+            ptrdiff_t run = 0;     /* planes pending from rx, ry; coefficients at [0, run) */
             for (ptrdiff_t j = 0; j < cnt; j++) {
                 ptrdiff_t u = g0 + j;
                 for (ptrdiff_t r0 = 0; r0 < s->R1; r0 += FN_JOINED_SEGMENTS) {
                     ptrdiff_t nseg = fn_min(FN_JOINED_SEGMENTS, s->R1 - r0);
-                    T mhs[FN_JOINED_SEGMENTS], mls[FN_JOINED_SEGMENTS], scs[FN_JOINED_SEGMENTS],
-                        shs[FN_JOINED_SEGMENTS];
+                    const T *px = x + xo[j] + r0 * s->R2;
+                    T *py = y + yo[j] + r0 * s->R2;
+                    if (run && (run + nseg > FN_JOINED_SEGMENTS || px != rx + run * s->R2 || py != ry + run * s->R2)) {
+                        TF(norm_run_joined)(rx, ry, s->R2, run, mhs, mls, scs, shs);
+                        run = 0;
+                    }
                     int ok = fast[j];
                     for (ptrdiff_t r = 0; r < nseg; r++) {
                         ptrdiff_t widx = wo[j] + (r0 + r) * s->wr1;
-                        mhs[r] = mh[j]; mls[r] = ml[j];
-                        scs[r] = (T)(rstd[j] * (double)w[widx]);
-                        shs[r] = b ? b[widx] : (T)0;
-                        ok &= scs[r] - scs[r] == 0;
+                        mhs[run + r] = mh[j]; mls[run + r] = ml[j];
+                        scs[run + r] = (T)(rstd[j] * (double)w[widx]);
+                        shs[run + r] = b ? b[widx] : (T)0;
+                        ok &= scs[run + r] - scs[run + r] == 0;
                     }
                     if (ok) {
-                        TF(norm_run_joined)(x + xo[j] + r0 * s->R2, y + yo[j] + r0 * s->R2, s->R2, nseg,
-                                            mhs, mls, scs, shs);
-                    } else {
-                        for (ptrdiff_t r = r0; r < r0 + nseg; r++)
-                            TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, r, 0, s->R2, mean[j], var[j]);
+                        if (!run) { rx = px; ry = py; }
+                        run += nseg;
+                        continue;
                     }
+                    if (run) TF(norm_run_joined)(rx, ry, s->R2, run, mhs, mls, scs, shs);
+                    run = 0;
+                    for (ptrdiff_t r = r0; r < r0 + nseg; r++)
+                        TF(seg_norm_part)(s, x, y, p, u / s->K, u % s->K, r, 0, s->R2, mean[j], var[j]);
                 }
             }
+            if (run) TF(norm_run_joined)(rx, ry, s->R2, run, mhs, mls, scs, shs);
             continue;
         }
         for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)

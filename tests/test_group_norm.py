@@ -204,6 +204,36 @@ def test_large_mean_float32(rng, channel_axis):
     assert np.max(np.abs(naive - exact)) > 1e-2
 
 
+@pytest.mark.parametrize("shape", [(6, 64, 7, 7), (5, 32, 3, 5)])
+def test_scale_beyond_float32_amid_joined_units(rng, shape, active_isa):
+    """Short planes of consecutive groups are normalized as one joined run; a
+    channel whose float32 scale rstd * weight overflows (weight 1e37 in a
+    group with std 0.01) must be computed in float64 as the reference is, and
+    the units of the run before it still written: every group against float64,
+    the same bits at 1-3 threads (the walk's cuts move with the thread count),
+    on every SIMD path (3 x 5 planes join on AVX2, whose vectors are shorter)."""
+    N, C = shape[:2]
+    G = C // 8
+    x = rng.normal(size=shape).astype(np.float32)
+    hot = (N // 2, 3)                                  # (sample, group) with a tiny std
+    x[hot[0], 8 * hot[1]:8 * hot[1] + 8] = (0.01 * rng.normal(size=(8,) + shape[2:]) + 2.0).astype(np.float32)
+    w = rng.normal(size=C).astype(np.float32)
+    b = rng.normal(size=C).astype(np.float32)
+    w[8 * hot[1] + 5] = 1e37
+    expected = ref_group_norm(x, G, w, b)[0]
+    assert np.all(np.abs(expected) < 3e38)             # finite in float32
+    with np.errstate(over="ignore"):
+        assert np.float32(1e37) * np.float32(ref_group_norm(x, G)[2][hot]) == np.inf
+    first = None
+    for nt in (1, 2, 3):
+        y = fastnorm.group_norm(x, G, w, b, num_threads=nt)
+        assert np.all(np.isfinite(y))
+        assert_close(y, expected, np.float32)
+        if first is None:
+            first = y
+        np.testing.assert_array_equal(y, first)
+
+
 # ---------------------------------------------------------------------------
 # error contract
 # ---------------------------------------------------------------------------
