@@ -1269,14 +1269,21 @@ static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *
 
 /* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
  * along r) or dy * wcol[k] (parameters per column, in cf) or dy. Contiguous rows
- * go to col_dx_tiles or col_dx_flat. */
+ * go to col_dx_tiles or col_dx_flat. With pdw, row r's parameter gradient terms
+ * are summed as its dx is formed (a pass of their own over x and dy took a fifth
+ * of a LayerNorm backward over a transposed x): pdw[r - r0] = sum_k dy * xhat and
+ * pdb[r - r0] = sum_k dy, in T-precision lanes over FN_PARAM_FLUSH_COLS columns
+ * (four terms a lane for float32 on AVX-512), then in double, in the same order
+ * whatever the thread count. */
+#define FN_PARAM_FLUSH_COLS FN_COL_BLOCK
 static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
-                            int wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
+                            int wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream,
+                            double *pdw, double *pdb)
 {
     ptrdiff_t K = s->K, K2 = TF(col_c2)(K);
     const T *wc = cf + 6 * K2;
     const VT z = {0};
-    if (TF(col_dx_flat_ok)(s, wred)) {
+    if (TF(col_dx_flat_ok)(s, wred) && !pdw) {
         if (TF(col_dx_tiles_ok)(s)) TF(col_dx_tiles)(s, x, dy, dx, wcol, a, r0, r1, cf, stream);
         else TF(col_dx_flat)(s, x, dy, dx, wcol, a, r0 * K, r1 * K, cf, stream);
         return;
@@ -1284,14 +1291,27 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
     for (ptrdiff_t r = r0; r < r1; r++) {
         const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
         T *dxr = dx + a * s->ya + r * s->yr;
-        VT wr = z + (wred ? wred[r] : (T)1);
+        VT wr = z + (wred ? wred[r] : (T)1), aw = z, ab = z;
+        double dwr = 0, dbr = 0;
         for (ptrdiff_t k = 0; k < K; k += TLANES) {
             ptrdiff_t cnt = fn_min(TLANES, K - k);
-            VT v = TF(col_dx_vec)(TF(load_n)(xr + k, cnt, 0), TF(load_n)(dyr + k, cnt, 0),
-                                  wred ? wr : TF(load_n)(wc + k, cnt, 0), wred || wcol, cf + k, K2, cnt);
+            VT xv = TF(load_n)(xr + k, cnt, 0), dyv = TF(load_n)(dyr + k, cnt, 0);
+            VT v = TF(col_dx_vec)(xv, dyv, wred ? wr : TF(load_n)(wc + k, cnt, 0), wred || wcol, cf + k, K2, cnt);
             if (cnt == TLANES) TF(storet)(dxr + k, v);
             else TF(store_part)(dxr + k, cnt, v);
+            if (!pdw) continue;
+            /* col_dx_vec's xhat; padding lanes have dy 0 and coefficients 0 */
+            VT xh = ((xv - TF(load_n)(cf + k, cnt, 0)) - TF(load_n)(cf + K2 + k, cnt, 0))
+                    * TF(load_n)(cf + 2 * K2 + k, cnt, 0);
+            aw = TF(fmadd)(dyv, xh, aw);
+            ab += dyv;
+            if ((k + TLANES) % FN_PARAM_FLUSH_COLS == 0 || k + TLANES >= K) {
+                dwr += TF(hsumt)(aw);
+                dbr += TF(hsumt)(ab);
+                aw = z; ab = z;
+            }
         }
+        if (pdw) { pdw[r - r0] = dwr; pdb[r - r0] = dbr; }
     }
 }
 
@@ -1300,18 +1320,23 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
  * coefficients are not finite. */
 static void TF(col_dx_rows_exact)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
                                   const T *wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const double *mean,
-                                  const double *rstd, const double *scale, const double *c1, const double *c2)
+                                  const double *rstd, const double *scale, const double *c1, const double *c2,
+                                  double *pdw, double *pdb)
 {
     ptrdiff_t K = s->K;
     for (ptrdiff_t r = r0; r < r1; r++) {
         const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
         T *dxr = dx + a * s->ya + r * s->yr;
-        double wr = wred ? (double)wred[r] : 1.0;
-#pragma omp simd
+        double wr = wred ? (double)wred[r] : 1.0, sw = 0, sb = 0;
+#pragma omp simd reduction(+ : sw, sb)
         for (ptrdiff_t k = 0; k < K; k++) {
-            double g = (double)dyr[k] * wr * (wcol ? (double)wcol[k] : 1.0), xh = ((double)xr[k] - mean[k]) * rstd[k];
+            double dyk = (double)dyr[k], xh = ((double)xr[k] - mean[k]) * rstd[k];
+            double g = dyk * wr * (wcol ? (double)wcol[k] : 1.0);
             dxr[k] = (T)(scale[k] * (g - c1[k] - xh * c2[k]));
+            sw += dyk * xh;
+            sb += dyk;
         }
+        if (pdw) { pdw[r - r0] = sw; pdb[r - r0] = sb; }
     }
 }
 
@@ -1352,23 +1377,29 @@ static TF(col_dx_walk) TF(col_dx_plan)(const fn_col_shape *s, const T *dx, const
  * by col_dx_flat, whole rows by col_dx_rows from the T coefficients (cf,
  * col_dx_size(K) per slab) or, where those are not finite (cf_ok), by
  * col_dx_rows_exact from slab a's double values: mean and rstd at a * K, scale,
- * c1 and c2 at a * cstride. */
+ * c1 and c2 at a * cstride. With pdw (parameters along r), each row's parameter
+ * gradient terms go to pdw and pdb at a * R + r (see col_dx_rows). */
 static void TF(col_dx_pass)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred, const T *wcol,
                             const T *cf, const int *cf_ok, const double *mean, const double *rstd,
-                            const double *scale, const double *c1, const double *c2, ptrdiff_t cstride, int nt)
+                            const double *scale, const double *c1, const double *c2, ptrdiff_t cstride,
+                            double *pdw, double *pdb, int nt)
 {
-    ptrdiff_t K = s->K, cs = TF(col_dx_size)(K);
+    ptrdiff_t K = s->K, R = s->R, cs = TF(col_dx_size)(K);
     int stream = fn_stream_output((double)s->A * (double)K * (double)s->R * sizeof(T), 1);
     TF(col_dx_walk) walk = TF(col_dx_plan)(s, dx, wred, cf_ok, stream, nt);
+    /* whole rows only: col_dx_plan cuts inside rows for slabs without parameters along r */
+    if (walk.flat) pdw = pdb = NULL;
     FN_PARALLEL_SHARES(nt, walk.n, it0,
         ptrdiff_t it = walk.mirror ? fn_share_mirror(it0, walk.n, nt) : it0;
         ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
         ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
+        double *qw = pdw ? pdw + a * R + r0 : NULL, *qb = pdw ? pdb + a * R + r0 : NULL;
         if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, wcol != NULL, a, e0, e1, cf + cs * a, stream);
-        else if (cf_ok[a]) TF(col_dx_rows)(s, x, dy, dx, wred, wcol != NULL, a, r0, r1, cf + cs * a, stream);
+        else if (cf_ok[a])
+            TF(col_dx_rows)(s, x, dy, dx, wred, wcol != NULL, a, r0, r1, cf + cs * a, stream, qw, qb);
         else
             TF(col_dx_rows_exact)(s, x, dy, dx, wred, wcol, a, r0, r1, mean + a * K, rstd + a * K,
-                                  scale + a * cstride, c1 + a * cstride, c2 + a * cstride);
+                                  scale + a * cstride, c1 + a * cstride, c2 + a * cstride, qw, qb);
         if (stream) fn_store_fence();
     );
 }
@@ -1446,7 +1477,7 @@ static void TF(col_bwd_walk)(const fn_col_shape *s, const fn_bwd_args *p, const 
             ptrdiff_t a = it / R, r = it % R, ca = a * cstride;
             if (!cf_ok[a])
                 TF(col_dx_rows_exact)(s, x, dy, dx, wred, wcol, a, r, r + 1, cols[0] + a * K, cols[1] + a * K,
-                                      cols[2] + ca, cols[3] + ca, cols[4] + ca);
+                                      cols[2] + ca, cols[3] + ca, cols[4] + ca, NULL, NULL);
         );
 }
 
@@ -1491,7 +1522,7 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
                 cf_ok[a] = TF(col_dx_coeffs)(K, cm + a * K, cr + a * K, cr + a * K, cc1 + a * K, cc2 + a * K, w,
                                              cf + cs * a);
             /* (the scale is the rstd: the parameters are per column, in cf) */
-            TF(col_dx_pass)(s, x, dy, dx, NULL, w, cf, cf_ok, cm, cr, cr, cc1, cc2, K, nt);
+            TF(col_dx_pass)(s, x, dy, dx, NULL, w, cf, cf_ok, cm, cr, cr, cc1, cc2, K, NULL, NULL, nt);
         }
     }
     if (p->dw) {
@@ -1528,13 +1559,17 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         return st;
     }
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
-    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U)
+    ptrdiff_t fused = TF(col_bwd_narrow_ok)(s, wred) ? 0 : TF(col_fused_cols)(s, nt);
+    /* parameters along r: their gradient terms per (slab, row), summed in the dx pass */
+    ptrdiff_t n_row_sums = (p->dw && wred && dx && !fused) ? 2 * A * s->R : 0;
+    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U
+                                                                + (size_t)n_row_sums)
                                     + sizeof(T) * (size_t)(A * TF(col_dx_size)(K)) + sizeof(int) * (size_t)A);
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
     double *coef = part + 3 * K * n_items;
-    T *cf = (T *)(coef + 3 * U);
+    double *row_dw = n_row_sums ? coef + 3 * U : NULL, *row_db = n_row_sums ? row_dw + A * s->R : NULL;
+    T *cf = (T *)(coef + 3 * U + n_row_sums);
     int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
-    ptrdiff_t fused = TF(col_bwd_narrow_ok)(s, wred) ? 0 : TF(col_fused_cols)(s, nt);
     if (fused) {
         const double *cols[5] = {p->cmean, p->rstd, coef, coef + K, coef + 2 * K};
         TF(col_bwd_walk)(s, p, x, dy, dx, wred, NULL, wunit, p->mean, part, coef, cols, 3 * K, cf, cf_ok, fused,
@@ -1550,7 +1585,7 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
                                          coef + 3 * a * K + K, coef + 3 * a * K + 2 * K, NULL,
                                          cf + TF(col_dx_size)(K) * a);
         TF(col_dx_pass)(s, x, dy, dx, wred, NULL, cf, cf_ok, p->cmean, p->rstd, coef, coef + K, coef + 2 * K,
-                        3 * K, nt);
+                        3 * K, row_dw, row_db, nt);
     }
     if (p->dw && wunit) {
         /* sums over the slabs, a in order, per column: slab by slab over the
@@ -1567,8 +1602,16 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             for (ptrdiff_t a = 0; a < A; a++)
                 for (ptrdiff_t k = 0; k < K; k++) db[k] += ps1[a * K + k];
         }
+    } else if (row_dw) {
+        for (ptrdiff_t r = 0; r < s->R; r++) {
+            double dwr = 0, dbr = 0;
+            for (ptrdiff_t a = 0; a < A; a++) { dwr += row_dw[a * s->R + r]; dbr += row_db[a * s->R + r]; }
+            p->dw[r] = dwr;
+            if (p->db) p->db[r] = dbr;
+        }
     } else if (p->dw && wred) {
-        /* sum over (a, k) for each r, in a then k order: one row per item */
+        /* (no dx pass, or the one walk of few rows) sum over (a, k) for each r,
+         * in a then k order: one row per item */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 16) if (nt > 1)
         for (ptrdiff_t r = 0; r < s->R; r++) {
             double dwr = 0, dbr = 0;
