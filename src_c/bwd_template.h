@@ -1270,8 +1270,8 @@ static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *
 /* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
  * along r) or dy * wcol[k] (parameters per column, in cf) or dy. Contiguous rows
  * go to col_dx_tiles or col_dx_flat. With pdw, row r's parameter gradient terms
- * are summed as its dx is formed (a pass of their own over x and dy took a fifth
- * of a LayerNorm backward over a transposed x): pdw[r - r0] = sum_k dy * xhat and
+ * are summed as its dx is formed (a pass of their own over x and dy took 17 % of
+ * a LayerNorm backward over a transposed x): pdw[r - r0] = sum_k dy * xhat and
  * pdb[r - r0] = sum_k dy, in T-precision lanes over FN_PARAM_FLUSH_COLS columns
  * (four terms a lane for float32 on AVX-512), then in double, in the same order
  * whatever the thread count. */
