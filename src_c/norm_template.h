@@ -639,7 +639,7 @@ static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, 
  * 14, 14) ran at 88 % of a copy, planes of 56 x 56 at 96 %). A vector that spans
  * two segments takes each lane's coefficients from its own segment (join) and is
  * computed once: computed with each segment's and joined, a 7 x 7 plane (four
- * vectors) took five (GroupNorm and inference BatchNorm (64, 256, 7, 7) 2-8 %
+ * vectors) took five (GroupNorm and inference BatchNorm (64, 256, 7, 7) 1-8 %
  * slower). Each value's arithmetic is norm_row_fast's: same bits. */
 static void TF(norm_run_joined)(const T *x, T *y, ptrdiff_t n, ptrdiff_t cnt,
                                 const T *mh, const T *ml, const T *sc, const T *sh)
