@@ -1559,9 +1559,14 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         return st;
     }
     ptrdiff_t nsb = (s->R + rows - 1) / rows, n_items = A * nsb;
-    ptrdiff_t fused = TF(col_bwd_narrow_ok)(s, wred) ? 0 : TF(col_fused_cols)(s, nt);
-    /* parameters along r: their gradient terms per (slab, row), summed in the dx pass */
-    ptrdiff_t n_row_sums = (p->dw && wred && dx && !fused) ? 2 * A * s->R : 0;
+    int narrow = TF(col_bwd_narrow_ok)(s, wred);
+    ptrdiff_t fused = narrow ? 0 : TF(col_fused_cols)(s, nt);
+    /* parameters along r: their gradient terms per (slab, row), summed in the dx
+     * pass; not where the one walk may serve the call at some thread count (it
+     * takes them in a pass of their own, whose bits differ): col_fused_cols at one
+     * thread is 0 only where it is 0 at every count */
+    int walk_possible = !narrow && TF(col_fused_cols)(s, 1) != 0;
+    ptrdiff_t n_row_sums = (p->dw && wred && dx && !walk_possible) ? 2 * A * s->R : 0;
     double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U
                                                                 + (size_t)n_row_sums)
                                     + sizeof(T) * (size_t)(A * TF(col_dx_size)(K)) + sizeof(int) * (size_t)A);
@@ -1610,8 +1615,8 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
             if (p->db) p->db[r] = dbr;
         }
     } else if (p->dw && wred) {
-        /* (no dx pass, or the one walk of few rows) sum over (a, k) for each r,
-         * in a then k order: one row per item */
+        /* (no dx pass, or few rows, which the one walk may take) sum over (a, k)
+         * for each r, in a then k order: one row per item */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 16) if (nt > 1)
         for (ptrdiff_t r = 0; r < s->R; r++) {
             double dwr = 0, dbr = 0;

@@ -14,9 +14,12 @@ import pytest
 import fastnorm
 import backward_reference as ref
 
-#: (rows, features): features > 128 take the dx pass's sums (float32), 64 the
-#: walk of few memory rows; odd sizes leave partial vectors at the rows' ends
-SHAPES = [(300, 200), (1000, 513), (70, 1030), (5000, 64)]
+#: (rows, features): more than 128 features take the dx pass's sums; at most
+#: 128, the pass of their own, whether the one walk of few memory rows serves the
+#: call ((5000, 64)) or, at some thread counts only, the separate passes ((1000,
+#: 100): one thread walks, two do not); odd sizes leave partial vectors at the
+#: rows' ends
+SHAPES = [(300, 200), (1000, 513), (70, 1030), (1000, 129), (5000, 64), (1000, 100)]
 
 
 def _case(rng, shape, dtype, loc=0.5):
