@@ -1157,6 +1157,14 @@ static inline ptrdiff_t TF(col_dx_size)(ptrdiff_t K)
     return FN_COL_DX_ARRAYS * TF(col_c2)(K);
 }
 
+/* xhat = ((x - mh) - ml) * rstd of cnt <= TLANES columns from col_dx_coeffs'
+ * arrays at c (stride K2): col_dx_vec's, and the parameter gradients' in
+ * col_dx_rows. */
+static inline VT TF(col_xhat_vec)(VT xv, const T *c, ptrdiff_t K2, ptrdiff_t cnt)
+{
+    return ((xv - TF(load_n)(c, cnt, 0)) - TF(load_n)(c + K2, cnt, 0)) * TF(load_n)(c + 2 * K2, cnt, 0);
+}
+
 /* cnt <= TLANES values of dx from the vectors of x, dy and its weight wv (when
  * weighted) and the coefficients at c (stride col_c2(K), see col_dx_coeffs): xhat = ((x
  * - mh) - ml) * rstd, dx = scale * ((dy * wv - c1) - xhat * c2). The multiply-adds
@@ -1167,7 +1175,7 @@ static inline VT TF(col_dx_vec)(VT xv, VT dyv, VT wv, int weighted, const T *c, 
 {
     VT c1v = TF(load_n)(c + 4 * K2, cnt, 0);
     VT gc = weighted ? TF(fmadd)(dyv, wv, -c1v) : dyv - c1v;
-    VT xh = ((xv - TF(load_n)(c, cnt, 0)) - TF(load_n)(c + K2, cnt, 0)) * TF(load_n)(c + 2 * K2, cnt, 0);
+    VT xh = TF(col_xhat_vec)(xv, c, K2, cnt);
     return TF(load_n)(c + 3 * K2, cnt, 0) * TF(fmadd)(-xh, TF(load_n)(c + 5 * K2, cnt, 0), gc);
 }
 
@@ -1300,10 +1308,8 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
             if (cnt == TLANES) TF(storet)(dxr + k, v);
             else TF(store_part)(dxr + k, cnt, v);
             if (!pdw) continue;
-            /* col_dx_vec's xhat; padding lanes have dy 0 and coefficients 0 */
-            VT xh = ((xv - TF(load_n)(cf + k, cnt, 0)) - TF(load_n)(cf + K2 + k, cnt, 0))
-                    * TF(load_n)(cf + 2 * K2 + k, cnt, 0);
-            aw = TF(fmadd)(dyv, xh, aw);
+            /* padding lanes have dy 0 and coefficients 0 */
+            aw = TF(fmadd)(dyv, TF(col_xhat_vec)(xv, cf + k, K2, cnt), aw);
             ab += dyv;
             if ((k + TLANES) % FN_PARAM_FLUSH_COLS == 0 || k + TLANES >= K) {
                 dwr += TF(hsumt)(aw);
@@ -1583,14 +1589,14 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         nsb = TF(col_bwd_all_sums)(s, p, x, dy, wred, p->mean, nsb, part, nt);
         if (nsb < 0) { fn_scratch_free(part); if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
         for (ptrdiff_t a = 0; a < A; a++) TF(col_bwd_finish)(s, p, a, nsb, part, wunit, coef);
-    }
-    if (dx && !fused) {
-        for (ptrdiff_t a = 0; a < A; a++)
-            cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
-                                         coef + 3 * a * K + K, coef + 3 * a * K + 2 * K, NULL,
-                                         cf + TF(col_dx_size)(K) * a);
-        TF(col_dx_pass)(s, x, dy, dx, wred, NULL, cf, cf_ok, p->cmean, p->rstd, coef, coef + K, coef + 2 * K,
-                        3 * K, row_dw, row_db, nt);
+        if (dx) {
+            for (ptrdiff_t a = 0; a < A; a++)
+                cf_ok[a] = TF(col_dx_coeffs)(K, p->cmean + a * K, p->rstd + a * K, coef + 3 * a * K,
+                                             coef + 3 * a * K + K, coef + 3 * a * K + 2 * K, NULL,
+                                             cf + TF(col_dx_size)(K) * a);
+            TF(col_dx_pass)(s, x, dy, dx, wred, NULL, cf, cf_ok, p->cmean, p->rstd, coef, coef + K, coef + 2 * K,
+                            3 * K, row_dw, row_db, nt);
+        }
     }
     if (p->dw && wunit) {
         /* sums over the slabs, a in order, per column: slab by slab over the
