@@ -185,9 +185,6 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
     cdef int nt = _fast_threads(num_threads, default_threads, work)
     if nt == 0:
         return None
-    if G > 0:
-        # the general path of group_norm writes its output with ordinary stores
-        stream = False
     cdef fn_norm_args p = _args(weight, bias, e, MODE_MEANVAR, has_running and not train, None, None, nt, stream)
     # the statistics of every unit: read from the running statistics (inference
     # BatchNorm), or kept for their update or for return_stats; else the

@@ -65,8 +65,11 @@ def _shape(xv, yv, G):
     return None
 
 
-def _run(x, y, G, w, b, eps, nthreads, want_y=True):
-    """Normalize x (N, C, ...) with channel axis 1 in groups; returns (mean, var) (N, G) float64."""
+def _run(x, y, G, w, b, eps, nthreads, want_y=True, stream=False):
+    """Normalize x (N, C, ...) with channel axis 1 in groups; returns (mean, var) (N, G) float64.
+
+    stream: y is memory already mapped (out=, or a recycled block), which the
+    kernels may write with streaming stores (see _engine.run)."""
     xv, yv = _nchw(x), _nchw(y) if y is not None else None
     if (y is not None and not y.flags.aligned) or not x.flags.aligned:
         xv = None
@@ -84,17 +87,17 @@ def _run(x, y, G, w, b, eps, nthreads, want_y=True):
     kind, shape = plan
     if kind == "seg":
         _ext.seg_norm(xv, yv if want_y else None, shape, w, b, eps, _engine.MODE_MEANVAR,
-                      False, mean, var, nthreads)
+                      False, mean, var, nthreads, stream)
     elif kind == "col":
         _ext.col_norm(xv, yv if want_y else None, shape, False, w, b, eps, _engine.MODE_MEANVAR,
-                      False, mean, var, nthreads)
+                      False, mean, var, nthreads, 1, stream)
     else:
         # per-channel column statistics merged into groups inside the kernel, then
         # the normalize while each sample's slab is still in cache
         C = xv.shape[1]
         mc, vc = np.empty(N * C), np.empty(N * C)
         _ext.col_norm(xv, yv if want_y else None, shape, False, w, b, eps, _engine.MODE_MEANVAR,
-                      False, mc, vc, nthreads, C // G)
+                      False, mc, vc, nthreads, C // G, stream)
         return mc.reshape(N, G, C // G)[:, :, 0].copy(), vc.reshape(N, G, C // G)[:, :, 0].copy()
     return mean.reshape(N, G), var.reshape(N, G)
 
@@ -120,7 +123,7 @@ def _common(x, weight, bias, channel_axis, eps, out, num_threads, func, others=(
 
 def _forward(x, cax, G, weight, bias, eps, out, nthreads):
     """y and (mean, var) (N, G) for channel axis cax."""
-    y = out if out is not None else _ext.new_output(x)[0]
+    y, stream = (out, True) if out is not None else _ext.new_output(x)
     if x.size == 0:
         N = x.shape[0]
         return y, np.full((N, G), np.nan), np.full((N, G), np.nan)
@@ -131,7 +134,7 @@ def _forward(x, cax, G, weight, bias, eps, out, nthreads):
         mean, var = _run(x32, y32, G, weight, bias, eps, nthreads)
         ym[...] = y32
     else:
-        mean, var = _run(xm, ym, G, weight, bias, eps, nthreads)
+        mean, var = _run(xm, ym, G, weight, bias, eps, nthreads, stream=stream)
     return y, mean, var
 
 

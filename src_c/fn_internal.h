@@ -247,7 +247,8 @@ static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
  * A normalize pass of its own (statistics given, or taken in a pass before), and
  * rows whose statistics are taken inside the previous row's normalize loop
  * (seg_rows_piped: LayerNorm (8192, 768) ran at 105 % of copy streamed, 98 %
- * cached), stream from FN_STREAM_PASS_BYTES on. A walk that alternates the
+ * cached), stream from FN_STREAM_PASS_BYTES on; so do the units that seg_norm
+ * normalizes from L2 after reading them whole (see there). A walk that alternates the
  * statistics of a group of rows with their normalize streams only from
  * FN_STREAM_BYTES on:
  * below that, x and y stay in L3 from call to call, the read-for-ownership of y

@@ -1672,14 +1672,6 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
-    /* the statistics-given walk and seg_split normalize in a pass of their own, and
-     * so do units larger than L2 */
-    int own_pass = p->stats_given || (nt > 1 && U < 4 * (ptrdiff_t)nt)
-                   || (double)unit_len * sizeof(T) > FN_L2_BYTES || TF(rows_piped)(s, y, p);
-    args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T), own_pass);
-    /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
-     * rows (R1 == 1) are, their partial lines are next to each other */
-    if (s->R1 > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_STREAM_SEGMENT_BYTES) args.stream = 0;
     /* pipelining needs the unit being normalized and the next one to share L1; it
      * replaces groups of at most two units (see seg_units) */
     ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
@@ -1690,6 +1682,26 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     int tiled = y && !p->stats_given && s->R1 == 1 && s->R2 > FN_BLOCK && p->w && p->b && s->wr2 != 0
                 && unit_bytes > FN_TILE_PARAM_BYTES;
     int pipelined = !tiled && !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
+    /* the statistics-given walk and seg_split normalize in a pass of their own, and
+     * so do units larger than L2 */
+    int own_pass = p->stats_given || (nt > 1 && U < 4 * (ptrdiff_t)nt)
+                   || (double)unit_len * sizeof(T) > FN_L2_BYTES || TF(rows_piped)(s, y, p);
+    /* So does, in effect, a walk that reads a unit larger than L1 for its
+     * statistics and then normalizes it from L2: cached stores of y take a read
+     * for ownership of each line and evict lines that the normalize re-reads.
+     * Units of several segments gain from streaming at any thread count
+     * (training BatchNorm, units of 0.25-1 MiB, 24 MiB: 1.07-1.48x faster at two
+     * threads, 1.6-1.97x at one); on one thread every walk but the lean row
+     * groups and the pipelined units does (InstanceNorm (4, 48, 181, 181) 1.71x,
+     * LayerNorm (1024, 8192) 1.41x, GroupNorm (16, 128, 64, 64) 1.58x: one core's
+     * cached stores wait on their reads for ownership), where two cores ran
+     * 0.87-1.0x as fast streamed, y being left in L3 from call to call. */
+    int lean_rows = s->R1 == 1 && s->R2 <= FN_BLOCK;
+    if (!pipelined && !lean_rows && (nt <= 1 || (s->R1 > 1 && !rowwise && unit_bytes > FN_L1_BYTES))) own_pass = 1;
+    args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T), own_pass);
+    /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
+     * rows (R1 == 1) are, their partial lines are next to each other */
+    if (s->R1 > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_STREAM_SEGMENT_BYTES) args.stream = 0;
     if (p->stats_given && y && s->R1 > 1) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of

@@ -1,10 +1,12 @@
 """Caller-owned outputs of 48 MB and more are written with non-temporal stores
 (fn_norm_args.stream), and those of 16 MB and more when the normalize is a pass
-of its own (inference BatchNorm, the column kernel's split walk). The stored values must be exactly those of the regular
-stores: every case compares ``out=`` against the allocating call bit for bit,
-including outputs whose rows do not start on a vector boundary and column counts
-that are not a multiple of the vector width (the column kernel writes such rows
-as one flat range).
+of its own (inference BatchNorm, the column kernel's split walk, units of several
+segments larger than L1, and on one thread every walk but the lean row groups and
+the pipelined units). The stored values must be exactly those of the regular
+stores: every case compares ``out=`` against the allocating call or against small
+calls (regular stores) bit for bit, including outputs whose rows do not start on a
+vector boundary and column counts that are not a multiple of the vector width (the
+column kernel writes such rows as one flat range).
 """
 
 import numpy as np
@@ -212,3 +214,53 @@ def test_backward_columns_same_bits_at_any_offset(op, K, big):
         xh = (x64 - m) / np.sqrt(v + 1e-5)
         ref = w[3] / np.sqrt(v + 1e-5) * (g - g.mean() - xh * (g * xh).mean())
         np.testing.assert_allclose(results[0][:, 3], ref, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("offset", [0, 1, 5])
+@pytest.mark.parametrize("op", ["batch", "instance", "group", "group-general", "layer"])
+def test_units_normalized_from_cache(op, offset, threads):
+    # 16 MB and more of units larger than L1, each read whole for its statistics
+    # and then normalized from cache: streamed when they are made of several
+    # segments (training BatchNorm's planes, GroupNorm's channels), and on one
+    # thread also InstanceNorm's planes and LayerNorm's long rows. Planes of
+    # 91 x 91 or 181 x 181 values and rows of 8195, so most segments start off a
+    # vector boundary. A unit's values depend on its own data alone: a small call
+    # over a few units (regular stores) is the reference, bit for bit.
+    # "group-general": parameters given as lists take the Python-level path.
+    rng = np.random.default_rng(12)
+    shape = {"batch": (8, 66, 91, 91), "instance": (4, 33, 181, 181), "group": (4, 64, 129, 129),
+             "group-general": (4, 64, 129, 129), "layer": (520, 8195)}[op]
+    x = (rng.standard_normal(shape) * 2 + 5).astype(np.float32)
+    C = shape[-1] if op == "layer" else shape[1]
+    w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    out = _out_like(x, offset, STREAM_PASS_BYTES)
+    if op == "batch":
+        assert fastnorm.batch_norm(x, w, b, training=True, out=out, num_threads=threads) is out
+        part = slice(5, 7)
+        want = fastnorm.batch_norm(np.ascontiguousarray(x[:, part]), w[part], b[part], training=True)
+        np.testing.assert_array_equal(out[:, part], want)
+        x64 = x[:, 5].astype(np.float64)
+        ref = (x64 - x64.mean()) / np.sqrt(x64.var() + 1e-5) * w[5] + b[5]
+        np.testing.assert_allclose(out[:, 5], ref, rtol=1e-4, atol=1e-4)
+        return
+    if op == "layer":
+        assert fastnorm.layer_norm(x, w, b, out=out, num_threads=threads) is out
+        for rows in (slice(0, 3), slice(300, 303), slice(-3, None)):
+            np.testing.assert_array_equal(out[rows], fastnorm.layer_norm(x[rows], w, b))
+        x64 = x[:2].astype(np.float64)
+        m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+        np.testing.assert_allclose(out[:2], (x64 - m) / np.sqrt(v + 1e-5) * w + b, rtol=1e-4, atol=1e-4)
+        return
+    if op == "instance":
+        assert fastnorm.instance_norm(x, w, b, out=out, num_threads=threads) is out
+        want = fastnorm.instance_norm(x[-1:], w, b)
+        group = x[-1, 5:6].astype(np.float64)
+    else:
+        wg, bg = (w.tolist(), b.tolist()) if op == "group-general" else (w, b)
+        assert fastnorm.group_norm(x, 32, wg, bg, out=out, num_threads=threads) is out
+        want = fastnorm.group_norm(x[-1:], 32, w, b)
+        group = x[-1, 4:6].astype(np.float64)
+    np.testing.assert_array_equal(out[-1:], want)
+    ref = (group[-1] - group.mean()) / np.sqrt(group.var() + 1e-5) * w[5] + b[5]
+    np.testing.assert_allclose(out[-1, 5], ref, rtol=1e-4, atol=1e-4)
