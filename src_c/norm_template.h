@@ -1067,13 +1067,25 @@ static inline ptrdiff_t TF(norm_rows_packed)(const T *x, T *y, ptrdiff_t n, ptrd
     return rows;
 }
 
+/* Asks for the lines of n values of x, and of y for writing. */
+static inline void TF(prefetch_row)(const T *x, T *y, ptrdiff_t n)
+{
+    ptrdiff_t xh = (ptrdiff_t)((uintptr_t)x % FN_LINE_BYTES), yh = (ptrdiff_t)((uintptr_t)y % FN_LINE_BYTES);
+    const char *xb = (const char *)x - xh;
+    char *yb = (char *)y - yh;
+    for (ptrdiff_t o = 0; o < xh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(xb + o, 0, 3);
+    for (ptrdiff_t o = 0; o < yh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(yb + o, 1, 3);
+}
+
 /* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units. The
  * rows' blocks are reduced LANES at a time (block_sums_rows) and the per-row
  * scalar steps run as loops over the group. Every value is computed as
  * block_stats, finish_stats and norm_range compute it, so the bits are the same
- * as on the other paths. */
+ * as on the other paths. With ahead > 0, the normalize of row g + j asks for the
+ * lines of row g1 + j, j < ahead, and of its output (see FN_PREFETCH_ROWS_BYTES). */
 static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
-                                                                    const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1)
+                                                                    const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1,
+                                                                    ptrdiff_t ahead)
 {
     int rms = p->mode == FN_MODE_RMS;
     ptrdiff_t n = s->R2, cnt = g1 - g;
@@ -1112,7 +1124,11 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
     }
     ptrdiff_t packed = joined ? 0 : TF(norm_rows_packed)(x, y, n, cnt, xo, yo, wo, w && wvec ? w : NULL, b, mh, ml,
                                                         sc, sh, fast);
+    ptrdiff_t pxo[FN_UNIT_GROUP], pyo[FN_UNIT_GROUP], pwo[FN_UNIT_GROUP];
+    if (ahead > 0 && !joined && !packed) fn_unit_offsets(s, g1, ahead, pxo, pyo, pwo);
+    else ahead = 0;
     for (ptrdiff_t j = packed; !joined && j < cnt; j++) {
+        if (j < ahead) TF(prefetch_row)(x + pxo[j], y + pyo[j], n);
         if (!fast[j]) {
             TF(norm_range)(xr[j], y + yo[j], n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
                            wvec, fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
@@ -1362,7 +1378,7 @@ static inline int TF(rows_piped)(const fn_seg_shape *s, const T *y, const fn_nor
  * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
  * overlap in the out-of-order core instead of running one after another. */
 static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
-                          ptrdiff_t u0, ptrdiff_t u1)
+                          ptrdiff_t u0, ptrdiff_t u1, int prefetch)
 {
     int rms = p->mode == FN_MODE_RMS;
     fn_seg_shape sv = TF(stats_view)(s);
@@ -1386,7 +1402,7 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
         if (lean) {
-            TF(seg_rows_lean)(s, x, y, p, g, g1);
+            TF(seg_rows_lean)(s, x, y, p, g, g1, prefetch && y ? fn_min(g1 + group, u1) - g1 : 0);
             continue;
         }
         if (!p->stats_given)
@@ -1702,6 +1718,8 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
      * rows (R1 == 1) are, their partial lines are next to each other */
     if (s->R1 > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_STREAM_SEGMENT_BYTES) args.stream = 0;
+    double x_bytes = (double)U * (double)unit_len * sizeof(T);
+    int prefetch = x_bytes >= FN_PREFETCH_ROWS_BYTES || (nt <= 1 && x_bytes >= FN_PREFETCH_ROWS_BYTES / 2);
     if (p->stats_given && y && s->R1 > 1) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of
@@ -1721,7 +1739,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     } else if (nt <= 1) {
         if (tiled) TF(seg_units_tiled)(s, x, y, p, 0, U);
         else if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
-        else TF(seg_units)(s, x, y, p, 0, U);
+        else TF(seg_units)(s, x, y, p, 0, U, prefetch);
     } else if (U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
         /* a pipelined chunk starts with a statistics-only unit: make chunks long */
@@ -1737,7 +1755,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
             if (tiled) TF(seg_units_tiled)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else if (rowwise) TF(seg_units_rowwise)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else if (pipelined) TF(seg_units_pipelined)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
-            else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
+            else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk), prefetch);
         });
     } else {
         status = TF(seg_split)(s, x, y, p, nt);
