@@ -105,12 +105,12 @@
  * large (half as large on one thread), ask for the next group's rows of x, and for
  * their output's lines for writing, while they normalize the current group: each
  * group otherwise met its reads, and its stores their reads for ownership, as
- * misses one after another. LayerNorm (65536, 128), (131072, 64), (90000, 100)
- * float32 and (65536, 64) float64, 32 MiB: 1.31-1.44x faster at two threads,
- * 1.39-1.59x at one; RMSNorm (131072, 64) 1.37x and 1.77x (2026-11-30, asking for
- * x alone: 0.97-1.18x). Smaller inputs stay in L3 from call to call, where the
- * requests only cost: (32768, 128), 16 MiB, 0.95x at two threads, (8192, 128)
- * 0.92-0.95x. */
+ * misses one after another. LayerNorm (65536, 128), (131072, 64), (90000, 100),
+ * (262144, 32) float32 and (65536, 64) float64, 32 MiB: 1.15-1.25x faster at two
+ * threads, 1.50-1.63x at one; RMSNorm (131072, 64) 1.04x and 1.54x (2026-11-30;
+ * asking for x alone: 0.97-1.18x). Smaller inputs stay in L3 from call to call,
+ * where the requests only cost: (32768, 128), 16 MiB, 0.95x at two threads,
+ * (8192, 128) 0.92-0.95x. */
 #define FN_PREFETCH_ROWS_BYTES (32.0 * 1024 * 1024)
 #define FN_LINE_BYTES 64
 

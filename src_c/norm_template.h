@@ -1714,11 +1714,12 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
      * 0.87-1.0x as fast streamed, y being left in L3 from call to call. */
     int lean_rows = s->R1 == 1 && s->R2 <= FN_BLOCK;
     if (!pipelined && !lean_rows && (nt <= 1 || (s->R1 > 1 && !rowwise && unit_bytes > FN_L1_BYTES))) own_pass = 1;
-    args.stream = p_in->stream && y != NULL && fn_stream_output((double)U * (double)unit_len * sizeof(T), own_pass);
+    double x_bytes = (double)U * (double)unit_len * sizeof(T);
+    args.stream = p_in->stream && y != NULL && fn_stream_output(x_bytes, own_pass);
     /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
      * rows (R1 == 1) are, their partial lines are next to each other */
     if (s->R1 > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_STREAM_SEGMENT_BYTES) args.stream = 0;
-    double x_bytes = (double)U * (double)unit_len * sizeof(T);
+    /* lean row groups ask for the next group's lines (see FN_PREFETCH_ROWS_BYTES) */
     int prefetch = x_bytes >= FN_PREFETCH_ROWS_BYTES || (nt <= 1 && x_bytes >= FN_PREFETCH_ROWS_BYTES / 2);
     if (p->stats_given && y && s->R1 > 1) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
