@@ -13,6 +13,16 @@ from . import normalization as _nz
 __all__ = ["RunningMoments"]
 
 
+def _two_sum(a, b):
+    """a + b and its rounding error (TwoSum, elementwise; the error is 0 where
+    the sum is not finite)."""
+    s = a + b
+    bb = s - a
+    with np.errstate(invalid="ignore"):
+        err = (a - (s - bb)) + (b - bb)
+    return s, np.where(np.isfinite(s), err, 0.0)
+
+
 def _normalize_axes(axis, ndim):
     """Sorted tuple of non-negative reduced axes (``None`` means all)."""
     if axis is None:
@@ -90,6 +100,7 @@ class RunningMoments:
         self._count = 0
         self._shape = None
         self._mean = None
+        self._comp = None   # rounding error of _mean's updates: the mean is _mean + _comp
         self._m2 = None
 
     @property
@@ -109,7 +120,7 @@ class RunningMoments:
             return None
         if self._count == 0:
             return np.full(self._shape, np.nan)
-        return self._mean.copy()
+        return np.array(self._mean + self._comp, dtype=np.float64)
 
     def var(self, ddof=0):
         """Variance of everything accumulated so far.
@@ -203,22 +214,25 @@ class RunningMoments:
         mean_b, var_b = _nz.moments(x, axis=axes)
         mean_b = np.asarray(mean_b, dtype=np.float64).reshape(shape)
         m2_b = np.asarray(var_b, dtype=np.float64).reshape(shape) * n_b
-        self._combine(n_b, mean_b, m2_b, shape)
+        self._combine(n_b, mean_b, np.zeros_like(mean_b), m2_b, shape)
         return self
 
-    def _combine(self, n_b, mean_b, m2_b, shape):
+    def _combine(self, n_b, mean_b, comp_b, m2_b, shape):
+        # mean_b + comp_b: the batch's (or the other accumulator's) mean
         n_a = self._count
         if n_a == 0:
-            mean, m2 = mean_b.copy(), m2_b.copy()
+            mean, comp, m2 = mean_b.copy(), comp_b.copy(), m2_b.copy()
         else:
             n = n_a + n_b
-            delta = mean_b - self._mean
-            # Weighted form keeps the update stable when n_b << n_a and vice versa.
-            mean = self._mean + delta * (n_b / n)
+            delta = (mean_b - self._mean) + (comp_b - self._comp)
+            # Weighted form keeps the update stable when n_b << n_a and vice versa;
+            # the step's rounding error is kept in comp (TwoSum), so that many
+            # batches with |mean| >> std do not round the mean to its ulp each time.
+            mean, comp = _two_sum(self._mean, self._comp + delta * (n_b / n))
             m2 = self._m2 + m2_b + delta * delta * (n_a * n_b / n)
         self._shape = shape
         self._count = n_a + n_b
-        self._mean, self._m2 = mean, m2
+        self._mean, self._comp, self._m2 = mean, comp, m2
 
     def merge(self, other):
         """Add another accumulator's data to this one (Chan et al.).
@@ -258,7 +272,7 @@ class RunningMoments:
             if self._shape is None:
                 self._shape = other._shape
             return self
-        self._combine(other._count, other._mean, other._m2, other._shape)
+        self._combine(other._count, other._mean, other._comp, other._m2, other._shape)
         return self
 
     def __repr__(self):

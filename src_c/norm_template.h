@@ -471,16 +471,17 @@ static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, 
 }
 
 /* Merges, column by column, K blocks of nb values each (means mb, M2 m2b) into
- * K accumulators of na values each (means ma, M2 m2a): fn_acc_merge's arithmetic
- * with its divisions done once for all columns. */
-static void TF(col_fold)(double na, double *ma, double *m2a, double nb, const double *mb,
+ * K accumulators of na values each (means ma, M2 m2a, compensations ca or NULL,
+ * see fn_merge_cols): fn_acc_merge's arithmetic with its divisions done once for
+ * all columns. */
+static void TF(col_fold)(double na, double *ma, double *m2a, double *ca, double nb, const double *mb,
                          const double *m2b, ptrdiff_t K, int rms)
 {
     if (rms) {
         for (ptrdiff_t k = 0; k < K; k++) m2a[k] = (na == 0 ? 0 : m2a[k]) + m2b[k];
         if (na == 0) for (ptrdiff_t k = 0; k < K; k++) ma[k] = 0;
     } else {
-        fn_merge_cols(na, ma, m2a, nb, mb, m2b, K);
+        fn_merge_cols(na, ma, m2a, ca, nb, mb, m2b, K);
     }
 }
 
@@ -785,7 +786,7 @@ static inline __attribute__((always_inline)) void TF(unit_coeffs)(ptrdiff_t cnt,
 static inline void TF(finish_stats)(const fn_acc *acc, double inv_total, int rms, double *mean, double *var)
 {
     if (acc->n == 0) { *mean = NAN; *var = NAN; return; }
-    *mean = rms ? 0.0 : acc->mean;
+    *mean = rms ? 0.0 : acc->mean + acc->c;
     *var = acc->m2 * inv_total;
 }
 
@@ -887,7 +888,7 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
         if (!p->stats_given) {
             /* every unit has merged as many values as every other: the merge of a
              * segment row is one loop over the units, its divisions done once */
-            double am[FN_MAX_CHUNK_UNITS], am2[FN_MAX_CHUNK_UNITS], na = 0;
+            double am[FN_MAX_CHUNK_UNITS], am2[FN_MAX_CHUNK_UNITS], ac[FN_MAX_CHUNK_UNITS], na = 0;
             for (ptrdiff_t r1 = 0; r1 < sv.R1; r1++)
                 for (ptrdiff_t i0 = 0; i0 < sv.R2; i0 += FN_BLOCK) {
                     const T *seg[FN_MAX_CHUNK_UNITS];
@@ -899,11 +900,11 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
                     for (ptrdiff_t j = 0; j < cnt; j++)
                         fn_sums_to_stats(s1[j], s2[j], c0[j], m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
                                          &bm[j], &bm2[j]);
-                    TF(col_fold)(na, am, am2, (double)m, bm, bm2, cnt, rms);
+                    TF(col_fold)(na, am, am2, ac, (double)m, bm, bm2, cnt, rms);
                     na += (double)m;
                 }
             for (ptrdiff_t j = 0; j < cnt; j++) {
-                p->mean[g0 + j] = rms ? 0.0 : am[j];
+                p->mean[g0 + j] = rms ? 0.0 : am[j] + ac[j];
                 p->var[g0 + j] = am2[j] * inv_total;
             }
         }
@@ -2006,7 +2007,7 @@ static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, 
     }
     /* the rest's means go to s1d, in place */
     TF(col_sums_to_stats)(s1d, s2d, c, n, K, s1d, m2r);
-    TF(col_fold)((double)(r_rest - r_begin), mean, m2, n, s1d, m2r, K, rms);
+    TF(col_fold)((double)(r_rest - r_begin), mean, m2, NULL, n, s1d, m2r, K, rms);
 }
 
 static ptrdiff_t TF(col_super_rows)(const fn_col_shape *s, ptrdiff_t sb)
@@ -2226,21 +2227,21 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
     ptrdiff_t K = s->K, nsb = (s->R + FN_COL_BLOCK * FN_COL_SUPER - 1) / (FN_COL_BLOCK * FN_COL_SUPER);
     int rms = p->mode == FN_MODE_RMS;
     double *mean = p->mean + a * K, *m2 = p->var + a * K, *pm = scratch + 6 * K, *pm2 = scratch + 7 * K;
-    double n = 0;
+    double *ca = scratch + 8 * K, n = 0;
     for (ptrdiff_t sb = 0; sb < nsb; sb++) {
         TF(col_super_stats)(s, x, a, sb, rms, scratch, pm, pm2);
         double nb = (double)TF(col_super_rows)(s, sb);
-        TF(col_fold)(n, mean, m2, nb, pm, pm2, K, rms);
+        TF(col_fold)(n, mean, m2, ca, nb, pm, pm2, K, rms);
         n += nb;
     }
     for (ptrdiff_t k = 0; k < K; k++) {
         if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
-        else m2[k] /= n;
+        else { mean[k] = rms ? 0.0 : mean[k] + ca[k]; m2[k] /= n; }
     }
     fn_merge_column_groups(mean, m2, K, s->Kg);
 }
 
-/* scratch: 8K + 4 TLANES doubles (statistics, then the coefficients) */
+/* scratch: 9K + 4 TLANES doubles (statistics, then the coefficients) */
 static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t a, double *scratch)
 {
     if (!p->stats_given) TF(col_slab_stats)(s, x, p, a, scratch);
@@ -2282,21 +2283,25 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
             }
             fn_scratch_free(scratch);
         }
+        /* the means' compensations during the fold, as col_slab_stats keeps them */
+        double *ca = status == FN_OK ? (double *)fn_scratch_alloc(sizeof(double) * (size_t)K) : NULL;
+        if (status == FN_OK && !ca) status = FN_ENOMEM;
         if (status != FN_OK) { fn_scratch_free(part); return status; }
         for (ptrdiff_t a = 0; a < A; a++) {
             double *mean = p->mean + a * K, *m2 = p->var + a * K, n = 0;
             for (ptrdiff_t sb = 0; sb < nsb; sb++) {
                 ptrdiff_t it = a * nsb + sb;
                 double nb = (double)TF(col_super_rows)(s, sb);
-                TF(col_fold)(n, mean, m2, nb, part + 2 * K * it, part + 2 * K * it + K, K, rms);
+                TF(col_fold)(n, mean, m2, ca, nb, part + 2 * K * it, part + 2 * K * it + K, K, rms);
                 n += nb;
             }
             for (ptrdiff_t k = 0; k < K; k++) {
                 if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
-                else m2[k] /= n;
+                else { mean[k] = rms ? 0.0 : mean[k] + ca[k]; m2[k] /= n; }
             }
             fn_merge_column_groups(mean, m2, K, s->Kg);
         }
+        fn_scratch_free(ca);
         fn_scratch_free(part);
     }
     if (y) {
@@ -2391,7 +2396,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
             double *mean = p->mean + a * K + k0, *m2 = p->var + a * K + k0;
             if (!p->stats_given) {
                 TF(col_super_stats)(&sub, x + k0, a, 0, rms, scratch, scratch + 6 * cw, scratch + 7 * cw);
-                TF(col_fold)(0, mean, m2, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
+                TF(col_fold)(0, mean, m2, NULL, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
                 for (ptrdiff_t k = 0; k < sub.K; k++) m2[k] /= (double)R;
                 fn_merge_column_groups(mean, m2, sub.K, s->Kg);
             }
@@ -2472,7 +2477,7 @@ static int TF(col_narrow_stats)(const fn_col_shape *s, const T *x, const fn_norm
                     }
                     fn_acc_merge(&acc, nt, tm, tq);
                 }
-                p->mean[a * K + k] = acc.mean;
+                p->mean[a * K + k] = acc.mean + acc.c;
                 p->var[a * K + k] = acc.m2 / acc.n;
             }
         }
@@ -2515,7 +2520,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
         fn_shares_init(sh, ntc, A);
 #pragma omp parallel num_threads(ntc) if (ntc > 1)
         {
-            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * (8 * (size_t)K + 4 * TLANES));
+            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * (9 * (size_t)K + 4 * TLANES));
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;

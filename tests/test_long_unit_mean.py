@@ -1,0 +1,91 @@
+"""Means of long units with |mean| >> std in float64, every kernel's fold.
+
+A unit of millions of values is folded from blocks (rows of FN_BLOCK values, the
+segment rows of the row-wise walk, the column kernels' superblocks, the batches of
+RunningMoments). Each Chan merge moves the running mean by a fraction of a block's
+deviation; rounded to the mean's ulp every time, the error grew with the number of
+merges (7 to 32 ulp below, for mean 1e4 and std 1e-3, where NumPy's pairwise mean
+is within an ulp), and the normalized values inherit it divided by the std. The
+merges carry their rounding error (fn_acc's compensation, TwoSum), so the mean
+stays within about an ulp whatever the unit's length. Every test here fails on the
+build before that change.
+"""
+import numpy as np
+import pytest
+
+import fastnorm
+
+SHIFT, SPREAD = 1e4, 1e-3
+
+
+def _data(shape, seed):
+    rng = np.random.default_rng(seed)
+    return SHIFT + SPREAD * rng.standard_normal(shape)
+
+
+def _exact_mean(values):
+    """The mean to well within an ulp: x - SHIFT is exact (Sterbenz), and the
+    sum of those small deviations loses nothing visible at the mean's scale."""
+    d = values.astype(np.float64) - SHIFT
+    return SHIFT + d.sum(dtype=np.float64) / d.size
+
+
+def _ulps(got, exact):
+    return abs(got - exact) / np.spacing(exact)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_one_long_row(num_threads):
+    # one unit of 4 Mi values: blocks of FN_BLOCK merged in order (seg_units /
+    # seg_split)
+    x = _data((1, 1 << 22), 1)
+    mean, _ = fastnorm.moments(x, axis=1, num_threads=num_threads)
+    assert _ulps(float(mean[0]), _exact_mean(x)) <= 1.5
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_long_columns(num_threads):
+    # 16 columns of 256 Ki rows: the column kernels' superblocks (col_slab_stats
+    # on one thread, col_split's fold on two)
+    x = _data((1 << 18, 16), 2)
+    mean, _ = fastnorm.moments(x, axis=0, num_threads=num_threads)
+    errors = [_ulps(float(mean[k]), _exact_mean(x[:, k])) for k in range(x.shape[1])]
+    assert max(errors) <= 1.5
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_long_channels_of_short_planes(num_threads):
+    # BatchNorm NCHW statistics over 20000 planes of 7 x 7 per channel: the
+    # row-wise walk merges one segment row of its units at a time (col_fold)
+    x = _data((20000, 4, 49), 3)
+    mean, _ = fastnorm.moments(x, axis=(0, 2), num_threads=num_threads)
+    errors = [_ulps(float(mean[k]), _exact_mean(x[:, k, :])) for k in range(x.shape[1])]
+    assert max(errors) <= 1.5
+
+
+def test_layer_norm_output_keeps_the_digits():
+    # the normalized values of such a unit against a float64 formula around the
+    # exact mean: their error is the mean's, divided by the std
+    x = _data((1, 1 << 22), 4)
+    eps = 1e-9
+    y = fastnorm.layer_norm(x, eps=eps)
+    d = x - _exact_mean(x)
+    ref = d / np.sqrt((d * d).mean() + eps)
+    assert np.max(np.abs(y - ref)) < 2e-9
+
+
+def test_running_moments_over_many_batches():
+    # 4000 batches of 1000 rows: the same merges, one per batch, in Python
+    # (10 ulp off before they carried their rounding error)
+    data = _data((4000 * 1000, 3), 6)
+    exact = np.array([_exact_mean(data[:, k]) for k in range(3)])
+    halves = [fastnorm.RunningMoments(axis=0), fastnorm.RunningMoments(axis=0)]
+    whole = fastnorm.RunningMoments(axis=0)
+    for i in range(4000):
+        batch = data[i * 1000:(i + 1) * 1000]
+        whole.update(batch)
+        halves[i % 2].update(batch)
+    merged = halves[0].merge(halves[1])
+    for acc in (whole, merged):
+        assert np.max(_ulps(acc.mean, exact)) <= 1.5
+        np.testing.assert_allclose(acc.var(), data.var(axis=0), rtol=1e-11)
