@@ -7,8 +7,10 @@ deviation; rounded to the mean's ulp every time, the error grew with the number 
 merges (7 to 32 ulp below, for mean 1e4 and std 1e-3, where NumPy's pairwise mean
 is within an ulp), and the normalized values inherit it divided by the std. The
 merges carry their rounding error (fn_acc's compensation, TwoSum), so the mean
-stays within about an ulp whatever the unit's length. Every test here fails on the
-build before that change.
+stays within about an ulp whatever the unit's length. A channels-last GroupNorm
+group's mean is the mean of its columns' means, summed around the first of them
+(a plain sum of the means rounds at their scale). Every test here fails on the
+build before these changes.
 """
 import numpy as np
 import pytest
@@ -89,3 +91,14 @@ def test_running_moments_over_many_batches():
     for acc in (whole, merged):
         assert np.max(_ulps(acc.mean, exact)) <= 1.5
         np.testing.assert_allclose(acc.var(), data.var(axis=0), rtol=1e-11)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_channels_last_group_means(num_threads):
+    # a group of 23 channels-last columns: its mean is the mean of theirs (3 ulp
+    # off when the means were summed plainly)
+    rng = np.random.default_rng(1)
+    x = 1e5 + 1e-2 * rng.standard_normal((32, 14, 7, 23))
+    exact = 1e5 + (x.reshape(32, -1) - 1e5).sum(axis=1) / x[0].size
+    _, mean, _ = fastnorm.group_norm(x, 1, channel_axis=-1, return_stats=True, num_threads=num_threads)
+    assert np.max(_ulps(np.asarray(mean).ravel(), exact)) <= 1.5
