@@ -2222,6 +2222,19 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
     }
 }
 
+/* A slab's statistics after col_fold has merged its n rows (compensations ca):
+ * the means and the biased variances, NaN without rows, then shared by groups of
+ * Kg columns. */
+static void TF(col_fold_finish)(double *mean, double *m2, const double *ca, double n, ptrdiff_t K, ptrdiff_t Kg,
+                                int rms)
+{
+    for (ptrdiff_t k = 0; k < K; k++) {
+        if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
+        else { mean[k] = rms ? 0.0 : mean[k] + ca[k]; m2[k] /= n; }
+    }
+    fn_merge_column_groups(mean, m2, K, Kg);
+}
+
 static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_args *p, ptrdiff_t a, double *scratch)
 {
     ptrdiff_t K = s->K, nsb = (s->R + FN_COL_BLOCK * FN_COL_SUPER - 1) / (FN_COL_BLOCK * FN_COL_SUPER);
@@ -2234,11 +2247,7 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
         TF(col_fold)(n, mean, m2, ca, nb, pm, pm2, K, rms);
         n += nb;
     }
-    for (ptrdiff_t k = 0; k < K; k++) {
-        if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
-        else { mean[k] = rms ? 0.0 : mean[k] + ca[k]; m2[k] /= n; }
-    }
-    fn_merge_column_groups(mean, m2, K, s->Kg);
+    TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms);
 }
 
 /* scratch: 9K + 4 TLANES doubles (statistics, then the coefficients) */
@@ -2285,8 +2294,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         }
         /* the means' compensations during the fold, as col_slab_stats keeps them */
         double *ca = status == FN_OK ? (double *)fn_scratch_alloc(sizeof(double) * (size_t)K) : NULL;
-        if (status == FN_OK && !ca) status = FN_ENOMEM;
-        if (status != FN_OK) { fn_scratch_free(part); return status; }
+        if (!ca) { fn_scratch_free(part); return status != FN_OK ? status : FN_ENOMEM; }
         for (ptrdiff_t a = 0; a < A; a++) {
             double *mean = p->mean + a * K, *m2 = p->var + a * K, n = 0;
             for (ptrdiff_t sb = 0; sb < nsb; sb++) {
@@ -2295,11 +2303,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
                 TF(col_fold)(n, mean, m2, ca, nb, part + 2 * K * it, part + 2 * K * it + K, K, rms);
                 n += nb;
             }
-            for (ptrdiff_t k = 0; k < K; k++) {
-                if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
-                else { mean[k] = rms ? 0.0 : mean[k] + ca[k]; m2[k] /= n; }
-            }
-            fn_merge_column_groups(mean, m2, K, s->Kg);
+            TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms);
         }
         fn_scratch_free(ca);
         fn_scratch_free(part);
