@@ -224,12 +224,22 @@ class RunningMoments:
             mean, comp, m2 = mean_b.copy(), comp_b.copy(), m2_b.copy()
         else:
             n = n_a + n_b
-            delta = (mean_b - self._mean) + (comp_b - self._comp)
             # Weighted form keeps the update stable when n_b << n_a and vice versa;
             # the step's rounding error is kept in comp (TwoSum), so that many
             # batches with |mean| >> std do not round the mean to its ulp each time.
-            mean, comp = _two_sum(self._mean, self._comp + delta * (n_b / n))
-            m2 = self._m2 + m2_b + delta * delta * (n_a * n_b / n)
+            with np.errstate(invalid="ignore"):
+                delta = (mean_b - self._mean) + (comp_b - self._comp)
+                mean, comp = _two_sum(self._mean, self._comp + delta * (n_b / n))
+                m2 = self._m2 + m2_b + delta * delta * (n_a * n_b / n)
+                # a mean of +-inf or NaN on either side: the means weighted by
+                # their counts, as the kernels' merges (+-inf stays, +inf with
+                # -inf is NaN), and a NaN spread, as NumPy's x - mean gives
+                bad = ~np.isfinite(delta)
+                if bad.any():
+                    plain = self._mean * (n_a / n) + mean_b * (n_b / n)
+                    mean = np.where(bad, plain, mean)
+                    comp = np.where(bad, 0.0, comp)
+                    m2 = np.where(bad, np.where(np.isfinite(plain), np.inf, np.nan), m2)
         self._shape = shape
         self._count = n_a + n_b
         self._mean, self._comp, self._m2 = mean, comp, m2

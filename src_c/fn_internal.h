@@ -184,6 +184,17 @@ static inline void fn_two_sum(double a, double b, double *hi, double *lo)
     *lo = s - s == 0 ? e : 0.0;
 }
 
+/* x where finite, else 0: a block's shift (shift_of in norm_template.h) */
+static inline double fn_finite_or_zero(double x) { return x - x == 0 ? x : 0.0; }
+
+/* The merged mean where Chan's deviation is not finite (a mean of +-inf or NaN
+ * on either side, or means of opposite signs near double's limit): the means
+ * weighted by their counts, which keeps +-inf where NumPy's sum does and gives
+ * NaN for +inf with -inf. Its spread: NaN where the mean is not finite (x - mean
+ * is, in NumPy), else beyond double's range. */
+static inline double fn_plain_merge(double ma, double wa, double mb, double wb) { return ma * wa + mb * wb; }
+static inline double fn_plain_merge_m2(double mean) { return mean - mean == 0 ? INFINITY : NAN; }
+
 /* Chan et al.: merge a block of nb values with mean mb and sum of squared
  * deviations m2b into acc, the deviation taken from the compensated mean. The
  * first merge copies, so folding the same blocks in the same order gives the
@@ -196,8 +207,14 @@ static inline void fn_acc_merge(fn_acc *acc, double nb, double mb, double m2b)
     }
     double n = acc->n + nb;
     double d = (mb - acc->mean) - acc->c;
-    fn_two_sum(acc->mean, acc->c + d * (nb / n), &acc->mean, &acc->c);
-    acc->m2 += m2b + d * d * (acc->n * nb / n);
+    if (d - d == 0) {
+        fn_two_sum(acc->mean, acc->c + d * (nb / n), &acc->mean, &acc->c);
+        acc->m2 += m2b + d * d * (acc->n * nb / n);
+    } else {
+        acc->mean = fn_plain_merge(acc->mean, acc->n / n, mb, nb / n);
+        acc->m2 = fn_plain_merge_m2(acc->mean);
+        acc->c = 0;
+    }
     acc->n = n;
 }
 
@@ -212,21 +229,27 @@ static inline void fn_merge_cols(double na, double *ma, double *m2a, double *ca,
         if (ca) for (ptrdiff_t k = 0; k < K; k++) ca[k] = 0;
         return;
     }
-    double n = na + nb, fa = nb / n, fc = na * nb / n;
+    /* fn_acc_merge's arithmetic, its non-finite case as selects so that the
+     * loops vectorize */
+    double n = na + nb, fa = nb / n, fw = na / n, fc = na * nb / n;
     if (ca) {
 #pragma omp simd
         for (ptrdiff_t k = 0; k < K; k++) {
-            double d = (mb[k] - ma[k]) - ca[k];
-            fn_two_sum(ma[k], ca[k] + d * fa, &ma[k], &ca[k]);
-            m2a[k] += m2b[k] + d * d * fc;
+            double d = (mb[k] - ma[k]) - ca[k], hi, lo, plain = fn_plain_merge(ma[k], fw, mb[k], fa);
+            fn_two_sum(ma[k], ca[k] + d * fa, &hi, &lo);
+            int ok = d - d == 0;
+            m2a[k] = ok ? m2a[k] + (m2b[k] + d * d * fc) : fn_plain_merge_m2(plain);
+            ma[k] = ok ? hi : plain;
+            ca[k] = ok ? lo : 0.0;
         }
         return;
     }
 #pragma omp simd
     for (ptrdiff_t k = 0; k < K; k++) {
-        double d = mb[k] - ma[k];
-        ma[k] += d * fa;
-        m2a[k] += m2b[k] + d * d * fc;
+        double d = mb[k] - ma[k], plain = fn_plain_merge(ma[k], fw, mb[k], fa);
+        int ok = d - d == 0;
+        m2a[k] = ok ? m2a[k] + (m2b[k] + d * d * fc) : fn_plain_merge_m2(plain);
+        ma[k] = ok ? ma[k] + d * fa : plain;
     }
 }
 

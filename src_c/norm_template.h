@@ -244,6 +244,11 @@ static inline void TF(store_part)(T *p, ptrdiff_t n, VT v)
 #endif
 }
 
+/* The shift of a block's sums: its first value, or 0 where that is inf or NaN,
+ * whose x - c would be NaN for every value: then c + s1 / n is the mean of a
+ * plain sum, as NumPy's (+-inf where the values hold one sign of inf). */
+static inline T TF(shift_of)(T first) { return (T)fn_finite_or_zero((double)first); }
+
 /* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values, entirely in
  * double: the reference the fast version falls back to. */
 __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdiff_t n, double c, double *s1o, double *s2o)
@@ -460,8 +465,9 @@ static inline __attribute__((always_inline)) void TF(block_stats)(const T *x, pt
         return;
     }
     double s1, s2;
-    TF(dev_sums)(x, n, x[0], &s1, &s2);
-    fn_sums_to_stats(s1, s2, (double)x[0], inv_n, 0, mean, m2);
+    T c = TF(shift_of)(x[0]);
+    TF(dev_sums)(x, n, c, &s1, &s2);
+    fn_sums_to_stats(s1, s2, (double)c, inv_n, 0, mean, m2);
 }
 
 static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, int rms)
@@ -502,7 +508,7 @@ static inline __attribute__((always_inline)) void TF(block_sums_rows)(const T *c
             ptrdiff_t j = j0 + r;
             a[r] = tz; q[r] = tz;
             if (j >= cnt) continue;
-            T c = rms ? (T)0 : seg[j][0];
+            T c = rms ? (T)0 : TF(shift_of)(seg[j][0]);
             c0[j] = (double)c;
             if (rms) q[r] = TF(sq_sum_vec)(seg[j], n);
             else TF(dev_sums_vec)(seg[j], n, c, &a[r], &q[r]);
@@ -1221,7 +1227,7 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
     double s1, s2;
     if (add) TF(add_part)(add, u0, (T *)x + xo, 0, n);
-    T c = rms ? (T)0 : x[xo];
+    T c = rms ? (T)0 : TF(shift_of)(x[xo]);
     {
         TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
         TF(acc_finish)(&acc, x + xo, 0, n, c, rms, &s1, &s2);
@@ -1243,7 +1249,7 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
             fn_unit_offsets(s, u + 1, 1, &xo1, &yo1, &wo1);
             xn_o = xo1; yn_o = yo1; wn_o = wo1;
             xn = x + xn_o;
-            cn = rms ? (T)0 : add ? add->x[(u + 1) * add->xs] + add->r[(u + 1) * add->rs] : xn[0];
+            cn = rms ? (T)0 : TF(shift_of)(add ? add->x[(u + 1) * add->xs] + add->r[(u + 1) * add->rs] : xn[0]);
         }
         TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
         ptrdiff_t is = 0;
@@ -1905,14 +1911,15 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
 }
 
 /* The same sums over rows [r0, r1) in double, added to s1, s2: the fallback for
- * sums that overflowed, underflowed or met inf/NaN. */
+ * sums that overflowed, underflowed or met inf/NaN. An infinite shift (a first
+ * row or a first block's mean of inf) is taken as 0, as shift_of does. */
 __attribute__((noinline, cold)) static void TF(col_sums_exact)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
                                                               ptrdiff_t r1, const T *c, double *s1, double *s2)
 {
     for (ptrdiff_t r = r0; r < r1; r++) {
         const T *row = xs + r * s->xr;
         for (ptrdiff_t k = 0; k < s->K; k++) {
-            double d = c ? (double)row[k] - (double)c[k] : (double)row[k];
+            double d = (double)row[k] - (c ? fn_finite_or_zero((double)c[k]) : 0.0);
             s1[k] += d; s2[k] += d * d;
         }
     }
