@@ -228,10 +228,13 @@ def chan_fast(object x, object weight, object bias, object eps, object out, obje
     return ya, mean, rstd
 
 
+@cython.cdivision(True)
 cdef tuple _stats_out(const double *mean, const double *var, Py_ssize_t n, Py_ssize_t step, double eps,
                       int typenum):
     """(mean, 1 / sqrt(var + eps)) of every step-th unit, in x's dtype, rounded as
-    the general path's NumPy expressions round them."""
+    the general path's NumPy expressions round them (IEEE division: a constant
+    unit with eps = 0 has rstd inf, as there, and does not raise after the
+    outputs and running statistics are written)."""
     cdef double *rstd = <double *>malloc(<size_t>n * sizeof(double))
     if rstd == NULL:
         raise MemoryError("fastnorm: statistics allocation failed")

@@ -13,6 +13,14 @@ MODE_MEANVAR = _ext.MODE_MEANVAR
 MODE_RMS = _ext.MODE_RMS
 
 
+def inv_std(var, eps):
+    """1 / sqrt(var + eps) in float64; inf, without NumPy's divide warning, where
+    var + eps is 0 (eps = 0 and a constant unit), as the compiled fast paths
+    return it."""
+    with np.errstate(divide="ignore"):
+        return 1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
+
+
 class Op:
     """What the engine needs to know about one call."""
     __slots__ = ("reduced", "mode", "eps", "w", "b", "w_on_kept", "stats_given", "nthreads")

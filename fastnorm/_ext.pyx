@@ -11,6 +11,7 @@ _bwdfast.pxi, moments_fast in _momentsfast.pxi) are the exception: they check th
 compiled code, and return None for anything else, which the general path then
 validates.
 """
+cimport cython
 cimport numpy as cnp
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc

@@ -199,7 +199,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     G = _check_groups(num_groups, C, func)
     y, mean, var = _forward(x, cax, G, weight, bias, eps, out, nthreads)
     if return_stats:
-        return y, mean.astype(x.dtype), (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        return y, mean.astype(x.dtype), _engine.inv_std(var, eps).astype(x.dtype)
     return y
 
 
@@ -299,7 +299,7 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
         running_mean[...] = (1.0 - m) * running_mean + m * mean.mean(axis=0)
         running_var[...] = (1.0 - m) * running_var + m * unbiased.mean(axis=0)
     if return_stats:
-        return y, mean.astype(x.dtype), (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        return y, mean.astype(x.dtype), _engine.inv_std(var, eps).astype(x.dtype)
     return y
 
 

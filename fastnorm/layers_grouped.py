@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from . import _engine
 from . import grouped as _gr
 from .layers import _Layer, _as_input, _cast, _check_eps, _float_dtype
 
@@ -399,7 +400,7 @@ class InstanceNorm(_ChannelLayer):
             y = _gr.instance_norm(x, w, b, running_mean=rm, running_var=rv, training=False,
                                   eps=self.eps, channel_axis=self.channel_axis)
             mean = rm
-            rstd = (1.0 / np.sqrt(rv.astype(np.float64) + self.eps)).astype(x.dtype)
+            rstd = _engine.inv_std(rv, self.eps).astype(x.dtype)
         self._cache = (x, mean, rstd, None if w is None else w.copy(), use_input)
         return y
 

@@ -223,7 +223,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
             running_mean[...] = (1.0 - m) * running_mean + m * mean
             running_var[...] = (1.0 - m) * running_var + m * unbiased
     if return_stats:
-        invstd = 1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
+        invstd = _engine.inv_std(var, eps)
         return y, np.asarray(mean).astype(x.dtype), invstd.astype(x.dtype)
     return y
 
@@ -372,7 +372,7 @@ def _rowwise(x, weight, bias, axis, eps, out, return_stats, num_threads, func, m
         y = _finish(y, out, x)
     if not return_stats:
         return y
-    rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    rstd = _engine.inv_std(var, eps).astype(x.dtype)
     if mode == _engine.MODE_RMS:
         return y, rstd
     return y, mean.astype(x.dtype), rstd

@@ -12,6 +12,8 @@ Policy tested here (issue 6):
   bench/test_bench_denormals.py, not asserted here).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -201,6 +203,46 @@ def test_constant_channels_give_bias(dtype, shape, cax):
     dx, dw, db = fastnorm.batch_norm_backward(np.ones_like(x), x, mean, invstd, w,
                                               channel_axis=cax)
     assert np.isfinite(dx).all() and np.isfinite(dw).all() and np.isfinite(db).all()
+
+
+# eps = 0 is allowed (eps >= 0): a constant unit then has rstd inf and NaN outputs,
+# as PyTorch's. The compiled fast paths (C-ordered x) raised ZeroDivisionError after
+# writing `out` and the running statistics; the general path (strided x) warned.
+EPS0_CALLS = {
+    "layer_norm": lambda x: fastnorm.layer_norm(x, eps=0.0, return_stats=True)[2][0],
+    "rms_norm": lambda x: fastnorm.rms_norm(x - x, eps=0.0, return_stats=True)[1][0],
+    "batch_norm": lambda x: fastnorm.batch_norm(x.T.copy() if x.flags.c_contiguous else x.T, training=True,
+                                                eps=0.0, return_stats=True)[2][0],
+    "group_norm": lambda x: fastnorm.group_norm(x[:, :, None], 1, eps=0.0, return_stats=True)[2][0],
+    "instance_norm": lambda x: fastnorm.instance_norm(x[None], eps=0.0, return_stats=True)[2][0, 0],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("strided", [False, True], ids=["c_order", "strided"])
+@pytest.mark.parametrize("op", list(EPS0_CALLS))
+def test_eps_zero_constant_unit_gives_inf_rstd(op, strided, dtype):
+    x = np.array([[1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 5.0]], dtype)
+    if strided:
+        x = np.repeat(x, 2, axis=1)[:, ::2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rstd = EPS0_CALLS[op](x)
+    assert np.isposinf(rstd)
+
+
+def test_eps_zero_fast_path_writes_consistent_results():
+    x = np.array([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0]])
+    out = np.full_like(x, -7.0)
+    y, mean, rstd = fastnorm.layer_norm(x, eps=0.0, return_stats=True, out=out)
+    assert y is out and np.isnan(out[0]).all()
+    np.testing.assert_allclose(out[1], [-1.5 ** 0.5, 0.0, 1.5 ** 0.5], rtol=1e-15)
+    np.testing.assert_array_equal(rstd, [np.inf, 1.5 ** 0.5])
+    rm, rv = np.zeros(3), np.ones(3)
+    fastnorm.batch_norm(np.ones((4, 3)), running_mean=rm, running_var=rv, training=True, eps=0.0,
+                        return_stats=True)
+    np.testing.assert_array_equal(rm, 0.1)
+    np.testing.assert_array_equal(rv, 0.9)
 
 
 # ------------------------------------------------------------ near float32 max
