@@ -277,7 +277,9 @@ __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdi
  * tail as a padded vector into a1 (padding with c adds nothing). A float32 sum
  * that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
  * squares may have underflowed (mean square below FN_TINY_SQ, constant blocks
- * included) reruns the block in double; so do blocks holding inf or NaN. In RMS
+ * included) reruns the block in double; so do blocks holding inf or NaN, and
+ * blocks whose first value (their shift) lies far from their mean (fn_shift_near:
+ * the cancellation in s2 - s1^2 / n would multiply the float32 rounding). In RMS
  * mode (sq_sum) c is 0: x - 0 is x. Every reader of a row (plain loads,
  * realigned loads, the piped walk that feeds a row's vectors from inside
  * another row's loop) sends the same vectors to the same accumulators in the
@@ -407,6 +409,13 @@ static inline int TF(sums_ok)(double s1, double s2, ptrdiff_t n)
     return (sizeof(T) == sizeof(double)) | ((s1 - s1 == 0) & (s2 - s2 == 0) & (s2 >= (double)n * FN_TINY_SQ));
 }
 
+/* 1 unless T-precision sums of a block have its shift far from its mean
+ * (fn_shift_near; double sums: 1 + z^2 on double's rounding is harmless) */
+static inline int TF(shift_ok)(double s1, double s2, ptrdiff_t n)
+{
+    return sizeof(T) == sizeof(double) || !fn_far_possible((double)n) || fn_shift_near(s1, s2, (double)n);
+}
+
 
 __attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
 {
@@ -436,7 +445,7 @@ static inline void TF(sums_checked)(VT a, VT q, const T *x, ptrdiff_t n, T c, in
 {
     *s1 = rms ? 0.0 : TF(hsumt)(a);
     *s2 = TF(hsumt)(q);
-    if (TF(sums_ok)(*s1, *s2, n)) return;
+    if (TF(sums_ok)(*s1, *s2, n) && (rms || TF(shift_ok)(*s1, *s2, n))) return;
     if (rms) TF(sq_sum_exact)(x, n, s2);
     else TF(dev_sums_exact)(x, n, (double)c, s1, s2);
 }
@@ -519,8 +528,10 @@ static inline __attribute__((always_inline)) void TF(block_sums_rows)(const T *c
     }
     int all_ok = 1;
     for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= TF(sums_ok)(s1[j], s2[j], n);
+    if (sizeof(T) < sizeof(double) && !rms && fn_far_possible((double)n))
+        for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= fn_shift_near(s1[j], s2[j], (double)n);
     for (ptrdiff_t j = 0; !all_ok && j < cnt; j++) {
-        if (TF(sums_ok)(s1[j], s2[j], n)) continue;
+        if (TF(sums_ok)(s1[j], s2[j], n) && (rms || TF(shift_ok)(s1[j], s2[j], n))) continue;
         if (rms) TF(sq_sum_exact)(seg[j], n, &s2[j]);
         else TF(dev_sums_exact)(seg[j], n, c0[j], &s1[j], &s2[j]);
     }
@@ -1949,10 +1960,40 @@ static void TF(col_sums_to_stats)(const double *s1, const double *s2, const T *c
         fn_sums_to_stats(s1[k], s2[k], c ? (double)c[k] : 0.0, inv_n, !c, &mean[k], &m2[k]);
 }
 
-/* Statistics of rows [r0, r1) of a slab at xs, shifted by the first of them.
- * scratch: 2K doubles. */
+/* The chunks of FN_COL_CHECK columns of rows [r0, r1) whose sums s1d, s2d
+ * around c have a column with its shift far from its mean (fn_shift_near) are
+ * summed again, in T precision, around their means rounded to T (in shift, K
+ * values; s1, s2: K T values of work space). Returns the shifts the sums are
+ * now taken around: c itself when no chunk was far. float64 columns take it too
+ * (unlike rows, whose test runs per row): rare, and never less accurate. */
+static const T *TF(col_reshift_far)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1,
+                                    const T *c, T *shift, T *s1, T *s2, double *s1d, double *s2d)
+{
+    double n = (double)(r1 - r0);
+    const T *used = c;
+    for (ptrdiff_t k0 = 0; k0 < s->K; k0 += FN_COL_CHECK) {
+        fn_col_shape sub = *s;
+        sub.K = fn_min(FN_COL_CHECK, s->K - k0);
+        int near = 1;
+        for (ptrdiff_t k = k0; k < k0 + sub.K; k++) near &= fn_shift_near(s1d[k], s2d[k], n);
+        if (near) continue;
+        if (used == c) {
+            for (ptrdiff_t k = 0; k < s->K; k++) shift[k] = c[k];
+            used = shift;
+        }
+        for (ptrdiff_t k = k0; k < k0 + sub.K; k++) shift[k] = (T)((double)c[k] + s1d[k] / n);
+        TF(col_block_sums)(&sub, xs + k0, r0, r1, shift + k0, s1 + k0, s2 + k0);
+        for (ptrdiff_t k = k0; k < k0 + sub.K; k++) { s1d[k] = (double)s1[k]; s2d[k] = (double)s2[k]; }
+        TF(col_sums_checked)(&sub, xs + k0, r0, r1, shift + k0, s1d + k0, s2d + k0);
+    }
+    return used;
+}
+
+/* Statistics of rows [r0, r1) of a slab at xs, shifted by the first of them (by
+ * their own means where that lies far, col_reshift_far). scratch: 2K doubles;
+ * shift: K values. */
 static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1,
-                                int rms, double *scratch, double *mean, double *m2)
+                                int rms, double *scratch, T *shift, double *mean, double *m2)
 {
     ptrdiff_t K = s->K;
     const T *c = rms ? NULL : xs + r0 * s->xr;
@@ -1961,6 +2002,7 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
     double *s1d = mean, *s2d = m2;
     for (ptrdiff_t k = 0; k < K; k++) { s1d[k] = (double)s1[k]; s2d[k] = (double)s2[k]; }
     TF(col_sums_checked)(s, xs, r0, r1, c, s1d, s2d);
+    if (c) c = TF(col_reshift_far)(s, xs, r0, r1, c, shift, s1, s2, s1d, s2d);
     /* in place: column k's sums are read before its statistics are written */
     TF(col_sums_to_stats)(s1d, s2d, c, (double)(r1 - r0), K, mean, m2);
 }
@@ -1989,7 +2031,8 @@ static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, 
     ptrdiff_t K = s->K, rows = FN_COL_BLOCK * FN_COL_SUPER;
     ptrdiff_t r_begin = sb * rows, r_end = fn_min(r_begin + rows, s->R), r_rest = r_begin + FN_COL_BLOCK;
     const T *xs = x + a * s->xa;
-    TF(col_block_stats)(s, xs, r_begin, fn_min(r_rest, r_end), rms, scratch, mean, m2);
+    /* the first block's shifts borrow the rest's (c, below), free until then */
+    TF(col_block_stats)(s, xs, r_begin, fn_min(r_rest, r_end), rms, scratch, (T *)(scratch + 2 * K), mean, m2);
     if (r_rest >= r_end) return;
     T *c = rms ? NULL : (T *)(scratch + 2 * K);
     double *s1d = scratch + 3 * K, *s2d = scratch + 4 * K, *m2r = scratch + 5 * K, n = (double)(r_end - r_rest);
