@@ -74,6 +74,47 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, num_threads=None):
     r = _ext.moments_fast(x, axis, ddof, keepdims, num_threads, get_num_threads)
     if r is not None:
         return r
+    x, axes, mean, var = moments_float64(x, axis, ddof, num_threads)
+    if keepdims:
+        shape = tuple(1 if i in axes else x.shape[i] for i in range(x.ndim))
+        mean, var = mean.reshape(shape), var.reshape(shape)
+    return mean.astype(x.dtype)[()], var.astype(x.dtype)[()]
+
+
+def moments_float64(x, axis=None, ddof=0, num_threads=None):
+    """The general path of :func:`moments`, its statistics kept in float64.
+
+    For callers that go on accumulating them (``RunningMoments``): rounding a
+    float32 batch's mean to float32 loses what ``|mean| >> std`` leaves of its
+    spread.
+
+    Parameters
+    ----------
+    x, axis, ddof, num_threads
+        As for :func:`moments`.
+
+    Returns
+    -------
+    x : ndarray
+        The input as validated.
+    axes : tuple of int
+        The reduced axes, non-negative and sorted.
+    mean, var : ndarray
+        float64, in the shape of x's kept axes.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`moments`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnorm.normalization import moments_float64
+    >>> _, axes, m, v = moments_float64(np.array([[1, 2], [3, 5]], np.float32), axis=0)
+    >>> axes, m.dtype, m.tolist(), v.tolist()
+    ((0,), dtype('float64'), [2.0, 3.5], [1.0, 2.25])
+    """
     func = "moments"
     x = as_input(x, func)
     axes = normalize_axes(axis, x.ndim, func)
@@ -94,10 +135,7 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, num_threads=None):
                                    want_y=False)
         with np.errstate(divide="ignore", invalid="ignore"):
             var = var * (n / np.float64(max(n - ddof, 0))) if ddof else var
-    if keepdims:
-        shape = tuple(1 if i in axes else x.shape[i] for i in range(x.ndim))
-        mean, var = mean.reshape(shape), var.reshape(shape)
-    return mean.astype(x.dtype)[()], var.astype(x.dtype)[()]
+    return x, tuple(axes), np.asarray(mean, np.float64), np.asarray(var, np.float64)
 
 
 def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None, training=None,

@@ -211,9 +211,11 @@ class RunningMoments:
             if self._shape is None:
                 self._shape = shape
             return self
-        mean_b, var_b = _nz.moments(x, axis=axes)
-        mean_b = np.asarray(mean_b, dtype=np.float64).reshape(shape)
-        m2_b = np.asarray(var_b, dtype=np.float64).reshape(shape) * n_b
+        # the batch's statistics in float64: rounded to a float32 batch's dtype,
+        # its mean had lost what |mean| >> std leaves of the spread
+        _, _, mean_b, var_b = _nz.moments_float64(x, axes)
+        mean_b = mean_b.reshape(shape)
+        m2_b = var_b.reshape(shape) * n_b
         self._combine(n_b, mean_b, np.zeros_like(mean_b), m2_b, shape)
         return self
 
