@@ -464,25 +464,32 @@ static inline double TF(sq_sum)(const T *x, ptrdiff_t n)
     return s2;
 }
 
-/* Partial statistics of one block (n <= FN_BLOCK): mean and m2, or in RMS mode the
- * sum of squares in m2. */
-static inline __attribute__((always_inline)) void TF(block_stats)(const T *x, ptrdiff_t n, double inv_n, int rms, double *mean, double *m2)
+/* Partial statistics of one block (n <= FN_BLOCK): its shift, its mean less the
+ * shift and m2, or in RMS mode 0, 0 and the sum of squares in m2. */
+static inline __attribute__((always_inline)) void TF(block_stats)(const T *x, ptrdiff_t n, double inv_n, int rms,
+                                                                  double *shift, double *off, double *m2)
 {
     if (rms) {
-        *mean = 0;
+        *shift = 0;
+        *off = 0;
         *m2 = TF(sq_sum)(x, n);
         return;
     }
     double s1, s2;
     T c = TF(shift_of)(x[0]);
     TF(dev_sums)(x, n, c, &s1, &s2);
-    fn_sums_to_stats(s1, s2, (double)c, inv_n, 0, mean, m2);
+    *shift = (double)c;
+    fn_sums_to_stats(s1, s2, 0.0, inv_n, 0, off, m2);
 }
 
-static inline void TF(acc_block)(fn_acc *acc, double n, double mean, double m2, int rms)
+/* Merges a block (block_stats' shift, off and m2) into acc, its mean relative
+ * to acc's ref (the first block's shift): (shift - ref) + off, as the rowwise
+ * walk's fn_sums_to_stats(s1, s2, shift - ref) computes it. */
+static inline void TF(acc_block)(fn_acc *acc, double n, double shift, double off, double m2, int rms)
 {
-    if (rms) { acc->n += n; acc->m2 += m2; }
-    else fn_acc_merge(acc, n, mean, m2);
+    if (rms) { acc->n += n; acc->m2 += m2; return; }
+    if (acc->n == 0) acc->ref = shift;
+    fn_acc_merge(acc, n, (shift - acc->ref) + off, m2);
 }
 
 /* Merges, column by column, K blocks of nb values each (means mb, M2 m2b) into
@@ -803,7 +810,7 @@ static inline __attribute__((always_inline)) void TF(unit_coeffs)(ptrdiff_t cnt,
 static inline void TF(finish_stats)(const fn_acc *acc, double inv_total, int rms, double *mean, double *var)
 {
     if (acc->n == 0) { *mean = NAN; *var = NAN; return; }
-    *mean = rms ? 0.0 : acc->mean + acc->c;
+    *mean = rms ? 0.0 : acc->ref + (acc->mean + acc->c);
     *var = acc->m2 * inv_total;
 }
 
@@ -838,9 +845,9 @@ static inline fn_seg_shape TF(stats_view)(const fn_seg_shape *s)
 static inline __attribute__((always_inline)) void TF(acc_one_block)(fn_acc *acc, const T *blk, ptrdiff_t m,
                                                                     int rms, double inv_tail)
 {
-    double bm, bm2;
-    TF(block_stats)(blk, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bm, &bm2);
-    TF(acc_block)(acc, (double)m, bm, bm2, rms);
+    double bc, bm, bm2;
+    TF(block_stats)(blk, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms, &bc, &bm, &bm2);
+    TF(acc_block)(acc, (double)m, bc, bm, bm2, rms);
 }
 
 /* Merges the blocks of one segment (R2 values at seg) into acc, in order. */
@@ -905,7 +912,8 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
         if (!p->stats_given) {
             /* every unit has merged as many values as every other: the merge of a
              * segment row is one loop over the units, its divisions done once */
-            double am[FN_MAX_CHUNK_UNITS], am2[FN_MAX_CHUNK_UNITS], ac[FN_MAX_CHUNK_UNITS], na = 0;
+            double am[FN_MAX_CHUNK_UNITS], am2[FN_MAX_CHUNK_UNITS], ac[FN_MAX_CHUNK_UNITS], ref[FN_MAX_CHUNK_UNITS];
+            double na = 0;
             for (ptrdiff_t r1 = 0; r1 < sv.R1; r1++)
                 for (ptrdiff_t i0 = 0; i0 < sv.R2; i0 += FN_BLOCK) {
                     const T *seg[FN_MAX_CHUNK_UNITS];
@@ -914,14 +922,17 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
                     ptrdiff_t m = fn_min(FN_BLOCK, sv.R2 - i0);
                     for (ptrdiff_t j = 0; j < cnt; j++) seg[j] = x + xo[j] + r1 * sv.xr1 + i0;
                     TF(block_sums_rows)(seg, cnt, m, rms, s1, s2, c0);
+                    /* means relative to each unit's first shift, as fn_acc holds them */
+                    if (na == 0)
+                        for (ptrdiff_t j = 0; j < cnt; j++) ref[j] = c0[j];
                     for (ptrdiff_t j = 0; j < cnt; j++)
-                        fn_sums_to_stats(s1[j], s2[j], c0[j], m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
-                                         &bm[j], &bm2[j]);
+                        fn_sums_to_stats(s1[j], s2[j], c0[j] - ref[j], m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail,
+                                         rms, &bm[j], &bm2[j]);
                     TF(col_fold)(na, am, am2, ac, (double)m, bm, bm2, cnt, rms);
                     na += (double)m;
                 }
             for (ptrdiff_t j = 0; j < cnt; j++) {
-                p->mean[g0 + j] = rms ? 0.0 : am[j] + ac[j];
+                p->mean[g0 + j] = rms ? 0.0 : ref[j] + (am[j] + ac[j]);
                 p->var[g0 + j] = am2[j] * inv_total;
             }
         }
@@ -1450,7 +1461,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
         ptrdiff_t nb = (sv.R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = sv.R1 * nb, n_items = U * per_unit;
         ptrdiff_t chunk = fn_chunk_items(n_items, FN_BLOCK, nt);
         double inv_tail = TF(inv_tail)(&sv), inv_total = 1.0 / (double)(s->R1 * s->R2);
-        double *part = (double *)fn_scratch_alloc(sizeof(double) * 2 * (size_t)n_items);
+        double *part = (double *)fn_scratch_alloc(sizeof(double) * 3 * (size_t)n_items);
         if (!part) return FN_ENOMEM;
         FN_PARALLEL_SHARES(nt, (n_items + chunk - 1) / chunk, c,
             for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
@@ -1458,13 +1469,14 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
                 const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * sv.xr1;
                 ptrdiff_t m = fn_min(FN_BLOCK, sv.R2 - i0);
                 TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
-                                &part[2 * it], &part[2 * it + 1]);
+                                &part[3 * it], &part[3 * it + 1], &part[3 * it + 2]);
             });
         for (ptrdiff_t u = 0; u < U; u++) {
             fn_acc acc = {0, 0, 0};
             for (ptrdiff_t j = 0; j < per_unit; j++) {
                 ptrdiff_t it = u * per_unit + j, i0 = (j % nb) * FN_BLOCK;
-                TF(acc_block)(&acc, (double)fn_min(FN_BLOCK, sv.R2 - i0), part[2 * it], part[2 * it + 1], rms);
+                TF(acc_block)(&acc, (double)fn_min(FN_BLOCK, sv.R2 - i0), part[3 * it], part[3 * it + 1],
+                              part[3 * it + 2], rms);
             }
             TF(finish_stats)(&acc, inv_total, rms, &p->mean[u], &p->var[u]);
         }
@@ -1950,14 +1962,20 @@ static void TF(col_sums_checked)(const fn_col_shape *s, const T *xs, ptrdiff_t r
     }
 }
 
+/* A column's reference (col_ref): its slab's first value, or 0 where that is
+ * inf or NaN (as shift_of). */
+static inline double TF(col_ref)(const T *ref, ptrdiff_t k) { return fn_finite_or_zero((double)ref[k]); }
+
 /* Statistics (mean[K], m2[K]; in RMS mode 0 and the sums of squares) of n values
- * per column from their sums less the shift c (c NULL: RMS), as fn_sums_to_stats. */
-static void TF(col_sums_to_stats)(const double *s1, const double *s2, const T *c, double n, ptrdiff_t K,
-                                  double *mean, double *m2)
+ * per column from their sums less the shift c (c NULL: RMS), as fn_sums_to_stats,
+ * the means relative to the columns' references (col_ref of ref: fn_acc's ref,
+ * for the same reason). */
+static void TF(col_sums_to_stats)(const double *s1, const double *s2, const T *c, const T *ref, double n,
+                                  ptrdiff_t K, double *mean, double *m2)
 {
     double inv_n = 1.0 / n;
     for (ptrdiff_t k = 0; k < K; k++)
-        fn_sums_to_stats(s1[k], s2[k], c ? (double)c[k] : 0.0, inv_n, !c, &mean[k], &m2[k]);
+        fn_sums_to_stats(s1[k], s2[k], c ? (double)c[k] - TF(col_ref)(ref, k) : 0.0, inv_n, !c, &mean[k], &m2[k]);
 }
 
 /* The chunks of FN_COL_CHECK columns of rows [r0, r1) whose sums s1d, s2d
@@ -1990,8 +2008,8 @@ static const T *TF(col_reshift_far)(const fn_col_shape *s, const T *xs, ptrdiff_
 }
 
 /* Statistics of rows [r0, r1) of a slab at xs, shifted by the first of them (by
- * their own means where that lies far, col_reshift_far). scratch: 2K doubles;
- * shift: K values. */
+ * their own means where that lies far, col_reshift_far), the means relative to
+ * the slab's first row (col_sums_to_stats). scratch: 2K doubles; shift: K values. */
 static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1,
                                 int rms, double *scratch, T *shift, double *mean, double *m2)
 {
@@ -2004,7 +2022,7 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
     TF(col_sums_checked)(s, xs, r0, r1, c, s1d, s2d);
     if (c) c = TF(col_reshift_far)(s, xs, r0, r1, c, shift, s1, s2, s1d, s2d);
     /* in place: column k's sums are read before its statistics are written */
-    TF(col_sums_to_stats)(s1d, s2d, c, (double)(r1 - r0), K, mean, m2);
+    TF(col_sums_to_stats)(s1d, s2d, c, xs, (double)(r1 - r0), K, mean, m2);
 }
 
 /* Sums over rows [r0, r1) of a slab at xs, less c, block by block in T
@@ -2037,7 +2055,7 @@ static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, 
     T *c = rms ? NULL : (T *)(scratch + 2 * K);
     double *s1d = scratch + 3 * K, *s2d = scratch + 4 * K, *m2r = scratch + 5 * K, n = (double)(r_end - r_rest);
     if (c)
-        for (ptrdiff_t k = 0; k < K; k++) c[k] = (T)mean[k];
+        for (ptrdiff_t k = 0; k < K; k++) c[k] = (T)(TF(col_ref)(xs, k) + mean[k]);
     TF(col_rest_sums)(s, xs, r_rest, r_end, c, scratch, s1d, s2d);
     /* a shift more than two standard deviations from the rest's means (data
      * whose first rows differ from the rest) makes |x - c| large beside their
@@ -2056,7 +2074,7 @@ static void TF(col_super_stats)(const fn_col_shape *s, const T *x, ptrdiff_t a, 
         TF(col_rest_sums)(&sub, xs + k0, r_rest, r_end, c + k0, scratch, s1d + k0, s2d + k0);
     }
     /* the rest's means go to s1d, in place */
-    TF(col_sums_to_stats)(s1d, s2d, c, n, K, s1d, m2r);
+    TF(col_sums_to_stats)(s1d, s2d, c, xs, n, K, s1d, m2r);
     TF(col_fold)((double)(r_rest - r_begin), mean, m2, NULL, n, s1d, m2r, K, rms);
 }
 
@@ -2272,15 +2290,16 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
     }
 }
 
-/* A slab's statistics after col_fold has merged its n rows (compensations ca):
- * the means and the biased variances, NaN without rows, then shared by groups of
+/* A slab's statistics after col_fold has merged its n rows (compensations ca,
+ * NULL after a single merge; means relative to the slab's first row xs): the
+ * means and the biased variances, NaN without rows, then shared by groups of
  * Kg columns. */
 static void TF(col_fold_finish)(double *mean, double *m2, const double *ca, double n, ptrdiff_t K, ptrdiff_t Kg,
-                                int rms)
+                                int rms, const T *xs)
 {
     for (ptrdiff_t k = 0; k < K; k++) {
         if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
-        else { mean[k] = rms ? 0.0 : mean[k] + ca[k]; m2[k] /= n; }
+        else { mean[k] = rms ? 0.0 : TF(col_ref)(xs, k) + (mean[k] + (ca ? ca[k] : 0.0)); m2[k] /= n; }
     }
     fn_merge_column_groups(mean, m2, K, Kg);
 }
@@ -2297,7 +2316,7 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
         TF(col_fold)(n, mean, m2, ca, nb, pm, pm2, K, rms);
         n += nb;
     }
-    TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms);
+    TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms, x + a * s->xa);
 }
 
 /* scratch: 9K + 4 TLANES doubles (statistics, then the coefficients) */
@@ -2353,7 +2372,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
                 TF(col_fold)(n, mean, m2, ca, nb, part + 2 * K * it, part + 2 * K * it + K, K, rms);
                 n += nb;
             }
-            TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms);
+            TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms, x + a * s->xa);
         }
         fn_scratch_free(ca);
         fn_scratch_free(part);
@@ -2451,8 +2470,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
             if (!p->stats_given) {
                 TF(col_super_stats)(&sub, x + k0, a, 0, rms, scratch, scratch + 6 * cw, scratch + 7 * cw);
                 TF(col_fold)(0, mean, m2, NULL, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
-                for (ptrdiff_t k = 0; k < sub.K; k++) m2[k] /= (double)R;
-                fn_merge_column_groups(mean, m2, sub.K, s->Kg);
+                TF(col_fold_finish)(mean, m2, NULL, (double)R, sub.K, s->Kg, rms, x + a * s->xa + k0);
             }
             if (TF(col_coeffs_range)(s, p, a, coef + cs * a, k0, k1))
                 TF(col_norm_tiles)(s, x, y, p, a, 0, R, coef + cs * a, k0, k1);
