@@ -199,6 +199,20 @@ static inline double fn_finite_or_zero(double x) { return x - x == 0 ? x : 0.0; 
 static inline double fn_plain_merge(double ma, double wa, double mb, double wb) { return ma * wa + mb * wb; }
 static inline double fn_plain_merge_m2(double mean) { return mean - mean == 0 ? INFINITY : NAN; }
 
+/* One Chan merge (fn_acc_merge's arithmetic) of a block's mean mb and M2 m2b into
+ * a mean *ma + *ca and M2 *m2a, with fa = nb / n, fw = na / n, fc = na * nb / n;
+ * the non-finite case as selects, so that loops over columns vectorize. */
+static inline void fn_chan_step(double *ma, double *ca, double *m2a, double mb, double m2b, double fa, double fw,
+                                double fc)
+{
+    double d = (mb - *ma) - *ca, hi, lo, plain = fn_plain_merge(*ma, fw, mb, fa);
+    fn_two_sum(*ma, *ca + d * fa, &hi, &lo);
+    int ok = d - d == 0;
+    *m2a = ok ? *m2a + (m2b + d * d * fc) : fn_plain_merge_m2(plain);
+    *ma = ok ? hi : plain;
+    *ca = ok ? lo : 0.0;
+}
+
 /* Chan et al.: merge a block of nb values with mean mb and sum of squared
  * deviations m2b into acc, the deviation taken from the compensated mean. The
  * first merge copies, so folding the same blocks in the same order gives the
@@ -210,15 +224,7 @@ static inline void fn_acc_merge(fn_acc *acc, double nb, double mb, double m2b)
         return;
     }
     double n = acc->n + nb;
-    double d = (mb - acc->mean) - acc->c;
-    if (d - d == 0) {
-        fn_two_sum(acc->mean, acc->c + d * (nb / n), &acc->mean, &acc->c);
-        acc->m2 += m2b + d * d * (acc->n * nb / n);
-    } else {
-        acc->mean = fn_plain_merge(acc->mean, acc->n / n, mb, nb / n);
-        acc->m2 = fn_plain_merge_m2(acc->mean);
-        acc->c = 0;
-    }
+    fn_chan_step(&acc->mean, &acc->c, &acc->m2, mb, m2b, nb / n, acc->n / n, acc->n * nb / n);
     acc->n = n;
 }
 
@@ -233,21 +239,14 @@ static inline void fn_merge_cols(double na, double *ma, double *m2a, double *ca,
         if (ca) for (ptrdiff_t k = 0; k < K; k++) ca[k] = 0;
         return;
     }
-    /* fn_acc_merge's arithmetic, its non-finite case as selects so that the
-     * loops vectorize */
     double n = na + nb, fa = nb / n, fw = na / n, fc = na * nb / n;
     if (ca) {
 #pragma omp simd
-        for (ptrdiff_t k = 0; k < K; k++) {
-            double d = (mb[k] - ma[k]) - ca[k], hi, lo, plain = fn_plain_merge(ma[k], fw, mb[k], fa);
-            fn_two_sum(ma[k], ca[k] + d * fa, &hi, &lo);
-            int ok = d - d == 0;
-            m2a[k] = ok ? m2a[k] + (m2b[k] + d * d * fc) : fn_plain_merge_m2(plain);
-            ma[k] = ok ? hi : plain;
-            ca[k] = ok ? lo : 0.0;
-        }
+        for (ptrdiff_t k = 0; k < K; k++) fn_chan_step(&ma[k], &ca[k], &m2a[k], mb[k], m2b[k], fa, fw, fc);
         return;
     }
+    /* without a compensation: its rounding error is not kept (ma + d * fa, one
+     * rounding where the ISA fuses it) */
 #pragma omp simd
     for (ptrdiff_t k = 0; k < K; k++) {
         double d = mb[k] - ma[k], plain = fn_plain_merge(ma[k], fw, mb[k], fa);

@@ -416,6 +416,12 @@ static inline int TF(shift_ok)(double s1, double s2, ptrdiff_t n)
     return sizeof(T) == sizeof(double) || !fn_far_possible((double)n) || fn_shift_near(s1, s2, (double)n);
 }
 
+/* Whether a block's T-precision sums stand, or the block is summed again */
+static inline int TF(sums_stand)(double s1, double s2, ptrdiff_t n, int rms)
+{
+    return TF(sums_ok)(s1, s2, n) && (rms || TF(shift_ok)(s1, s2, n));
+}
+
 
 __attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
 {
@@ -445,7 +451,7 @@ static inline void TF(sums_checked)(VT a, VT q, const T *x, ptrdiff_t n, T c, in
 {
     *s1 = rms ? 0.0 : TF(hsumt)(a);
     *s2 = TF(hsumt)(q);
-    if (TF(sums_ok)(*s1, *s2, n) && (rms || TF(shift_ok)(*s1, *s2, n))) return;
+    if (TF(sums_stand)(*s1, *s2, n, rms)) return;
     if (rms) TF(sq_sum_exact)(x, n, s2);
     else TF(dev_sums_exact)(x, n, (double)c, s1, s2);
 }
@@ -538,7 +544,7 @@ static inline __attribute__((always_inline)) void TF(block_sums_rows)(const T *c
     if (sizeof(T) < sizeof(double) && !rms && fn_far_possible((double)n))
         for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= fn_shift_near(s1[j], s2[j], (double)n);
     for (ptrdiff_t j = 0; !all_ok && j < cnt; j++) {
-        if (TF(sums_ok)(s1[j], s2[j], n) && (rms || TF(shift_ok)(s1[j], s2[j], n))) continue;
+        if (TF(sums_stand)(s1[j], s2[j], n, rms)) continue;
         if (rms) TF(sq_sum_exact)(seg[j], n, &s2[j]);
         else TF(dev_sums_exact)(seg[j], n, c0[j], &s1[j], &s2[j]);
     }
