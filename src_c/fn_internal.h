@@ -101,17 +101,33 @@
 #define FN_PIPED_MIN_BYTES (12.0 * 1024 * 1024)
 #endif
 
-/* Rows too short for that walk (under FN_REALIGN_BYTES), in inputs at least this
- * large (half as large on one thread), ask for the next group's rows of x, and for
- * their output's lines for writing, while they normalize the current group: each
- * group otherwise met its reads, and its stores their reads for ownership, as
- * misses one after another. LayerNorm (65536, 128), (131072, 64), (90000, 100),
- * (262144, 32) float32 and (65536, 64) float64, 32 MiB: 1.15-1.25x faster at two
- * threads, 1.50-1.63x at one; RMSNorm (131072, 64) 1.04x and 1.54x (2026-11-30;
- * asking for x alone: 0.97-1.18x). Smaller inputs stay in L3 from call to call,
- * where the requests only cost: (32768, 128), 16 MiB, 0.95x at two threads,
- * (8192, 128) 0.92-0.95x. */
-#define FN_PREFETCH_ROWS_BYTES (32.0 * 1024 * 1024)
+/* Rows too short for that walk (under FN_REALIGN_BYTES) are walked in groups
+ * (seg_rows_lean). In inputs at least this large (half as large on one thread),
+ * which do not stay in L2 or L3 from call to call, the normalize of each group
+ * serves the next group, row by row (FN_LEAN_AHEAD and the others: ALONE below
+ * that size):
+ * - rows of FN_LEAN_PIPED_ROW_BYTES and more take their sums there and ask for
+ *   the lines of their output (FN_LEAN_PIPED, seg_rows_lean_piped), so the core
+ *   reads the next rows while it writes the current ones, as a copy does; on one
+ *   thread, and for rows of exactly that length, they also ask for the rows of x
+ *   two groups ahead (FN_LEAN_PIPED_FAR);
+ * - shorter rows ask for the lines of the next group's rows of x and of their
+ *   output (FN_LEAN_AHEAD).
+ * Asking ahead (the walk before the pipe) made LayerNorm (65536, 128), (131072,
+ * 64), (90000, 100), (262144, 32) float32 and (65536, 64) float64, 32 MiB,
+ * 1.15-1.25x faster at two threads and 1.50-1.63x at one; smaller inputs, from
+ * L3, only paid for it ((32768, 128), 16 MiB, 0.95x at two threads). The pipe,
+ * against asking ahead (a C harness timing both builds and an OpenMP memcpy in
+ * the same rounds, 2026-11-30): LayerNorm (65536, 128), (131072, 64), (90000,
+ * 100) float32 and (65536, 64) float64 1.09-1.17x faster at two threads and
+ * 1.09-1.14x at one, RMSNorm (131072, 64) 1.06x and 1.04x, (262144, 32) 1.0x and
+ * 1.06x; rows of 64 bytes ran 0.91-0.93x as fast piped (hence the limit), rows
+ * of 128 bytes 0.8x without the requests two groups ahead, which cost rows of
+ * 256 bytes and more 3-6 % at two threads. Piped from 8 MiB on one thread:
+ * 0.95-1.06x. */
+enum { FN_LEAN_ALONE, FN_LEAN_AHEAD, FN_LEAN_PIPED, FN_LEAN_PIPED_FAR };
+#define FN_LEAN_AHEAD_BYTES (32.0 * 1024 * 1024)
+#define FN_LEAN_PIPED_ROW_BYTES 128
 #define FN_LINE_BYTES 64
 
 /* Data a core can keep in its L1 cache while working on it. */

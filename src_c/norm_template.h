@@ -513,9 +513,55 @@ static void TF(col_fold)(double na, double *ma, double *m2a, double *ca, double 
     }
 }
 
+/* Row j's part of block_sums_rows: its shift into *c0, its lane sums into *a, *q
+ * (a zero in RMS mode). */
+static inline __attribute__((always_inline)) void TF(row_lane_sums)(const T *row, ptrdiff_t n, int rms, VT *a, VT *q,
+                                                                    double *c0)
+{
+    const VT tz = {0};
+    T c = rms ? (T)0 : TF(shift_of)(row[0]);
+    *c0 = (double)c;
+    if (rms) {
+        *a = tz;
+        *q = TF(sq_sum_vec)(row, n);
+    } else {
+        TF(dev_sums_vec)(row, n, c, a, q);
+    }
+}
+
+/* The sums of LANES rows from their lane sums, reduced together: s1[r], s2[r]. */
+static inline __attribute__((always_inline)) void TF(rows_reduce)(const VT *a, const VT *q, double *s1, double *s2)
+{
+    VD sa = TF(hsumt_rows)(a), sq = TF(hsumt_rows)(q);
+    __builtin_memcpy(s1, &sa, sizeof sa);
+    __builtin_memcpy(s2, &sq, sizeof sq);
+}
+
+/* The sums of cnt blocks that cannot be trusted (sums_stand), taken again in
+ * double as dev_sums (sq_sum) takes them. */
+static inline __attribute__((always_inline)) void TF(block_sums_check)(const T *const *seg, ptrdiff_t cnt, ptrdiff_t n,
+                                                                       int rms, double *restrict s1,
+                                                                       double *restrict s2, const double *restrict c0)
+{
+    int all_ok = 1;
+    for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= TF(sums_ok)(s1[j], s2[j], n);
+    if (sizeof(T) < sizeof(double) && !rms && fn_far_possible((double)n))
+        for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= fn_shift_near(s1[j], s2[j], (double)n);
+    for (ptrdiff_t j = 0; !all_ok && j < cnt; j++) {
+        if (TF(sums_stand)(s1[j], s2[j], n, rms)) continue;
+        /* through locals: a pointer into the caller's group passed to a function
+         * not inlined would let every store to y alias all of the group */
+        double e1 = 0, e2;
+        if (rms) TF(sq_sum_exact)(seg[j], n, &e2);
+        else TF(dev_sums_exact)(seg[j], n, c0[j], &e1, &e2);
+        s1[j] = rms ? s1[j] : e1;
+        s2[j] = e2;
+    }
+}
+
 /* The sums of dev_sums (sq_sum in RMS mode: s1 = 0) of cnt <= FN_STATS_ROWS
  * single blocks of n values each, at seg[0 .. cnt), with their shifts c0: the
- * vector sums of LANES blocks at a time are reduced together (hsumt_rows), so the
+ * vector sums of LANES blocks at a time are reduced together (rows_reduce), so the
  * blocks share their cross-lane adds. The same bits as dev_sums, double-precision
  * reruns included. s1 and s2 have room for cnt + LANES values. */
 #define FN_STATS_ROWS 64
@@ -529,25 +575,11 @@ static inline __attribute__((always_inline)) void TF(block_sums_rows)(const T *c
         for (int r = 0; r < LANES; r++) {
             ptrdiff_t j = j0 + r;
             a[r] = tz; q[r] = tz;
-            if (j >= cnt) continue;
-            T c = rms ? (T)0 : TF(shift_of)(seg[j][0]);
-            c0[j] = (double)c;
-            if (rms) q[r] = TF(sq_sum_vec)(seg[j], n);
-            else TF(dev_sums_vec)(seg[j], n, c, &a[r], &q[r]);
+            if (j < cnt) TF(row_lane_sums)(seg[j], n, rms, &a[r], &q[r], &c0[j]);
         }
-        VD sa = TF(hsumt_rows)(a), sq = TF(hsumt_rows)(q);
-        __builtin_memcpy(s1 + j0, &sa, sizeof sa);
-        __builtin_memcpy(s2 + j0, &sq, sizeof sq);
+        TF(rows_reduce)(a, q, s1 + j0, s2 + j0);
     }
-    int all_ok = 1;
-    for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= TF(sums_ok)(s1[j], s2[j], n);
-    if (sizeof(T) < sizeof(double) && !rms && fn_far_possible((double)n))
-        for (ptrdiff_t j = 0; j < cnt; j++) all_ok &= fn_shift_near(s1[j], s2[j], (double)n);
-    for (ptrdiff_t j = 0; !all_ok && j < cnt; j++) {
-        if (TF(sums_stand)(s1[j], s2[j], n, rms)) continue;
-        if (rms) TF(sq_sum_exact)(seg[j], n, &s2[j]);
-        else TF(dev_sums_exact)(seg[j], n, c0[j], &s1[j], &s2[j]);
-    }
+    TF(block_sums_check)(seg, cnt, n, rms, s1, s2, c0);
 }
 
 /* a * b + c rounded once where the ISA has FMA (twice on the generic path). Written
@@ -1083,11 +1115,12 @@ static inline __attribute__((always_inline)) void TF(norm_rows_packed_n)(const T
 /* The rows of a lean group that norm_rows_packed_n can take, from the first:
  * a multiple of TLANES / n, or 0 when n is not a power of two below TLANES,
  * the rows are not end to end, a row is not on the fast path, or the weight
- * vectors differ. w, b: the parameters along the row (wvec), else NULL. */
-static inline ptrdiff_t TF(norm_rows_packed)(const T *x, T *y, ptrdiff_t n, ptrdiff_t cnt, const ptrdiff_t *xo,
-                                             const ptrdiff_t *yo, const ptrdiff_t *wo, const T *w, const T *b,
-                                             const T *mh, const T *ml, const T *sc, const T *sh,
-                                             const unsigned char *fast)
+ * vectors differ. w, b: the parameters along the row (wvec), else NULL. Always
+ * inlined: with the piped lean walk beside its callers GCC called it instead,
+ * and LayerNorm (512, 64) ran 4-5 % slower from cache. */
+static inline __attribute__((always_inline)) ptrdiff_t TF(norm_rows_packed)(
+    const T *x, T *y, ptrdiff_t n, ptrdiff_t cnt, const ptrdiff_t *xo, const ptrdiff_t *yo, const ptrdiff_t *wo,
+    const T *w, const T *b, const T *mh, const T *ml, const T *sc, const T *sh, const unsigned char *fast)
 {
     if (n < 2 || n >= TLANES || (n & (n - 1)) != 0) return 0;
     ptrdiff_t rows = cnt - cnt % (TLANES / n);
@@ -1102,35 +1135,94 @@ static inline ptrdiff_t TF(norm_rows_packed)(const T *x, T *y, ptrdiff_t n, ptrd
     return rows;
 }
 
-/* Asks for the lines of n values of x, and of y for writing. */
-static inline void TF(prefetch_row)(const T *x, T *y, ptrdiff_t n)
+/* Asks for the lines of n values at y for writing. */
+static inline void TF(prefetch_out)(T *y, ptrdiff_t n)
 {
-    ptrdiff_t xh = (ptrdiff_t)((uintptr_t)x % FN_LINE_BYTES), yh = (ptrdiff_t)((uintptr_t)y % FN_LINE_BYTES);
-    const char *xb = (const char *)x - xh;
+    ptrdiff_t yh = (ptrdiff_t)((uintptr_t)y % FN_LINE_BYTES);
     char *yb = (char *)y - yh;
-    for (ptrdiff_t o = 0; o < xh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(xb + o, 0, 3);
     for (ptrdiff_t o = 0; o < yh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(yb + o, 1, 3);
 }
 
-/* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units. The
- * rows' blocks are reduced LANES at a time (block_sums_rows) and the per-row
- * scalar steps run as loops over the group. Every value is computed as
- * block_stats, finish_stats and norm_range compute it, so the bits are the same
- * as on the other paths. With ahead > 0, the normalize of row g + j asks for the
- * lines of row g1 + j, j < ahead, and of its output (see FN_PREFETCH_ROWS_BYTES). */
-static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
-                                                                    const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1,
-                                                                    ptrdiff_t ahead)
+/* Asks for the lines of n values at x for reading. */
+static inline void TF(prefetch_in)(const T *x, ptrdiff_t n)
 {
-    int rms = p->mode == FN_MODE_RMS;
-    ptrdiff_t n = s->R2, cnt = g1 - g;
-    double inv_n = 1.0 / (double)n, eps = p->eps;
+    ptrdiff_t xh = (ptrdiff_t)((uintptr_t)x % FN_LINE_BYTES);
+    const char *xb = (const char *)x - xh;
+    for (ptrdiff_t o = 0; o < xh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(xb + o, 0, 3);
+}
+
+/* Asks for the lines of n values of x, and of y for writing. */
+static inline void TF(prefetch_row)(const T *x, T *y, ptrdiff_t n)
+{
+    TF(prefetch_in)(x, n);
+    TF(prefetch_out)(y, n);
+}
+
+/* A group of a piped lean walk (seg_rows_lean_piped): where its rows lie and
+ * their sums, taken row by row (lean_take) inside the normalize of the group
+ * before, LANES rows reduced together as block_sums_rows reduces them: the same
+ * bits; and where the rows of the group after it lie in x (far, far_cnt of
+ * them: 0 when not asked for ahead; far_yo and far_wo are fn_unit_offsets'
+ * other outputs, unused). */
+typedef struct {
+    ptrdiff_t cnt, taken, far_cnt;
     const T *xr[FN_UNIT_GROUP];
     ptrdiff_t xo[FN_UNIT_GROUP], yo[FN_UNIT_GROUP], wo[FN_UNIT_GROUP];
-    fn_unit_offsets(s, g, cnt, xo, yo, wo);
-    for (ptrdiff_t j = 0; j < cnt; j++) xr[j] = x + xo[j];
-    double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP], rstd[FN_UNIT_GROUP];
-    TF(block_sums_rows)(xr, cnt, n, rms, s1, s2, c0);
+    ptrdiff_t far[FN_UNIT_GROUP], far_yo[FN_UNIT_GROUP], far_wo[FN_UNIT_GROUP];
+    double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP];
+    VT a[LANES], q[LANES];
+} TF(lean_group);
+
+static inline __attribute__((always_inline)) void TF(lean_init)(TF(lean_group) *lg, const fn_seg_shape *s,
+                                                                const T *x, ptrdiff_t g, ptrdiff_t cnt)
+{
+    lg->cnt = cnt;
+    lg->taken = 0;
+    fn_unit_offsets(s, g, cnt, lg->xo, lg->yo, lg->wo);
+    for (ptrdiff_t j = 0; j < cnt; j++) lg->xr[j] = x + lg->xo[j];
+}
+
+/* The lane sums of the group's next row; a full batch of LANES rows (or the
+ * group's last) is reduced. */
+static inline __attribute__((always_inline)) void TF(lean_take)(TF(lean_group) *lg, ptrdiff_t n, int rms)
+{
+    const VT tz = {0};
+    ptrdiff_t j = lg->taken++, r = j % LANES;
+    TF(row_lane_sums)(lg->xr[j], n, rms, &lg->a[r], &lg->q[r], &lg->c0[j]);
+    if (r == LANES - 1 || j == lg->cnt - 1) {
+        for (ptrdiff_t k = r + 1; k < LANES; k++) { lg->a[k] = tz; lg->q[k] = tz; }
+        TF(rows_reduce)(lg->a, lg->q, lg->s1 + (j - r), lg->s2 + (j - r));
+    }
+}
+
+/* What the normalize of row j of a group does for the next group nx of a piped
+ * walk: takes the sums of its row j and asks for the lines of that row's output
+ * (and of row j of the group after nx in x, when nx holds where it lies). */
+static inline __attribute__((always_inline)) void TF(lean_pipe_row)(TF(lean_group) *nx, ptrdiff_t j, const T *x,
+                                                                    T *y, ptrdiff_t n, int rms)
+{
+    if (j >= nx->cnt) return;
+    while (nx->taken <= j) TF(lean_take)(nx, n, rms);
+    TF(prefetch_out)(y + nx->yo[j], n);
+    if (j < nx->far_cnt) TF(prefetch_in)(x + nx->far[j], n);
+}
+
+/* The rows [g, g + cnt) of a lean group from their sums (block_sums_rows') to
+ * their outputs: the per-row scalar steps run as loops over the group, and every
+ * value is computed as block_stats, finish_stats and norm_range compute it, so
+ * the bits are the same as on the other paths. After row j, the normalize
+ * takes row j of the next group nx (lean_pipe_row), or, with ahead > 0, asks
+ * for the lines of row g + cnt + j, j < ahead, and of its output. */
+static inline __attribute__((always_inline)) void TF(lean_norm)(const fn_seg_shape *s, const T *x, T *y,
+                                                                const fn_norm_args *p, ptrdiff_t g, ptrdiff_t cnt,
+                                                                const T *const *xr, const ptrdiff_t *xo,
+                                                                const ptrdiff_t *yo, const ptrdiff_t *wo,
+                                                                const double *s1, const double *s2, const double *c0,
+                                                                ptrdiff_t ahead, TF(lean_group) *nx)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    ptrdiff_t n = s->R2;
+    double inv_n = 1.0 / (double)n, eps = p->eps, rstd[FN_UNIT_GROUP];
     double *mean = p->mean + g, *var = p->var + g;
     for (ptrdiff_t j = 0; j < cnt; j++) {
         double m2;
@@ -1155,15 +1247,17 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
         else if (fast[j]) TF(norm_row_fast)(xr[j], y + yo[j], n, NULL, NULL, mh[j], ml[j], sc[j], sh[j]);
         else TF(norm_range)(xr[j], y + yo[j], n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
                             wvec, fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
+        for (ptrdiff_t k = j; nx && k < j + run; k++) TF(lean_pipe_row)(nx, k, x, y, n, rms);
         j += run - 1;
     }
     ptrdiff_t packed = joined ? 0 : TF(norm_rows_packed)(x, y, n, cnt, xo, yo, wo, w && wvec ? w : NULL, b, mh, ml,
                                                         sc, sh, fast);
     ptrdiff_t pxo[FN_UNIT_GROUP], pyo[FN_UNIT_GROUP], pwo[FN_UNIT_GROUP];
-    if (ahead > 0 && !joined && !packed) fn_unit_offsets(s, g1, ahead, pxo, pyo, pwo);
+    if (ahead > 0 && !joined && !packed) fn_unit_offsets(s, g + cnt, ahead, pxo, pyo, pwo);
     else ahead = 0;
     for (ptrdiff_t j = packed; !joined && j < cnt; j++) {
         if (j < ahead) TF(prefetch_row)(x + pxo[j], y + pyo[j], n);
+        if (nx) TF(lean_pipe_row)(nx, j, x, y, n, rms);
         if (!fast[j]) {
             TF(norm_range)(xr[j], y + yo[j], n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
                            wvec, fn_t_safe(mean[j], var[j], (double)n, sizeof(T)), p->stream);
@@ -1171,6 +1265,60 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg
         }
         TF(norm_row_fast)(xr[j], y + yo[j], n, w && wvec ? w + wo[j] : NULL, w && wvec && b ? b + wo[j] : NULL,
                           mh[j], ml[j], sc[j], sh[j]);
+    }
+}
+
+/* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units: the
+ * rows' blocks reduced LANES at a time (block_sums_rows), then lean_norm (ahead:
+ * the rows of the next group to ask for). */
+static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
+                                                                    const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1,
+                                                                    ptrdiff_t ahead)
+{
+    ptrdiff_t n = s->R2, cnt = g1 - g;
+    const T *xr[FN_UNIT_GROUP];
+    ptrdiff_t xo[FN_UNIT_GROUP], yo[FN_UNIT_GROUP], wo[FN_UNIT_GROUP];
+    fn_unit_offsets(s, g, cnt, xo, yo, wo);
+    for (ptrdiff_t j = 0; j < cnt; j++) xr[j] = x + xo[j];
+    double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP];
+    TF(block_sums_rows)(xr, cnt, n, p->mode == FN_MODE_RMS, s1, s2, c0);
+    TF(lean_norm)(s, x, y, p, g, cnt, xr, xo, yo, wo, s1, s2, c0, ahead, NULL);
+}
+
+/* Single-block rows [u0, u1) in groups of `group` rows, as seg_rows_lean walks
+ * them, but with each group's sums taken inside the normalize of the group
+ * before (lean_pipe_row), so the core reads the next rows while it writes the
+ * current ones, as a copy does (see FN_LEAN_AHEAD_BYTES); with far, it also
+ * asks for the rows of x two groups ahead. A function of its own: inlined into
+ * seg_units with the other walks, it made LayerNorm (512, 64) 10 % slower from
+ * cache. y != NULL. */
+__attribute__((noinline)) static void TF(seg_rows_lean_piped)(const fn_seg_shape *s, const T *x, T *y,
+                                                              const fn_norm_args *p, ptrdiff_t u0, ptrdiff_t u1,
+                                                              ptrdiff_t group, int far)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    ptrdiff_t n = s->R2;
+    TF(lean_group) groups[2];
+    TF(lean_group) *cur = &groups[0], *nx = &groups[1];
+    TF(lean_init)(cur, s, x, u0, fn_min(group, u1 - u0));
+    TF(block_sums_rows)(cur->xr, cur->cnt, n, rms, cur->s1, cur->s2, cur->c0);
+    for (ptrdiff_t g = u0; g < u1; g += group) {
+        ptrdiff_t g1 = g + cur->cnt;
+        int has_next = g1 < u1;
+        if (has_next) {
+            TF(lean_init)(nx, s, x, g1, fn_min(group, u1 - g1));
+            ptrdiff_t g2 = g1 + nx->cnt;
+            nx->far_cnt = far && g2 < u1 ? fn_min(group, u1 - g2) : 0;
+            if (nx->far_cnt) fn_unit_offsets(s, g2, nx->far_cnt, nx->far, nx->far_yo, nx->far_wo);
+        }
+        TF(lean_norm)(s, x, y, p, g, cur->cnt, cur->xr, cur->xo, cur->yo, cur->wo, cur->s1, cur->s2, cur->c0, 0,
+                      has_next ? nx : NULL);
+        if (!has_next) break;
+        while (nx->taken < nx->cnt) TF(lean_take)(nx, n, rms);
+        TF(block_sums_check)(nx->xr, nx->cnt, n, rms, nx->s1, nx->s2, nx->c0);
+        TF(lean_group) *t = cur;
+        cur = nx;
+        nx = t;
     }
 }
 
@@ -1413,7 +1561,7 @@ static inline int TF(rows_piped)(const fn_seg_shape *s, const T *y, const fn_nor
  * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
  * overlap in the out-of-order core instead of running one after another. */
 static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
-                          ptrdiff_t u0, ptrdiff_t u1, int prefetch)
+                          ptrdiff_t u0, ptrdiff_t u1, int lean_mode)
 {
     int rms = p->mode == FN_MODE_RMS;
     fn_seg_shape sv = TF(stats_view)(s);
@@ -1434,10 +1582,15 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
         if (p->stream) fn_store_fence();
         return;
     }
+    if (lean && y && lean_mode >= FN_LEAN_PIPED) {
+        TF(seg_rows_lean_piped)(s, x, y, p, u0, u1, group, lean_mode == FN_LEAN_PIPED_FAR);
+        if (p->stream) fn_store_fence();
+        return;
+    }
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
         if (lean) {
-            TF(seg_rows_lean)(s, x, y, p, g, g1, prefetch && y ? fn_min(g1 + group, u1) - g1 : 0);
+            TF(seg_rows_lean)(s, x, y, p, g, g1, lean_mode == FN_LEAN_AHEAD && y ? fn_min(g1 + group, u1) - g1 : 0);
             continue;
         }
         if (!p->stats_given)
@@ -1755,8 +1908,12 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
      * rows (R1 == 1) are, their partial lines are next to each other */
     if (s->R1 > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_STREAM_SEGMENT_BYTES) args.stream = 0;
-    /* lean row groups ask for the next group's lines (see FN_PREFETCH_ROWS_BYTES) */
-    int prefetch = x_bytes >= FN_PREFETCH_ROWS_BYTES || (nt <= 1 && x_bytes >= FN_PREFETCH_ROWS_BYTES / 2);
+    /* what lean row groups do for the next group (see FN_LEAN_AHEAD_BYTES) */
+    ptrdiff_t row_bytes = s->R2 * (ptrdiff_t)sizeof(T);
+    int lean_mode = FN_LEAN_ALONE;
+    if (x_bytes >= FN_LEAN_AHEAD_BYTES || (nt <= 1 && x_bytes >= FN_LEAN_AHEAD_BYTES / 2))
+        lean_mode = row_bytes < FN_LEAN_PIPED_ROW_BYTES ? FN_LEAN_AHEAD
+                    : nt <= 1 || row_bytes == FN_LEAN_PIPED_ROW_BYTES ? FN_LEAN_PIPED_FAR : FN_LEAN_PIPED;
     if (p->stats_given && y && s->R1 > 1) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of
@@ -1776,7 +1933,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     } else if (nt <= 1) {
         if (tiled) TF(seg_units_tiled)(s, x, y, p, 0, U);
         else if (pipelined) TF(seg_units_pipelined)(s, x, y, p, 0, U);
-        else TF(seg_units)(s, x, y, p, 0, U, prefetch);
+        else TF(seg_units)(s, x, y, p, 0, U, lean_mode);
     } else if (U >= 4 * (ptrdiff_t)nt) {
         ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
         /* a pipelined chunk starts with a statistics-only unit: make chunks long */
@@ -1792,7 +1949,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
             if (tiled) TF(seg_units_tiled)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else if (rowwise) TF(seg_units_rowwise)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
             else if (pipelined) TF(seg_units_pipelined)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk));
-            else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk), prefetch);
+            else TF(seg_units)(s, x, y, p, c * chunk, fn_min(U, (c + 1) * chunk), lean_mode);
         });
     } else {
         status = TF(seg_split)(s, x, y, p, nt);
