@@ -758,9 +758,11 @@ static inline void TF(store_vec)(T *y, VT v, int stream)
 }
 
 /* y = ((x - mean) * rstd) * w + b over n contiguous values in double: the
- * reference that the T-precision version falls back to. */
-static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean, double rstd,
-                                 const T *w, const T *b, int wvec)
+ * reference that the T-precision version falls back to. Out of line, for rare
+ * rows: inlined into the walks compiled for one row length, its tail loop drew
+ * GCC's -Waggressive-loop-optimizations warning. */
+__attribute__((noinline, cold)) static void TF(norm_range_exact)(const T *x, T *y, ptrdiff_t n, double mean,
+                                                                 double rstd, const T *w, const T *b, int wvec)
 {
     const VD zero = {0};
     const VD mv = zero + mean, rv = zero + rstd;
@@ -1213,16 +1215,16 @@ static inline __attribute__((always_inline)) void TF(lean_pipe_row)(TF(lean_grou
  * value is computed as block_stats, finish_stats and norm_range compute it, so
  * the bits are the same as on the other paths. After row j, the normalize
  * takes row j of the next group nx (lean_pipe_row), or, with ahead > 0, asks
- * for the lines of row g + cnt + j, j < ahead, and of its output. */
+ * for the lines of row g + cnt + j, j < ahead, and of its output. n is s->R2,
+ * a constant in the walks compiled for one row length (seg_rows_lean_fixed). */
 static inline __attribute__((always_inline)) void TF(lean_norm)(const fn_seg_shape *s, const T *x, T *y,
                                                                 const fn_norm_args *p, ptrdiff_t g, ptrdiff_t cnt,
                                                                 const T *const *xr, const ptrdiff_t *xo,
                                                                 const ptrdiff_t *yo, const ptrdiff_t *wo,
                                                                 const double *s1, const double *s2, const double *c0,
-                                                                ptrdiff_t ahead, TF(lean_group) *nx)
+                                                                ptrdiff_t ahead, TF(lean_group) *nx, const ptrdiff_t n)
 {
     int rms = p->mode == FN_MODE_RMS;
-    ptrdiff_t n = s->R2;
     double inv_n = 1.0 / (double)n, eps = p->eps, rstd[FN_UNIT_GROUP];
     double *mean = p->mean + g, *var = p->var + g;
     for (ptrdiff_t j = 0; j < cnt; j++) {
@@ -1257,7 +1259,9 @@ static inline __attribute__((always_inline)) void TF(lean_norm)(const fn_seg_sha
     if (ahead > 0 && !joined && !packed) fn_unit_offsets(s, g + cnt, ahead, pxo, pyo, pwo);
     else ahead = 0;
     for (ptrdiff_t j = packed; !joined && j < cnt; j++) {
-        if (j < ahead) TF(prefetch_row)(x + pxo[j], y + pyo[j], n);
+        /* ahead > 0 first: with ahead a literal 0 (the piped walk compiled for
+         * one row length) GCC warned of pxo[-1] (-Warray-bounds) */
+        if (ahead > 0 && j < ahead) TF(prefetch_row)(x + pxo[j], y + pyo[j], n);
         if (nx) TF(lean_pipe_row)(nx, j, x, y, n, rms);
         if (!fast[j]) {
             TF(norm_range)(xr[j], y + yo[j], n, mean[j], rstd[j], w ? w + wo[j] : NULL, (w && b) ? b + wo[j] : NULL,
@@ -1271,34 +1275,58 @@ static inline __attribute__((always_inline)) void TF(lean_norm)(const fn_seg_sha
 
 /* A group of at most FN_UNIT_GROUP single-block rows [g, g1), see seg_units: the
  * rows' blocks reduced LANES at a time (block_sums_rows), then lean_norm (ahead:
- * the rows of the next group to ask for). */
+ * the rows of the next group to ask for; n: s->R2, see lean_norm). */
 static inline __attribute__((always_inline)) void TF(seg_rows_lean)(const fn_seg_shape *s, const T *x, T *y,
                                                                     const fn_norm_args *p, ptrdiff_t g, ptrdiff_t g1,
-                                                                    ptrdiff_t ahead)
+                                                                    ptrdiff_t ahead, const ptrdiff_t n)
 {
-    ptrdiff_t n = s->R2, cnt = g1 - g;
+    ptrdiff_t cnt = g1 - g;
     const T *xr[FN_UNIT_GROUP];
     ptrdiff_t xo[FN_UNIT_GROUP], yo[FN_UNIT_GROUP], wo[FN_UNIT_GROUP];
     fn_unit_offsets(s, g, cnt, xo, yo, wo);
     for (ptrdiff_t j = 0; j < cnt; j++) xr[j] = x + xo[j];
     double s1[FN_UNIT_GROUP + LANES], s2[FN_UNIT_GROUP + LANES], c0[FN_UNIT_GROUP];
     TF(block_sums_rows)(xr, cnt, n, p->mode == FN_MODE_RMS, s1, s2, c0);
-    TF(lean_norm)(s, x, y, p, g, cnt, xr, xo, yo, wo, s1, s2, c0, ahead, NULL);
+    TF(lean_norm)(s, x, y, p, g, cnt, xr, xo, yo, wo, s1, s2, c0, ahead, NULL, n);
+}
+
+/* The lean groups of single-block rows [u0, u1), `group` rows each, one after
+ * the other; with ask_ahead (FN_LEAN_AHEAD), each group's normalize asks for
+ * the next group's rows (n: s->R2, see lean_norm). */
+static inline __attribute__((always_inline)) void TF(seg_rows_lean_groups)(const fn_seg_shape *s, const T *x, T *y,
+                                                                           const fn_norm_args *p, ptrdiff_t u0,
+                                                                           ptrdiff_t u1, ptrdiff_t group,
+                                                                           int ask_ahead, const ptrdiff_t n)
+{
+    for (ptrdiff_t g = u0; g < u1; g += group) {
+        ptrdiff_t g1 = fn_min(g + group, u1);
+        TF(seg_rows_lean)(s, x, y, p, g, g1, ask_ahead && y ? fn_min(g1 + group, u1) - g1 : 0, n);
+    }
+}
+
+/* seg_rows_lean_groups compiled for each row length fn_lean_fixed names. */
+__attribute__((noinline)) static void TF(seg_rows_lean_fixed)(const fn_seg_shape *s, const T *x, T *y,
+                                                              const fn_norm_args *p, ptrdiff_t u0, ptrdiff_t u1,
+                                                              ptrdiff_t group, int ask_ahead)
+{
+    ptrdiff_t row_bytes = s->R2 * (ptrdiff_t)sizeof(T);
+    if (row_bytes == 16) TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 16 / sizeof(T));
+    else if (row_bytes == 32) TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 32 / sizeof(T));
+    else if (row_bytes == 64) TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 64 / sizeof(T));
+    else TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 128 / sizeof(T));
 }
 
 /* Single-block rows [u0, u1) in groups of `group` rows, as seg_rows_lean walks
  * them, but with each group's sums taken inside the normalize of the group
  * before (lean_pipe_row), so the core reads the next rows while it writes the
  * current ones, as a copy does (see FN_LEAN_AHEAD_BYTES); with far, it also
- * asks for the rows of x two groups ahead. A function of its own: inlined into
- * seg_units with the other walks, it made LayerNorm (512, 64) 10 % slower from
- * cache. y != NULL. */
-__attribute__((noinline)) static void TF(seg_rows_lean_piped)(const fn_seg_shape *s, const T *x, T *y,
-                                                              const fn_norm_args *p, ptrdiff_t u0, ptrdiff_t u1,
-                                                              ptrdiff_t group, int far)
+ * asks for the rows of x two groups ahead (n: s->R2, see lean_norm). y != NULL. */
+static inline __attribute__((always_inline)) void TF(seg_rows_lean_piped_n)(const fn_seg_shape *s, const T *x, T *y,
+                                                                            const fn_norm_args *p, ptrdiff_t u0,
+                                                                            ptrdiff_t u1, ptrdiff_t group, int far,
+                                                                            const ptrdiff_t n)
 {
     int rms = p->mode == FN_MODE_RMS;
-    ptrdiff_t n = s->R2;
     TF(lean_group) groups[2];
     TF(lean_group) *cur = &groups[0], *nx = &groups[1];
     TF(lean_init)(cur, s, x, u0, fn_min(group, u1 - u0));
@@ -1313,7 +1341,7 @@ __attribute__((noinline)) static void TF(seg_rows_lean_piped)(const fn_seg_shape
             if (nx->far_cnt) fn_unit_offsets(s, g2, nx->far_cnt, nx->far, nx->far_yo, nx->far_wo);
         }
         TF(lean_norm)(s, x, y, p, g, cur->cnt, cur->xr, cur->xo, cur->yo, cur->wo, cur->s1, cur->s2, cur->c0, 0,
-                      has_next ? nx : NULL);
+                      has_next ? nx : NULL, n);
         if (!has_next) break;
         while (nx->taken < nx->cnt) TF(lean_take)(nx, n, rms);
         TF(block_sums_check)(nx->xr, nx->cnt, n, rms, nx->s1, nx->s2, nx->c0);
@@ -1321,6 +1349,19 @@ __attribute__((noinline)) static void TF(seg_rows_lean_piped)(const fn_seg_shape
         cur = nx;
         nx = t;
     }
+}
+
+/* seg_rows_lean_piped_n, compiled apart for rows of 128 and 256 bytes (see
+ * fn_lean_fixed). A function of its own: inlined into seg_units with the other
+ * walks, the piped walk made LayerNorm (512, 64) 10 % slower from cache. */
+__attribute__((noinline)) static void TF(seg_rows_lean_piped)(const fn_seg_shape *s, const T *x, T *y,
+                                                              const fn_norm_args *p, ptrdiff_t u0, ptrdiff_t u1,
+                                                              ptrdiff_t group, int far)
+{
+    ptrdiff_t row_bytes = s->R2 * (ptrdiff_t)sizeof(T);
+    if (row_bytes == 128) TF(seg_rows_lean_piped_n)(s, x, y, p, u0, u1, group, far, 128 / sizeof(T));
+    else if (row_bytes == 256) TF(seg_rows_lean_piped_n)(s, x, y, p, u0, u1, group, far, 256 / sizeof(T));
+    else TF(seg_rows_lean_piped_n)(s, x, y, p, u0, u1, group, far, s->R2);
 }
 
 /* The rows of a pre-norm residual step (add_rows): row u of the normalized
@@ -1588,12 +1629,15 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
         if (p->stream) fn_store_fence();
         return;
     }
+    if (lean) {
+        if (fn_lean_fixed(s->R2 * (ptrdiff_t)sizeof(T)))
+            TF(seg_rows_lean_fixed)(s, x, y, p, u0, u1, group, lean_mode == FN_LEAN_AHEAD);
+        else TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, lean_mode == FN_LEAN_AHEAD, s->R2);
+        if (y && p->stream) fn_store_fence();
+        return;
+    }
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
-        if (lean) {
-            TF(seg_rows_lean)(s, x, y, p, g, g1, lean_mode == FN_LEAN_AHEAD && y ? fn_min(g1 + group, u1) - g1 : 0);
-            continue;
-        }
         if (!p->stats_given)
             for (ptrdiff_t u = g; u < g1; u++) {
                 ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;

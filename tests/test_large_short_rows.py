@@ -1,7 +1,8 @@
 """Rows shorter than 1 KiB in inputs of 32 MiB and more (16 MiB on one thread):
 while a group of rows is normalized, the next group is served row by row. Rows
 of 128 bytes and more have their sums taken there (seg_rows_lean_piped, on one
-thread or for rows of 128 bytes also asking for x two groups ahead); shorter
+thread or for rows of 128 bytes also asking for x two groups ahead; rows of 128
+and 256 bytes through a copy compiled for their length); shorter
 rows ask for the next group's lines of x and of their output (FN_LEAN_AHEAD_BYTES
 in src_c/fn_internal.h). Neither may change a value: each row depends on its own
 values alone, so small calls over a few rows, which walk their groups one after
@@ -39,7 +40,7 @@ def _check_parts(x, out, run):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype, D", [(np.float32, 100), (np.float32, 64), (np.float32, 32), (np.float32, 16),
-                                      (np.float64, 37)])
+                                      (np.float32, 8), (np.float64, 37), (np.float64, 32), (np.float64, 16)])
 @pytest.mark.parametrize("op", ["layer", "rms"])
 def test_rows_match_small_calls(op, dtype, D, threads):
     x = _large_rows(dtype, D)
