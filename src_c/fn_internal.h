@@ -141,7 +141,7 @@ enum { FN_LEAN_ALONE, FN_LEAN_AHEAD, FN_LEAN_PIPED, FN_LEAN_PIPED_FAR };
  * (2048, 32) 1.03x; 32 MiB inputs at two threads and one: (524288, 16) float32
  * 1.29x and 1.22x, (262144, 32) 1.28x and 1.21x, (524288, 8) float64 1.59x and
  * 1.32x, (262144, 16) float64 1.39x and 1.13x, rows of 256 bytes 1.03-1.07x;
- * (512, 64) and (32, 512), not compiled apart, 1.0x. Rows of 256 bytes from
+ * (512, 64) and (32, 512), not compiled apart, 1.0-1.1x. Rows of 256 bytes from
  * cache ran 0.96-0.98x as fast compiled apart, hence their absence from the
  * group walk's lengths; groups of 64 rows instead of 32 cost the piped rows of
  * 128 bytes 7 %. */

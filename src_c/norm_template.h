@@ -1304,7 +1304,8 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean_groups)(const
     }
 }
 
-/* seg_rows_lean_groups compiled for each row length fn_lean_fixed names. */
+/* seg_rows_lean_groups compiled for each row length fn_lean_fixed names (the
+ * caller has checked it: the last branch is rows of 128 bytes). */
 __attribute__((noinline)) static void TF(seg_rows_lean_fixed)(const fn_seg_shape *s, const T *x, T *y,
                                                               const fn_norm_args *p, ptrdiff_t u0, ptrdiff_t u1,
                                                               ptrdiff_t group, int ask_ahead)
