@@ -84,19 +84,27 @@ static inline __attribute__((always_inline)) void TF(bwd_acc_finish)(TF(bwd_acc)
  * dy[j] around mean[j], its sums to s0[j], s1[j], s2[j]: the lanes of the rows
  * are reduced together (hsumt_rows), bit for bit as bwd_sums row by row, so
  * short rows (7 x 7 planes) share the cross-lane adds. */
-static inline __attribute__((always_inline)) void TF(bwd_sums_rows)(const T *const *x, const T *const *dy, ptrdiff_t cnt, ptrdiff_t n,
-                                     const double *mean, double *s0, double *s1, double *s2)
+static inline __attribute__((always_inline)) void TF(bwd_sums_rows_w)(const T *const *x, const T *const *dy,
+                                                                      const T *const *w, ptrdiff_t cnt, ptrdiff_t n,
+                                                                      const double *mean, double *s0, double *s1,
+                                                                      double *s2)
 {
     const VT z = {0};
     VT c[LANES], a[LANES], b[LANES];
     for (int r = 0; r < LANES; r++) {
         TF(bwd_acc) acc = {z, z, z, z, z, z};
-        if (r < cnt) TF(bwd_acc_rest)(&acc, x[r], dy[r], NULL, 0, n, (T)mean[r]);
+        if (r < cnt) TF(bwd_acc_rest)(&acc, x[r], dy[r], w ? w[r] : NULL, 0, n, (T)mean[r]);
         c[r] = acc.c0 + acc.c1; a[r] = acc.a0 + acc.a1; b[r] = acc.b0 + acc.b1;
     }
     VD cs = TF(hsumt_rows)(c), as = TF(hsumt_rows)(a), bs = TF(hsumt_rows)(b);
     for (ptrdiff_t r = 0; r < cnt; r++)
         TF(bwd_shifted)(cs[r], as[r], bs[r], n, (T)mean[r], mean[r], &s0[r], &s1[r], &s2[r]);
+}
+
+static inline __attribute__((always_inline)) void TF(bwd_sums_rows)(const T *const *x, const T *const *dy, ptrdiff_t cnt, ptrdiff_t n,
+                                     const double *mean, double *s0, double *s1, double *s2)
+{
+    TF(bwd_sums_rows_w)(x, dy, NULL, cnt, n, mean, s0, s1, s2);
 }
 
 static inline void TF(bwd_sums)(const T *x, const T *dy, ptrdiff_t n, double mean,
@@ -475,9 +483,11 @@ static void TF(seg_bwd_units)(const fn_seg_shape *s, const fn_bwd_args *p, const
 
 /* Adds unit u's contributions dy * xhat and dy to the T-precision parameter
  * partials pw, pb (parameters along the segment: index r1 * wr1 + r2). Run right
- * after seg_bwd_unit, while the unit's rows are still in cache. */
-static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
-                                    ptrdiff_t u, T *pw, T *pb)
+ * after seg_bwd_unit, while the unit's rows are still in cache. n: s->R2, a
+ * constant in seg_bwd_rows_grouped's copies for one row length. */
+static inline __attribute__((always_inline)) void TF(seg_bwd_unit_params_n)(
+    const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, ptrdiff_t u, T *pw, T *pb,
+    const ptrdiff_t n)
 {
     ptrdiff_t a = u / s->K, k = u % s->K;
     double mean = p->mode == FN_MODE_RMS ? 0.0 : p->cmean[u];
@@ -489,7 +499,7 @@ static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p,
         const T *dy = q->dy + a * s->ya + k * s->yk + r1 * s->yr1;
         T *dw = pw + k * s->wk + r1 * s->wr1, *db = pb ? pb + k * s->wk + r1 * s->wr1 : NULL;
         ptrdiff_t i = 0;
-        for (; i + TLANES <= s->R2; i += TLANES) {
+        for (; i + TLANES <= n; i += TLANES) {
             VT g = TF(loadt)(dy + i);
             VT xh = ((TF(loadt)(x + i) - mhv) - mlv) * rv;
             TF(storet)(dw + i, TF(loadt)(dw + i) + g * xh);
@@ -499,20 +509,26 @@ static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p,
         /* the values short of a vector in masked vectors (rows of 8 float32 values:
          * the scalar loop took a fifth of LayerNorm backward (100000, 8)); the same
          * operations per value */
-        if (i < s->R2) {
-            ptrdiff_t m = s->R2 - i;
+        if (i < n) {
+            ptrdiff_t m = n - i;
             VT g = TF(load_part)(dy + i, m, (T)0);
             VT xh = ((TF(load_part)(x + i, m, mh) - mhv) - mlv) * rv;
             TF(store_part)(dw + i, m, TF(load_part)(dw + i, m, (T)0) + g * xh);
             if (db) TF(store_part)(db + i, m, TF(load_part)(db + i, m, (T)0) + g);
         }
 #else
-        for (; i < s->R2; i++) {
+        for (; i < n; i++) {
             dw[i] += dy[i] * (((x[i] - mh) - ml) * rs);
             if (db) db[i] += dy[i];
         }
 #endif
     }
+}
+
+static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                    ptrdiff_t u, T *pw, T *pb)
+{
+    TF(seg_bwd_unit_params_n)(s, p, q, u, pw, pb, s->R2);
 }
 
 /* Units [u0, u1) of single-block rows, as seg_bwd_unit + seg_bwd_unit_params
@@ -557,6 +573,67 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
     }
 }
 
+/* seg_bwd_rows_piped's units, results and order of parameter sums, for rows
+ * of at most FN_BWD_GROUPED_MAX_BYTES: there each row waited on the one before
+ * (its sums, then its dx, whose loop takes the next row's sums), and LayerNorm
+ * backward (100000, 8) took about 40 ns a row. Here the sums of
+ * FN_BWD_ROW_GROUP rows come first, LANES rows reduced together
+ * (bwd_sums_rows_w, bit for bit bwd_sums), then their coefficients, dx and
+ * parameter partials row by row in unit order. n: s->R2, a constant in the
+ * copies for one row length. */
+static inline __attribute__((always_inline)) void TF(seg_bwd_rows_grouped_n)(
+    const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, ptrdiff_t u0, ptrdiff_t u1, T *pw, T *pb,
+    const ptrdiff_t n)
+{
+    int rms = p->mode == FN_MODE_RMS;
+    const T *w = q->wred;
+    for (ptrdiff_t g = u0; g < u1; g += FN_BWD_ROW_GROUP) {
+        ptrdiff_t cnt = fn_min(FN_BWD_ROW_GROUP, u1 - g);
+        ptrdiff_t xo[FN_BWD_ROW_GROUP], yo[FN_BWD_ROW_GROUP], wo[FN_BWD_ROW_GROUP];
+        fn_unit_offsets(s, g, cnt, xo, yo, wo);
+        for (ptrdiff_t j0 = 0; j0 < cnt; j0 += LANES) {
+            ptrdiff_t m = fn_min(LANES, cnt - j0);
+            const T *xr[LANES], *dyr[LANES], *wr[LANES];
+            double mean[LANES], s0[LANES], s1[LANES], s2[LANES];
+            for (ptrdiff_t j = 0; j < m; j++) {
+                xr[j] = q->x + xo[j0 + j];
+                dyr[j] = q->dy + yo[j0 + j];
+                wr[j] = w ? w + wo[j0 + j] : NULL;
+                mean[j] = rms ? 0.0 : p->mean[g + j0 + j];
+            }
+            TF(bwd_sums_rows_w)(xr, dyr, w ? wr : NULL, m, n, mean, s0, s1, s2);
+            /* 0 + the row's sums, as seg_bwd_rows_piped's start from 0 */
+            for (ptrdiff_t j = 0; j < m; j++)
+                TF(bwd_unit_finish)(p, g + j0 + j, (double)n, 0.0 + s0[j], 0.0 + s1[j], 0.0 + s2[j]);
+        }
+        for (ptrdiff_t j = 0; j < cnt; j++) {
+            ptrdiff_t u = g + j;
+            if (q->dx) {
+                double scale, c1, c2, rstd = p->rstd[u];
+                double wu = q->wunit ? (double)q->wunit[(u % s->K) * s->wk] : 1.0;
+                TF(bwd_coeffs)(p, wu, (double)n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
+                TF(bwd_dx)(q->x + xo[j], q->dy + yo[j], q->dx + yo[j], n, p->cmean[u], rstd, w ? w + wo[j] : NULL,
+                           scale, c1, c2, q->stream);
+            }
+            TF(seg_bwd_unit_params_n)(s, p, q, u, pw, pb, n);
+        }
+    }
+}
+
+/* seg_bwd_rows_grouped_n, compiled apart for each row length fn_lean_fixed
+ * names (as the forward's row groups). */
+__attribute__((noinline)) static void TF(seg_bwd_rows_grouped)(const fn_seg_shape *s, const fn_bwd_args *p,
+                                                               const TF(seg_bwd_ptrs) *q, ptrdiff_t u0,
+                                                               ptrdiff_t u1, T *pw, T *pb)
+{
+    ptrdiff_t row_bytes = s->R2 * (ptrdiff_t)sizeof(T);
+    if (row_bytes == 16) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 16 / sizeof(T));
+    else if (row_bytes == 32) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 32 / sizeof(T));
+    else if (row_bytes == 64) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 64 / sizeof(T));
+    else if (row_bytes == 128) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 128 / sizeof(T));
+    else TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, s->R2);
+}
+
 /* Many units with parameters along the segment (LayerNorm rows): fixed groups of
  * units (fn_param_group_units), each with its own T-precision partial parameter
  * sums accumulated while its rows are in cache, then folded in group order in
@@ -573,7 +650,9 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
         T *pw = part + g * gs, *pb = p->db ? pw + np_ + 16 : NULL;
         ptrdiff_t g1 = fn_min(U, (g + 1) * gu);
         __builtin_memset(pw, 0, (size_t)gs * sizeof(T));
-        if (piped) {
+        if (piped && s->R2 * (ptrdiff_t)sizeof(T) <= FN_BWD_GROUPED_MAX_BYTES) {
+            TF(seg_bwd_rows_grouped)(s, p, q, g * gu, g1, pw, pb);
+        } else if (piped) {
             TF(seg_bwd_rows_piped)(s, p, q, g * gu, g1, pw, pb);
         } else {
             for (ptrdiff_t u = g * gu; u < g1; u++) {

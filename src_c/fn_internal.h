@@ -191,6 +191,18 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
 /* backward units of one segment up to this size have their sums taken several
  * at a time (seg_bwd_units) */
 #define FN_BWD_BATCH_BYTES 256
+/* Backward rows with a weight (LayerNorm, RMSNorm) of at most this many bytes
+ * take their sums FN_BWD_ROW_GROUP rows at a time (seg_bwd_rows_grouped; rows
+ * of 16, 32, 64 or 128 bytes through copies compiled for their length, see
+ * fn_lean_fixed); longer ones row by row, each inside the dx loop of the row
+ * before (seg_bwd_rows_piped). Same bits. Against the row-by-row walk (a C
+ * harness timing both builds in alternating rounds, 2026-11-30): LayerNorm
+ * backward float32 rows of 4 and 8 values 1.44-1.46x faster at one thread and
+ * 1.41x at two, 16 values 1.29x, 32 values 1.18x and 1.14x, 7 and 24 values
+ * 1.22x and 1.18x, float64 rows of 8 and 16 values 1.26x and 1.08x; rows of 160
+ * and 192 bytes ran 0.98x and 0.95x grouped, hence the limit; (8192, 768) 1.0x. */
+#define FN_BWD_GROUPED_MAX_BYTES 128
+#define FN_BWD_ROW_GROUP 32
 
 /* Below this much work a call runs serially: a parallel region costs more. Work
  * is counted in elements plus, per unit (row), FN_UNIT_WORK elements for its fixed
