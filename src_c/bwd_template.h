@@ -626,12 +626,9 @@ __attribute__((noinline)) static void TF(seg_bwd_rows_grouped)(const fn_seg_shap
                                                                const TF(seg_bwd_ptrs) *q, ptrdiff_t u0,
                                                                ptrdiff_t u1, T *pw, T *pb)
 {
-    ptrdiff_t row_bytes = s->R2 * (ptrdiff_t)sizeof(T);
-    if (row_bytes == 16) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 16 / sizeof(T));
-    else if (row_bytes == 32) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 32 / sizeof(T));
-    else if (row_bytes == 64) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 64 / sizeof(T));
-    else if (row_bytes == 128) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, 128 / sizeof(T));
-    else TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, s->R2);
+#define FN_BWD_GROUPED_N(n) TF(seg_bwd_rows_grouped_n)(s, p, q, u0, u1, pw, pb, n)
+    FN_FIXED_ROW_CALL(s->R2 * (ptrdiff_t)sizeof(T), FN_BWD_GROUPED_N, FN_BWD_GROUPED_N(s->R2));
+#undef FN_BWD_GROUPED_N
 }
 
 /* Many units with parameters along the segment (LayerNorm rows): fixed groups of

@@ -149,6 +149,17 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
 {
     return row_bytes == 16 || row_bytes == 32 || row_bytes == 64 || row_bytes == 128;
 }
+/* In a template body (element type T): CALL(n) with n the row's value count as
+ * a constant for each row length fn_lean_fixed names, else OTHER; one copy of
+ * the walk CALL names is compiled for each length. */
+#define FN_FIXED_ROW_CALL(row_bytes, CALL, OTHER)             \
+    do {                                                      \
+        if ((row_bytes) == 16) CALL(16 / (ptrdiff_t)sizeof(T));   \
+        else if ((row_bytes) == 32) CALL(32 / (ptrdiff_t)sizeof(T)); \
+        else if ((row_bytes) == 64) CALL(64 / (ptrdiff_t)sizeof(T)); \
+        else if ((row_bytes) == 128) CALL(128 / (ptrdiff_t)sizeof(T)); \
+        else OTHER;                                           \
+    } while (0)
 
 /* Data a core can keep in its L1 cache while working on it. */
 #define FN_L1_BYTES 32768

@@ -1305,16 +1305,14 @@ static inline __attribute__((always_inline)) void TF(seg_rows_lean_groups)(const
 }
 
 /* seg_rows_lean_groups compiled for each row length fn_lean_fixed names (the
- * caller has checked it: the last branch is rows of 128 bytes). */
+ * caller has checked it: no other length reaches this function). */
 __attribute__((noinline)) static void TF(seg_rows_lean_fixed)(const fn_seg_shape *s, const T *x, T *y,
                                                               const fn_norm_args *p, ptrdiff_t u0, ptrdiff_t u1,
                                                               ptrdiff_t group, int ask_ahead)
 {
-    ptrdiff_t row_bytes = s->R2 * (ptrdiff_t)sizeof(T);
-    if (row_bytes == 16) TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 16 / sizeof(T));
-    else if (row_bytes == 32) TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 32 / sizeof(T));
-    else if (row_bytes == 64) TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 64 / sizeof(T));
-    else TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, 128 / sizeof(T));
+#define FN_LEAN_GROUPS_N(n) TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, ask_ahead, n)
+    FN_FIXED_ROW_CALL(s->R2 * (ptrdiff_t)sizeof(T), FN_LEAN_GROUPS_N, (void)0);
+#undef FN_LEAN_GROUPS_N
 }
 
 /* Single-block rows [u0, u1) in groups of `group` rows, as seg_rows_lean walks
