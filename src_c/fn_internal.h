@@ -100,6 +100,16 @@
 #ifndef FN_PIPED_MIN_BYTES
 #define FN_PIPED_MIN_BYTES (12.0 * 1024 * 1024)
 #endif
+/* Rows longer than a block are walked so too, their statistics merged block by
+ * block as seg_unit_stats merges them, up to this length: the row being
+ * normalized and the next one then share L1 with the parameters' lines. Against
+ * the tiled walk (weight and bias) and the pipelined one (a C harness timing
+ * both builds and an OpenMP copy in alternating rounds, 2026-12-01), LayerNorm
+ * float32 rows of 2048 values 1.30x faster at two threads (71 -> 93 % of copy)
+ * and 1.32x at one, 4096 values 1.09x and 1.16x, 8192 values 1.00x and 1.34x,
+ * RMSNorm 1.12x, float64 rows of 2048 values 1.26x; rows of 16384 float32
+ * values ran 0.87x, hence the limit. */
+#define FN_PIPED_MAX_ROW_BYTES FN_L1_BYTES
 
 /* Rows too short for that walk (under FN_REALIGN_BYTES) are walked in groups
  * (seg_rows_lean). In inputs at least this large (half as large on one thread),

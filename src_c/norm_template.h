@@ -1402,24 +1402,48 @@ static inline __attribute__((always_inline)) void TF(acc_finish)(TF(row_acc) *s,
  * seg_rows_lean computes them. */
 typedef struct { T mh, ml, sc, sh; double rstd; unsigned char fast; } TF(row_coef);
 
-static inline __attribute__((always_inline)) TF(row_coef) TF(row_coefs)(const fn_norm_args *p, ptrdiff_t u, ptrdiff_t n,
-                                                                         ptrdiff_t wo, int wrow, double s1, double s2,
-                                                                         double c0)
+static inline __attribute__((always_inline)) TF(row_coef) TF(row_coefs_of)(const fn_norm_args *p, ptrdiff_t u,
+                                                                            ptrdiff_t n, ptrdiff_t wo, int wrow)
 {
     TF(row_coef) r;
-    double m2, inv_n = 1.0 / (double)n;
-    fn_sums_to_stats(s1, s2, c0, inv_n, p->mode == FN_MODE_RMS, &p->mean[u], &m2);
-    p->var[u] = m2 * inv_n;
     r.rstd = 1.0 / sqrt(p->var[u] + p->eps);
     TF(unit_coeffs)(1, &p->mean[u], &p->var[u], &r.rstd, (double)n, (const T *)p->w, (const T *)p->b, &wo, wrow, 0,
                     &r.mh, &r.ml, &r.sc, &r.sh, &r.fast);
     return r;
 }
 
-/* Single-block rows [u0, u1) of at least FN_REALIGN_BYTES, y aligned to sizeof(T):
- * the statistics of row u + 1 are taken in the loop that normalizes row u, four
- * vectors of each per step, so the core reads the next row from memory while it
- * writes the current one, as a copy does. Taking the statistics of a group of
+static inline __attribute__((always_inline)) TF(row_coef) TF(row_coefs)(const fn_norm_args *p, ptrdiff_t u, ptrdiff_t n,
+                                                                         ptrdiff_t wo, int wrow, double s1, double s2,
+                                                                         double c0)
+{
+    double m2, inv_n = 1.0 / (double)n;
+    fn_sums_to_stats(s1, s2, c0, inv_n, p->mode == FN_MODE_RMS, &p->mean[u], &m2);
+    p->var[u] = m2 * inv_n;
+    return TF(row_coefs_of)(p, u, n, wo, wrow);
+}
+
+/* Merges block [0, m) of a row at blk into tot, as acc_one_block merges it: the
+ * lane sums of its values before i are in acc (its shift c), the rest are fed
+ * here; acc is cleared for the next block. */
+static inline __attribute__((always_inline)) void TF(pipe_block_merge)(fn_acc *tot, TF(row_acc) *acc, const T *blk,
+                                                                       ptrdiff_t i, ptrdiff_t m, T c, int rms,
+                                                                       double inv_tail)
+{
+    const VT tz = {0};
+    double s1, s2, off = 0, m2;
+    TF(acc_finish)(acc, blk, i, m, c, rms, &s1, &s2);
+    if (rms) m2 = s2;
+    else fn_sums_to_stats(s1, s2, 0.0, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, 0, &off, &m2);
+    TF(acc_block)(tot, (double)m, rms ? 0.0 : (double)c, off, m2, rms);
+    *acc = (TF(row_acc)){tz, tz, tz, tz, tz, tz, tz, tz};
+}
+
+/* Rows [u0, u1) of FN_REALIGN_BYTES to FN_PIPED_MAX_ROW_BYTES, y aligned to
+ * sizeof(T): the statistics of row u + 1 are taken in the loop that normalizes
+ * row u, four vectors of each per step (a row of several blocks: each block's
+ * sums merged as seg_unit_stats merges them when the steps reach its end), so
+ * the core reads the next row from memory while it writes the current one, as a
+ * copy does. Taking the statistics of a group of
  * rows and then normalizing the group (seg_rows_lean) alternates a read-only
  * phase with a read-write one: LayerNorm (8192, 768) ran at 86-88 % of copy,
  * this loop at 98 %. Rows whose outputs lie end to end are written as one run,
@@ -1443,13 +1467,21 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
     ptrdiff_t xo, yo, wo, xn_o = 0, yn_o = 0, wn_o = 0;
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
     double s1, s2;
+    /* rows of several blocks (never with add): their statistics merged block by
+     * block, as seg_unit_stats merges them */
+    int blocks = n > FN_BLOCK;
+    double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)n;
     if (add) TF(add_part)(add, u0, (T *)x + xo, 0, n);
     T c = rms ? (T)0 : TF(shift_of)(x[xo]);
-    {
+    TF(row_coef) cur;
+    if (blocks) {
+        TF(seg_unit_stats)(s, x + xo, rms, inv_tail, inv_total, &p->mean[u0], &p->var[u0]);
+        cur = TF(row_coefs_of)(p, u0, n, wo, wrow);
+    } else {
         TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
         TF(acc_finish)(&acc, x + xo, 0, n, c, rms, &s1, &s2);
+        cur = TF(row_coefs)(p, u0, n, wo, wrow, s1, s2, (double)c);
     }
-    TF(row_coef) cur = TF(row_coefs)(p, u0, n, wo, wrow, s1, s2, (double)c);
     /* values of row u before `start` are written already (by the vector joined
      * with row u - 1) */
     ptrdiff_t start = 0;
@@ -1469,7 +1501,11 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
             cn = rms ? (T)0 : TF(shift_of)(add ? add->x[(u + 1) * add->xs] + add->r[(u + 1) * add->rs] : xn[0]);
         }
         TF(row_acc) acc = {tz, tz, tz, tz, tz, tz, tz, tz};
-        ptrdiff_t is = 0;
+        /* the next row's values before `is` are in acc or tot: those of its
+         * block [b0, b1) in acc (shift cb), the blocks before in tot */
+        fn_acc tot = {0, 0, 0};
+        ptrdiff_t is = 0, b0 = 0, b1 = fn_min(n, FN_BLOCK);
+        T cb = cn;
         if (!cur.fast) {
             /* the double-precision path, on its own */
             TF(norm_range)(xr, yr, n, p->mean[u], cur.rstd, w ? w + wo : NULL, (w && b) ? b + wo : NULL, wvec,
@@ -1493,18 +1529,30 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
                 const VT cnv = tz + cn;
                 FN_PIPE_STEP(is + 4 * TLANES <= n, TF(acc_four_add)(&acc, add, u + 1, (T *)xn, is, cnv))
             } else if (has_next) {
-                const VT cnv = tz + cn;
 #ifdef FN_REALIGNED
-                if (FN_REALIGNED(xn, n)) {
-                    /* while the vector after the fourth ends inside the row */
-                    ptrdiff_t off = (ptrdiff_t)((uintptr_t)xn % FN_VBYTES) / (ptrdiff_t)sizeof(T), end = off + n;
-                    const T *base = xn - off;
-                    __m512i idx = TF(ra_index)(off);
-                    VT prev = TF(load_lanes)(base, off, TLANES, (T)0);
-                    FN_PIPE_STEP(is + 5 * TLANES <= end, TF(acc_four_ra)(&acc, base, is / TLANES, 0, idx, &prev, cnv))
-                }
+                int ra = FN_REALIGNED(xn, n);
+                ptrdiff_t off = (ptrdiff_t)((uintptr_t)xn % FN_VBYTES) / (ptrdiff_t)sizeof(T), end = off + n;
+                const T *base = xn - off;
+                __m512i idx = TF(ra_index)(off);
+                VT prev = ra ? TF(load_lanes)(base, off, TLANES, (T)0) : tz;
 #endif
-                FN_PIPE_STEP(is + 4 * TLANES <= n, TF(acc_four)(&acc, xn + is, cnv))
+                for (;;) {
+                    const VT cnv = tz + cb;
+#ifdef FN_REALIGNED
+                    /* while the vector after the fourth ends inside the row; a
+                     * full block ends on a step, so prev stays the next one's */
+                    if (ra)
+                        FN_PIPE_STEP(is + 4 * TLANES <= b1 && is + 5 * TLANES <= end,
+                                     TF(acc_four_ra)(&acc, base, is / TLANES, 0, idx, &prev, cnv))
+#endif
+                    FN_PIPE_STEP(is + 4 * TLANES <= b1, TF(acc_four)(&acc, xn + is, cnv))
+                    /* the last block, or this row's normalize ended first */
+                    if (b1 == n || is < b1) break;
+                    TF(pipe_block_merge)(&tot, &acc, xn + b0, is - b0, b1 - b0, cb, rms, inv_tail);
+                    b0 = b1;
+                    b1 = fn_min(n, b1 + FN_BLOCK);
+                    cb = rms ? (T)0 : TF(shift_of)(xn[b0]);
+                }
             }
 #undef FN_PIPE_STEP
             for (; i + TLANES <= n; i += TLANES)
@@ -1518,8 +1566,17 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
             break;
         }
         if (add) TF(add_part)(add, u + 1, (T *)xn, is, n);
-        TF(acc_finish)(&acc, xn, is, n, cn, rms, &s1, &s2);
-        TF(row_coef) nxt = TF(row_coefs)(p, u + 1, n, wn_o, wrow, s1, s2, (double)cn);
+        TF(row_coef) nxt;
+        if (blocks) {
+            TF(pipe_block_merge)(&tot, &acc, xn + b0, is - b0, b1 - b0, cb, rms, inv_tail);
+            for (b0 = b1; b0 < n; b0 += FN_BLOCK)
+                TF(acc_one_block)(&tot, xn + b0, fn_min(FN_BLOCK, n - b0), rms, inv_tail);
+            TF(finish_stats)(&tot, inv_total, rms, &p->mean[u + 1], &p->var[u + 1]);
+            nxt = TF(row_coefs_of)(p, u + 1, n, wn_o, wrow);
+        } else {
+            TF(acc_finish)(&acc, xn, is, n, cn, rms, &s1, &s2);
+            nxt = TF(row_coefs)(p, u + 1, n, wn_o, wrow, s1, s2, (double)cn);
+        }
         if (cur.fast) {
             ptrdiff_t k = n - start;
             int joined = nxt.fast && yn_o == yo + n && (!wvec || !w || wn_o == wo);
@@ -1590,10 +1647,12 @@ static void TF(seg_units_pipelined)(const fn_seg_shape *s, const T *x, T *y, con
 
 /* 1 when seg_units walks the rows as seg_rows_piped: only inputs of
  * FN_PIPED_MIN_BYTES and more; from cache the group walk is faster (LayerNorm
- * (256, 1024), in L2: 24 against 48 us). */
+ * (256, 1024), in L2: 24 against 48 us). Longer rows in such inputs take it
+ * instead of the tiled and the pipelined walks (see FN_PIPED_MAX_ROW_BYTES). */
 static inline int TF(rows_piped)(const fn_seg_shape *s, const T *y, const fn_norm_args *p)
 {
-    return s->R1 == 1 && s->R2 <= FN_BLOCK && s->R2 * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && y
+    return s->R1 == 1 && s->R2 * (ptrdiff_t)sizeof(T) <= FN_PIPED_MAX_ROW_BYTES
+           && s->R2 * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && y
            && !p->stats_given && (uintptr_t)y % sizeof(T) == 0
            && (double)(s->A * s->K) * (double)s->R2 * sizeof(T) >= FN_PIPED_MIN_BYTES;
 }
@@ -1728,8 +1787,9 @@ static inline ptrdiff_t TF(cursor_step)(const fn_seg_shape *s, const T *x, const
     return m;
 }
 
-/* Rows longer than a block with weight and bias vectors (LayerNorm over 4096 values):
- * [u0, u1) in tiles of rows that fit L2 together. Each tile is normalized slice by
+/* Rows longer than a block with weight and bias vectors (LayerNorm over 4096 values,
+ * in inputs that seg_rows_piped does not take): [u0, u1) in tiles of rows that fit
+ * L2 together. Each tile is normalized slice by
  * slice of columns, each slice for every row of the tile, so the slices of w and b
  * stay in L1 instead of being re-read from L2 for every row: with x and w and b
  * all missing L1, the loads of the normalize hold the fill buffers that the memory
@@ -1928,13 +1988,15 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
      * more on the per-segment steps than on memory) */
     int rowwise = !p->stats_given && s->R1 > 1 && s->K > 1 && s->R2 >= 1
                   && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES;
-    int tiled = y && !p->stats_given && s->R1 == 1 && s->R2 > FN_BLOCK && p->w && p->b && s->wr2 != 0
+    int piped_rows = TF(rows_piped)(s, y, p);
+    int tiled = !piped_rows && y && !p->stats_given && s->R1 == 1 && s->R2 > FN_BLOCK && p->w && p->b && s->wr2 != 0
                 && unit_bytes > FN_TILE_PARAM_BYTES;
-    int pipelined = !tiled && !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES && 2 * unit_bytes <= FN_L1_BYTES;
+    int pipelined = !piped_rows && !tiled && !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES
+                    && 2 * unit_bytes <= FN_L1_BYTES;
     /* the statistics-given walk and seg_split normalize in a pass of their own, and
      * so do units larger than L2 */
     int own_pass = p->stats_given || (nt > 1 && U < 4 * (ptrdiff_t)nt)
-                   || (double)unit_len * sizeof(T) > FN_L2_BYTES || TF(rows_piped)(s, y, p);
+                   || (double)unit_len * sizeof(T) > FN_L2_BYTES || piped_rows;
     /* So does, in effect, a walk that reads a unit larger than L1 for its
      * statistics and then normalizes it from L2: cached stores of y take a read
      * for ownership of each line and evict lines that the normalize re-reads.
@@ -2041,7 +2103,7 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
      * add_rows_range) */
     const fn_seg_shape rows = {M, 1, 1, D, ss, 0, 0, ys, 0, 0, 0, 0, 1};
     const TF(add_in) ad = {x, r, xs, rs};
-    int piped = TF(rows_piped)(&rows, y, p) && (uintptr_t)sum % sizeof(T) == 0;
+    int piped = D <= FN_BLOCK && TF(rows_piped)(&rows, y, p) && (uintptr_t)sum % sizeof(T) == 0;
     double *own = NULL;
     if (piped) {
         own = fn_own_stats(&args, M);

@@ -1,0 +1,108 @@
+"""Rows longer than a block (1024 values) in inputs of 12 MiB and more, up to 32
+KiB a row: each row's statistics are taken block by block inside the loop that
+normalizes the row before (seg_rows_piped, FN_PIPED_MAX_ROW_BYTES in
+src_c/fn_internal.h), where smaller inputs take the tiled or the pipelined walk,
+or one row at a time. Every walk merges the same blocks in the same order, so
+small calls over a few rows are the reference, bit for bit: for rows whose
+last block is long, short or a single value, rows whose blocks' float32 sums
+are taken again in double (a constant block, a block whose first value lies
+far from the rest, an inf) in the first, a middle and the last row of a
+thread's share, and inputs that do not start at a vector boundary. A few rows
+are checked against the float64 formula.
+"""
+
+import numpy as np
+import pytest
+
+import fastnorm
+
+PIPED_BYTES = 12 * 1024 * 1024
+BLOCK = 1024
+
+
+def _long_rows(dtype, D, seed=17):
+    rng = np.random.default_rng(seed)
+    rows = PIPED_BYTES // (np.dtype(dtype).itemsize * D) + 5
+    x = (rng.standard_normal((rows, D)) * 3 + 4).astype(dtype)
+    # a constant block, a block whose shift (its first value) is far from its
+    # mean, an inf in a later block; near both ends and in the middle
+    for r in (1, rows // 2, rows - 4):
+        x[r, BLOCK:2 * BLOCK] = 2.5
+        x[r + 1, BLOCK] = 300.0
+        x[r + 2, D - 1] = np.inf
+    return x
+
+
+def _run(op, dtype, D):
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal(D).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype)
+    if op == "layer":
+        return lambda a, **kw: fastnorm.layer_norm(a, w, b, **kw), w, b
+    if op == "rms":
+        return lambda a, **kw: fastnorm.rms_norm(a, w, eps=1e-5, **kw), w, b
+    return lambda a, **kw: fastnorm.layer_norm(a, **kw), w, b
+
+
+def _parts(rows):
+    return (slice(0, 6), slice(rows // 2 - 2, rows // 2 + 5), slice(-6, None))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype, D", [(np.float32, 1500), (np.float32, 2049), (np.float32, 4096),
+                                      (np.float32, 8192), (np.float64, 1100), (np.float64, 4096)])
+@pytest.mark.parametrize("op", ["layer", "rms", "plain"])
+def test_rows_match_small_calls(op, dtype, D, threads):
+    x = _long_rows(dtype, D)
+    run, w, b = _run(op, dtype, D)
+    out = np.empty_like(x)
+    assert run(x, out=out, num_threads=threads) is out
+    for part in _parts(x.shape[0]):
+        np.testing.assert_array_equal(out[part], run(np.ascontiguousarray(x[part])))
+    x64 = x[-8:-5].astype(np.float64)
+    if op == "rms":
+        ref = x64 / np.sqrt((x64 * x64).mean(axis=1, keepdims=True) + 1e-5) * w
+    else:
+        m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+        ref = (x64 - m) / np.sqrt(v + 1e-5)
+        if op == "layer":
+            ref = ref * w + b
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out[-8:-5], ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("offset", [1, 3])
+def test_rows_off_vector_boundary(offset, threads):
+    """x and y a few values past a vector boundary: the next row is read from
+    aligned vectors shifted into place, block after block."""
+    D = 3000
+    x = _long_rows(np.float32, D, seed=4)
+    buf = np.empty(x.size + 16, np.float32)
+    base = (-(buf.ctypes.data // 4)) % 16
+    xs = buf[base + offset:base + offset + x.size].reshape(x.shape)
+    xs[...] = x
+    run, _, _ = _run("layer", np.float32, D)
+    ref = run(x, num_threads=threads)
+    ybuf = np.empty(x.size + 16, np.float32)
+    ybase = (-(ybuf.ctypes.data // 4)) % 16
+    ys = ybuf[ybase + offset:ybase + offset + x.size].reshape(x.shape)
+    run(xs, out=ys, num_threads=threads)
+    assert ys.tobytes() == ref.tobytes()
+    for part in _parts(x.shape[0]):
+        np.testing.assert_array_equal(ref[part], run(np.ascontiguousarray(x[part])))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_statistics_match_small_calls(threads):
+    D = 2500
+    x = _long_rows(np.float32, D, seed=8)
+    y, mean, rstd = fastnorm.layer_norm(x, return_stats=True, num_threads=threads)
+    for part in _parts(x.shape[0]):
+        y_ref, m_ref, r_ref = fastnorm.layer_norm(np.ascontiguousarray(x[part]), return_stats=True)
+        np.testing.assert_array_equal(y[part], y_ref)
+        np.testing.assert_array_equal(mean[part], m_ref)
+        np.testing.assert_array_equal(rstd[part], r_ref)
+    x64 = x[5:8].astype(np.float64)
+    np.testing.assert_allclose(mean[5:8], x64.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(rstd[5:8], 1 / np.sqrt(x64.var(axis=1) + 1e-5), rtol=1e-5)
