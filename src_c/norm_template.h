@@ -1467,8 +1467,8 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
     ptrdiff_t xo, yo, wo, xn_o = 0, yn_o = 0, wn_o = 0;
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
     double s1, s2;
-    /* rows of several blocks (never with add): their statistics merged block by
-     * block, as seg_unit_stats merges them */
+    /* rows of several blocks: their statistics merged block by block, as
+     * seg_unit_stats merges them */
     int blocks = n > FN_BLOCK;
     double inv_tail = TF(inv_tail)(s), inv_total = 1.0 / (double)n;
     if (add) TF(add_part)(add, u0, (T *)x + xo, 0, n);
@@ -1525,12 +1525,9 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
             TF(store_vec)(yr + i + r * TLANES, TF(norm_vec)(xr, wv, bv, i + r * TLANES, mhv, mlv, scv, shv), \
                           stream);                                                                    \
     }
-            if (has_next && add) {
-                const VT cnv = tz + cn;
-                FN_PIPE_STEP(is + 4 * TLANES <= n, TF(acc_four_add)(&acc, add, u + 1, (T *)xn, is, cnv))
-            } else if (has_next) {
+            if (has_next) {
 #ifdef FN_REALIGNED
-                int ra = FN_REALIGNED(xn, n);
+                int ra = !add && FN_REALIGNED(xn, n);
                 ptrdiff_t off = (ptrdiff_t)((uintptr_t)xn % FN_VBYTES) / (ptrdiff_t)sizeof(T), end = off + n;
                 const T *base = xn - off;
                 __m512i idx = TF(ra_index)(off);
@@ -1538,6 +1535,8 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
 #endif
                 for (;;) {
                     const VT cnv = tz + cb;
+                    if (add)
+                        FN_PIPE_STEP(is + 4 * TLANES <= b1, TF(acc_four_add)(&acc, add, u + 1, (T *)xn, is, cnv))
 #ifdef FN_REALIGNED
                     /* while the vector after the fourth ends inside the row; a
                      * full block ends on a step, so prev stays the next one's */
@@ -1545,13 +1544,15 @@ static void TF(seg_rows_piped)(const fn_seg_shape *s, const T *x, T *y, const fn
                         FN_PIPE_STEP(is + 4 * TLANES <= b1 && is + 5 * TLANES <= end,
                                      TF(acc_four_ra)(&acc, base, is / TLANES, 0, idx, &prev, cnv))
 #endif
-                    FN_PIPE_STEP(is + 4 * TLANES <= b1, TF(acc_four)(&acc, xn + is, cnv))
+                    if (!add) FN_PIPE_STEP(is + 4 * TLANES <= b1, TF(acc_four)(&acc, xn + is, cnv))
                     /* the last block, or this row's normalize ended first */
                     if (b1 == n || is < b1) break;
                     TF(pipe_block_merge)(&tot, &acc, xn + b0, is - b0, b1 - b0, cb, rms, inv_tail);
                     b0 = b1;
                     b1 = fn_min(n, b1 + FN_BLOCK);
-                    cb = rms ? (T)0 : TF(shift_of)(xn[b0]);
+                    cb = rms ? (T)0
+                             : TF(shift_of)(add ? add->x[(u + 1) * add->xs + b0] + add->r[(u + 1) * add->rs + b0]
+                                                : xn[b0]);
                 }
             }
 #undef FN_PIPE_STEP
@@ -2098,12 +2099,12 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     if (M == 0) return FN_OK;
     fn_norm_args args = *p_in;
     const fn_norm_args *p = &args;
-    /* rows of 1 KiB to a block: the sum and statistics of row m + 1 are taken in
+    /* rows of 1 to 32 KiB: the sum and statistics of row m + 1 are taken in
      * the loop that normalizes row m (seg_rows_piped, the same bits as
      * add_rows_range) */
     const fn_seg_shape rows = {M, 1, 1, D, ss, 0, 0, ys, 0, 0, 0, 0, 1};
     const TF(add_in) ad = {x, r, xs, rs};
-    int piped = D <= FN_BLOCK && TF(rows_piped)(&rows, y, p) && (uintptr_t)sum % sizeof(T) == 0;
+    int piped = TF(rows_piped)(&rows, y, p) && (uintptr_t)sum % sizeof(T) == 0;
     double *own = NULL;
     if (piped) {
         own = fn_own_stats(&args, M);

@@ -106,3 +106,38 @@ def test_statistics_match_small_calls(threads):
     x64 = x[5:8].astype(np.float64)
     np.testing.assert_allclose(mean[5:8], x64.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(rstd[5:8], 1 / np.sqrt(x64.var(axis=1) + 1e-5), rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype, D", [(np.float32, 2049), (np.float32, 4096), (np.float64, 1500)])
+@pytest.mark.parametrize("op", ["layer", "rms"])
+def test_add_norm_rows_match_small_calls(op, dtype, D, threads):
+    """add+norm: the next row's sum is written and its statistics taken block by
+    block inside the current row's normalize loop."""
+    x = _long_rows(dtype, D, seed=21)
+    rng = np.random.default_rng(2)
+    res = rng.standard_normal(x.shape).astype(dtype)
+    rows = x.shape[0]
+    for r in (1, rows // 2, rows - 4):
+        res[r:r + 3] = 0   # the sums keep x's constant block, far shift and inf
+    w = rng.standard_normal(D).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype)
+    if op == "layer":
+        run = lambda a, c, **kw: fastnorm.add_layer_norm(a, c, w, b, **kw)
+    else:
+        run = lambda a, c, **kw: fastnorm.add_rms_norm(a, c, w, eps=1e-5, **kw)
+    out, total = np.empty_like(x), np.empty_like(x)
+    run(x, res, out=out, residual_out=total, num_threads=threads)
+    np.testing.assert_array_equal(total, x + res)
+    for part in _parts(rows):
+        y_ref, s_ref = run(np.ascontiguousarray(x[part]), np.ascontiguousarray(res[part]))
+        np.testing.assert_array_equal(out[part], y_ref)
+        np.testing.assert_array_equal(total[part], s_ref)
+    s64 = (x[-8:-5] + res[-8:-5]).astype(np.float64)
+    if op == "layer":
+        m, v = s64.mean(axis=1, keepdims=True), s64.var(axis=1, keepdims=True)
+        ref = (s64 - m) / np.sqrt(v + 1e-5) * w + b
+    else:
+        ref = s64 / np.sqrt((s64 * s64).mean(axis=1, keepdims=True) + 1e-5) * w
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out[-8:-5], ref, rtol=tol, atol=tol)
