@@ -115,6 +115,31 @@ static inline void TF(bwd_sums)(const T *x, const T *dy, ptrdiff_t n, double mea
     TF(bwd_acc_finish)(&acc, x, dy, w, 0, n, mean, s0, s1, s2);
 }
 
+/* Adds to S the sums of the block of m values at x, dy (w) whose values before i
+ * are in acc (bwd_acc_finish), as seg_bwd_unit adds a block's; clears acc. */
+static inline __attribute__((always_inline)) void TF(bwd_block_add)(TF(bwd_acc) *acc, const T *x, const T *dy,
+                                                                    const T *w, ptrdiff_t i, ptrdiff_t m,
+                                                                    double mean, double *S)
+{
+    const VT z = {0};
+    double b[3];
+    TF(bwd_acc_finish)(acc, x, dy, w, i, m, mean, &b[0], &b[1], &b[2]);
+    for (int t = 0; t < 3; t++) S[t] += b[t];
+    *acc = (TF(bwd_acc)){z, z, z, z, z, z};
+}
+
+/* Adds to S the sums of a row of n values (blocks [i0, n) of FN_BLOCK, in order;
+ * w may be NULL), as seg_bwd_unit adds them. */
+static inline void TF(bwd_row_sums)(const T *x, const T *dy, const T *w, ptrdiff_t i0, ptrdiff_t n, double mean,
+                                    double *S)
+{
+    const VT z = {0};
+    for (; i0 < n; i0 += FN_BLOCK) {
+        TF(bwd_acc) acc = {z, z, z, z, z, z};
+        TF(bwd_block_add)(&acc, x + i0, dy + i0, w ? w + i0 : NULL, 0, fn_min(FN_BLOCK, n - i0), mean, S);
+    }
+}
+
 /* Unit sums -> the corrected mean and S1 = sum(G), S2 = sum(G * xhat). */
 static inline void TF(bwd_unit_finish)(const fn_bwd_args *p, ptrdiff_t u, double n,
                                        double s0, double s1, double s2)
@@ -205,34 +230,42 @@ static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdi
 
 /* bwd_dx of a row with the sums (bwd_sums) of the next row (xs, dys around
  * mean_s, parameters ws) taken in the same loop, two vectors of each per
- * step: the next row is read from memory while this one's dx is written
- * (LayerNorm backward (8192, 768) 5 % faster). The same bits as bwd_dx and
- * bwd_sums. (Adding the parameter partials in this loop too, from the same
+ * step, and added to S block by block (bwd_row_sums): the next row is read from
+ * memory while this one's dx is written (LayerNorm backward (8192, 768) 5 %
+ * faster). The same bits as bwd_dx and bwd_row_sums. (Adding the parameter partials in this loop too, from the same
  * loads, ran 20 % slower than their own pass over the row in L1.) With stream,
  * dx is written with non-temporal stores from its first vector boundary on. */
 static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
                              const T *w, double scale, double c1, double c2,
-                             const T *xs, const T *dys, const T *ws, double mean_s, double *s0, double *s1,
-                             double *s2, int stream)
+                             const T *xs, const T *dys, const T *ws, double mean_s, double *S, int stream)
 {
     const VT z = {0};
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
     const VT mhv = z + mh, mlv = z + ml, rv = z + (T)rstd, sv = z + (T)scale, c1v = z + (T)c1, c2v = z + (T)c2;
     const VT msv = z + (T)mean_s;
     TF(bwd_acc) acc = {z, z, z, z, z, z};
-    ptrdiff_t i = TF(align_head)(dx, n), is = 0;
+    /* the next row's values before is: those of its block [b0, b1) in acc */
+    ptrdiff_t i = TF(align_head)(dx, n), is = 0, b0 = 0, b1 = fn_min(n, FN_BLOCK);
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
     stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
-    for (; i + 2 * TLANES <= n && is + 2 * TLANES <= n; i += 2 * TLANES, is += 2 * TLANES) {
-        TF(bwd_acc_two)(&acc, xs + is, dys + is, ws ? ws + is : NULL, msv);
-        TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
-        TF(store_vec)(dx + i + TLANES, TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v),
-                      stream);
+    for (;;) {
+        for (; i + 2 * TLANES <= n && is + 2 * TLANES <= b1; i += 2 * TLANES, is += 2 * TLANES) {
+            TF(bwd_acc_two)(&acc, xs + is, dys + is, ws ? ws + is : NULL, msv);
+            TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
+            TF(store_vec)(dx + i + TLANES, TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v),
+                          stream);
+        }
+        /* the last block, or this row's dx ended first (a full block ends on a step) */
+        if (b1 == n || is < b1) break;
+        TF(bwd_block_add)(&acc, xs + b0, dys + b0, ws ? ws + b0 : NULL, is - b0, b1 - b0, mean_s, S);
+        b0 = b1;
+        b1 = fn_min(n, b1 + FN_BLOCK);
     }
     for (; i + TLANES <= n; i += TLANES)
         TF(storet)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v));
     if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec)(x, dy, w, i, n - i, mhv, mlv, rv, sv, c1v, c2v));
-    TF(bwd_acc_finish)(&acc, xs, dys, ws, is, n, mean_s, s0, s1, s2);
+    TF(bwd_block_add)(&acc, xs + b0, dys + b0, ws ? ws + b0 : NULL, is - b0, b1 - b0, mean_s, S);
+    TF(bwd_row_sums)(xs, dys, ws, b1, n, mean_s, S);
 }
 
 /* bwd_dx_vec with one parameter value for the whole row (its vector wvv); the
@@ -531,7 +564,7 @@ static void TF(seg_bwd_unit_params)(const fn_seg_shape *s, const fn_bwd_args *p,
     TF(seg_bwd_unit_params_n)(s, p, q, u, pw, pb, s->R2);
 }
 
-/* Units [u0, u1) of single-block rows, as seg_bwd_unit + seg_bwd_unit_params
+/* Units [u0, u1) of rows (R1 == 1), as seg_bwd_unit + seg_bwd_unit_params
  * compute them, with each row's sums taken in the dx loop of the row before
  * (bwd_dx_piped). */
 static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
@@ -540,34 +573,31 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
     int rms = p->mode == FN_MODE_RMS;
     ptrdiff_t n = s->R2, xo, yo, wo, xn = 0, yn = 0, wn = 0;
     const T *w = q->wred;
-    double S[3] = {0, 0, 0}, b[3];
+    double S[3] = {0, 0, 0};
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
     /* a weight row per unit from wo on (wk != 0: the joined GroupNorm), else one */
-    TF(bwd_sums)(q->x + xo, q->dy + yo, n, rms ? 0.0 : p->mean[u0], w ? w + wo : NULL, &b[0], &b[1], &b[2]);
-    for (int t = 0; t < 3; t++) S[t] += b[t];
+    TF(bwd_row_sums)(q->x + xo, q->dy + yo, w ? w + wo : NULL, 0, n, rms ? 0.0 : p->mean[u0], S);
     TF(bwd_unit_finish)(p, u0, (double)n, S[0], S[1], S[2]);
     for (ptrdiff_t u = u0; u < u1; u++) {
         int has_next = u + 1 < u1;
         if (has_next) fn_unit_offsets(s, u + 1, 1, &xn, &yn, &wn);
         double mean_n = has_next && !rms ? p->mean[u + 1] : 0.0;
+        S[0] = S[1] = S[2] = 0;
         if (q->dx) {
             double scale, c1, c2, rstd = p->rstd[u];
             double wu = q->wunit ? (double)q->wunit[(u % s->K) * s->wk] : 1.0;
             TF(bwd_coeffs)(p, wu, (double)n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
             if (has_next)
                 TF(bwd_dx_piped)(q->x + xo, q->dy + yo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale,
-                                 c1, c2, q->x + xn, q->dy + yn, w ? w + wn : NULL, mean_n, &b[0], &b[1], &b[2],
-                                 q->stream);
+                                 c1, c2, q->x + xn, q->dy + yn, w ? w + wn : NULL, mean_n, S, q->stream);
             else
                 TF(bwd_dx)(q->x + xo, q->dy + yo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale, c1,
                            c2, q->stream);
         } else if (has_next) {
-            TF(bwd_sums)(q->x + xn, q->dy + yn, n, mean_n, w ? w + wn : NULL, &b[0], &b[1], &b[2]);
+            TF(bwd_row_sums)(q->x + xn, q->dy + yn, w ? w + wn : NULL, 0, n, mean_n, S);
         }
         TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
         if (!has_next) break;
-        S[0] = S[1] = S[2] = 0;
-        for (int t = 0; t < 3; t++) S[t] += b[t];
         TF(bwd_unit_finish)(p, u + 1, (double)n, S[0], S[1], S[2]);
         xo = xn; yo = yn; wo = wn;
     }
@@ -642,7 +672,11 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
     ptrdiff_t gs = nb * np_ + 48;   /* group stride, off 4 KiB multiples */
     T *part = (T *)fn_scratch_alloc((size_t)ng * (size_t)gs * sizeof(T));
     if (!part) return FN_ENOMEM;
-    int piped = s->R1 == 1 && s->R2 <= FN_BLOCK;
+    /* rows longer than a block: in inputs that do not stay in cache (see
+     * FN_BWD_PIPED_MAX_ROW_BYTES) */
+    int piped = s->R1 == 1
+                && (s->R2 <= FN_BLOCK || (s->R2 * (ptrdiff_t)sizeof(T) <= FN_BWD_PIPED_MAX_ROW_BYTES
+                                          && (double)U * (double)s->R2 * sizeof(T) >= FN_PIPED_MIN_BYTES));
     FN_PARALLEL_SHARES(nt, ng, g,
         T *pw = part + g * gs, *pb = p->db ? pw + np_ + 16 : NULL;
         ptrdiff_t g1 = fn_min(U, (g + 1) * gu);

@@ -224,6 +224,19 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
  * 1.22x and 1.18x, float64 rows of 8 and 16 values 1.26x and 1.08x; rows of 160
  * and 192 bytes ran 0.98x and 0.95x grouped, hence the limit; (8192, 768) 1.0x. */
 #define FN_BWD_GROUPED_MAX_BYTES 128
+/* Backward rows with a weight longer than a block, up to this length, in inputs
+ * of FN_PIPED_MIN_BYTES and more, take the row walk too (seg_bwd_rows_piped: the
+ * next row's sums, block by block, inside the dx loop), where each row was read
+ * for its sums and then again for its dx. The same bits. Against that walk (a C
+ * harness timing both builds in alternating rounds, 2026-12-01): LayerNorm
+ * backward float32 rows of 4096 values 1.09x faster at two threads and 1.11x at
+ * one, 8192 values 1.14x, 16384 values 1.12x and 1.13x, 3001 values 1.10x,
+ * float64 rows of 2048 values 1.12x, (1024, 4096) (16 MiB) 1.15x and 1.24x; rows
+ * of 65536 values ran 0.88x at one thread, and inputs that stay in cache
+ * 0.94-0.95x ((256, 2048)). */
+#ifndef FN_BWD_PIPED_MAX_ROW_BYTES
+#define FN_BWD_PIPED_MAX_ROW_BYTES 65536
+#endif
 #define FN_BWD_ROW_GROUP 32
 
 /* Below this much work a call runs serially: a parallel region costs more. Work

@@ -141,3 +141,41 @@ def test_add_norm_rows_match_small_calls(op, dtype, D, threads):
         ref = s64 / np.sqrt((s64 * s64).mean(axis=1, keepdims=True) + 1e-5) * w
     tol = 2e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out[-8:-5], ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype, D", [(np.float32, 2049), (np.float32, 4096), (np.float32, 16384),
+                                      (np.float64, 1100)])
+@pytest.mark.parametrize("op", ["layer", "rms"])
+def test_backward_rows_match_small_calls(op, dtype, D, threads):
+    """Backward with a weight: each row's sums are taken block by block inside
+    the dx loop of the row before (FN_BWD_PIPED_MAX_ROW_BYTES); a row's dx is
+    that of the row in a small call, bit for bit; the weight (and bias)
+    gradients, summed per fixed group of rows, match the float64 sums."""
+    rng = np.random.default_rng(31)
+    rows = PIPED_BYTES // (np.dtype(dtype).itemsize * D) + 5
+    x = (rng.standard_normal((rows, D)) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal((rows, D)).astype(dtype)
+    w = rng.standard_normal(D).astype(dtype)
+    if op == "layer":
+        _, mean, rstd = fastnorm.layer_norm(x, w, w, return_stats=True)
+        grads = lambda a, g, i, **kw: fastnorm.layer_norm_backward(g, a, mean[i], rstd[i], w, **kw)
+    else:
+        _, rstd = fastnorm.rms_norm(x, w, return_stats=True)
+        grads = lambda a, g, i, **kw: fastnorm.rms_norm_backward(g, a, rstd[i], w, **kw)
+    every = slice(None)
+    got = grads(x, dy, every, num_threads=threads)
+    for part in _parts(rows):
+        small = grads(np.ascontiguousarray(x[part]), np.ascontiguousarray(dy[part]), part)
+        np.testing.assert_array_equal(got[0][part], small[0])
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    centred = x64 - (mean[:, None] if op == "layer" else 0)
+    xhat = centred * rstd[:, None]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    g = dy64[-3:] * w
+    proj = (g * xhat[-3:]).mean(axis=1, keepdims=True)
+    dx64 = rstd[-3:, None] * (g - (g.mean(axis=1, keepdims=True) if op == "layer" else 0) - xhat[-3:] * proj)
+    np.testing.assert_allclose(got[0][-3:], dx64, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got[1], (dy64 * xhat).sum(axis=0), rtol=tol, atol=tol * rows ** 0.5)
+    if op == "layer":
+        np.testing.assert_allclose(got[2], dy64.sum(axis=0), rtol=tol, atol=tol * rows ** 0.5)
