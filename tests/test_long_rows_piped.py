@@ -179,3 +179,25 @@ def test_backward_rows_match_small_calls(op, dtype, D, threads):
     np.testing.assert_allclose(got[1], (dy64 * xhat).sum(axis=0), rtol=tol, atol=tol * rows ** 0.5)
     if op == "layer":
         np.testing.assert_allclose(got[2], dy64.sum(axis=0), rtol=tol, atol=tol * rows ** 0.5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_planes_match_small_calls(affine, threads):
+    """InstanceNorm's planes are rows too (one per sample and channel, with the
+    channel's scalar weight and bias): planes of 1-32 KiB in large inputs take
+    the same walk."""
+    rng = np.random.default_rng(41)
+    x = (rng.standard_normal((17, 64, 48, 64)) * 2 + 1).astype(np.float32)   # 13 MiB
+    x[8, 5, 16:32] = 0.75          # a constant block
+    x[16, 63, 0, 0] = np.inf
+    w = rng.standard_normal(64).astype(np.float32) if affine else None
+    b = rng.standard_normal(64).astype(np.float32) if affine else None
+    out = fastnorm.instance_norm(x, w, b, num_threads=threads)
+    for n in (0, 8, 16):
+        np.testing.assert_array_equal(out[n:n + 1], fastnorm.instance_norm(x[n:n + 1], w, b))
+    x64 = x[3].astype(np.float64).reshape(64, -1)
+    ref = (x64 - x64.mean(axis=1, keepdims=True)) / np.sqrt(x64.var(axis=1, keepdims=True) + 1e-5)
+    if affine:
+        ref = ref * w[:, None] + b[:, None]
+    np.testing.assert_allclose(out[3].reshape(64, -1), ref, rtol=2e-5, atol=2e-5)
