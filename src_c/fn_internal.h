@@ -109,9 +109,11 @@
  * and 1.32x at one, 4096 values 1.09x and 1.16x, 8192 values 1.00x and 1.34x,
  * RMSNorm 1.12x, float64 rows of 2048 values 1.26x (add+LayerNorm, against a
  * row at a time: 1.09-1.25x; InstanceNorm's planes of 4096 values, against the
- * pipelined walk: 1.09-1.24x); rows of 16384 float32 values ran 0.87x, hence the
- * limit. */
+ * pipelined walk: 1.09-1.24x); rows of 16384 float32 values ran 0.87x (without
+ * parameters 0.96x, RMSNorm 1.01x), hence the limit. */
+#ifndef FN_PIPED_MAX_ROW_BYTES
 #define FN_PIPED_MAX_ROW_BYTES FN_L1_BYTES
+#endif
 
 /* Rows too short for that walk (under FN_REALIGN_BYTES) are walked in groups
  * (seg_rows_lean). In inputs at least this large (half as large on one thread),

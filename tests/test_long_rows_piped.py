@@ -1,14 +1,16 @@
 """Rows longer than a block (1024 values) in inputs of 12 MiB and more, up to 32
-KiB a row: each row's statistics are taken block by block inside the loop that
-normalizes the row before (seg_rows_piped, FN_PIPED_MAX_ROW_BYTES in
-src_c/fn_internal.h), where smaller inputs take the tiled or the pipelined walk,
-or one row at a time. Every walk merges the same blocks in the same order, so
-small calls over a few rows are the reference, bit for bit: for rows whose
-last block is long, short or a single value, rows whose blocks' float32 sums
-are taken again in double (a constant block, a block whose first value lies
-far from the rest, an inf) in the first, a middle and the last row of a
-thread's share, and inputs that do not start at a vector boundary. A few rows
-are checked against the float64 formula.
+KiB a row (64 KiB in the backward): each row's statistics (sums) are taken block
+by block inside the loop that normalizes the row before (writes its dx), see
+seg_rows_piped and bwd_dx_piped, FN_PIPED_MAX_ROW_BYTES and
+FN_BWD_PIPED_MAX_ROW_BYTES in src_c/fn_internal.h; smaller inputs take the
+tiled or the pipelined walk, or one row at a time. Every walk merges the same
+blocks in the same order, so small calls over a few rows are the reference, bit
+for bit: LayerNorm, RMSNorm, add+norm, InstanceNorm planes and the backward with
+a weight, for rows whose last block is long, short or a single value, rows whose
+blocks' float32 sums are taken again in double (a constant block, a block whose
+first value lies far from the rest, an inf) near both ends and in the middle of
+the input, and inputs that do not start at a vector boundary. A few rows are
+checked against the float64 formulas.
 """
 
 import numpy as np
