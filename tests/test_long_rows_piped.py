@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 import fastnorm
+import backward_reference
+import reference
 
 PIPED_BYTES = 12 * 1024 * 1024
 BLOCK = 1024
@@ -46,6 +48,13 @@ def _run(op, dtype, D):
     return lambda a, **kw: fastnorm.layer_norm(a, **kw), w, b
 
 
+def _ref64(op, x, w, b):
+    """The float64 formula of `op` over the rows of x (reference.py)."""
+    if op == "rms":
+        return reference.rms_norm(x, w, eps=1e-5)[0]
+    return reference.layer_norm(x, w, b)[0] if op == "layer" else reference.layer_norm(x)[0]
+
+
 def _parts(rows):
     return (slice(0, 6), slice(rows // 2 - 2, rows // 2 + 5), slice(-6, None))
 
@@ -61,16 +70,8 @@ def test_rows_match_small_calls(op, dtype, D, threads):
     assert run(x, out=out, num_threads=threads) is out
     for part in _parts(x.shape[0]):
         np.testing.assert_array_equal(out[part], run(np.ascontiguousarray(x[part])))
-    x64 = x[-8:-5].astype(np.float64)
-    if op == "rms":
-        ref = x64 / np.sqrt((x64 * x64).mean(axis=1, keepdims=True) + 1e-5) * w
-    else:
-        m, v = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
-        ref = (x64 - m) / np.sqrt(v + 1e-5)
-        if op == "layer":
-            ref = ref * w + b
     tol = 2e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(out[-8:-5], ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(out[-8:-5], _ref64(op, x[-8:-5], w, b), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -105,9 +106,9 @@ def test_statistics_match_small_calls(threads):
         np.testing.assert_array_equal(y[part], y_ref)
         np.testing.assert_array_equal(mean[part], m_ref)
         np.testing.assert_array_equal(rstd[part], r_ref)
-    x64 = x[5:8].astype(np.float64)
-    np.testing.assert_allclose(mean[5:8], x64.mean(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(rstd[5:8], 1 / np.sqrt(x64.var(axis=1) + 1e-5), rtol=1e-5)
+    _, m64, r64 = reference.layer_norm(x[5:8])
+    np.testing.assert_allclose(mean[5:8], m64, rtol=1e-6)
+    np.testing.assert_allclose(rstd[5:8], r64, rtol=1e-5)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -135,14 +136,8 @@ def test_add_norm_rows_match_small_calls(op, dtype, D, threads):
         y_ref, s_ref = run(np.ascontiguousarray(x[part]), np.ascontiguousarray(res[part]))
         np.testing.assert_array_equal(out[part], y_ref)
         np.testing.assert_array_equal(total[part], s_ref)
-    s64 = (x[-8:-5] + res[-8:-5]).astype(np.float64)
-    if op == "layer":
-        m, v = s64.mean(axis=1, keepdims=True), s64.var(axis=1, keepdims=True)
-        ref = (s64 - m) / np.sqrt(v + 1e-5) * w + b
-    else:
-        ref = s64 / np.sqrt((s64 * s64).mean(axis=1, keepdims=True) + 1e-5) * w
     tol = 2e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(out[-8:-5], ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(out[-8:-5], _ref64(op, x[-8:-5] + res[-8:-5], w, b), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -170,17 +165,14 @@ def test_backward_rows_match_small_calls(op, dtype, D, threads):
     for part in _parts(rows):
         small = grads(np.ascontiguousarray(x[part]), np.ascontiguousarray(dy[part]), part)
         np.testing.assert_array_equal(got[0][part], small[0])
-    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-    centred = x64 - (mean[:, None] if op == "layer" else 0)
-    xhat = centred * rstd[:, None]
-    tol = 1e-4 if dtype == np.float32 else 1e-10
-    g = dy64[-3:] * w
-    proj = (g * xhat[-3:]).mean(axis=1, keepdims=True)
-    dx64 = rstd[-3:, None] * (g - (g.mean(axis=1, keepdims=True) if op == "layer" else 0) - xhat[-3:] * proj)
-    np.testing.assert_allclose(got[0][-3:], dx64, rtol=tol, atol=tol)
-    np.testing.assert_allclose(got[1], (dy64 * xhat).sum(axis=0), rtol=tol, atol=tol * rows ** 0.5)
     if op == "layer":
-        np.testing.assert_allclose(got[2], dy64.sum(axis=0), rtol=tol, atol=tol * rows ** 0.5)
+        want = backward_reference.layer_norm_backward(dy, x, mean, rstd, w)
+    else:
+        want = backward_reference.rms_norm_backward(dy, x, rstd, w)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got[0][-3:], want[0][-3:], rtol=tol, atol=tol)
+    for g_got, g_want in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(g_got, g_want, rtol=tol, atol=tol * rows ** 0.5)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -198,8 +190,7 @@ def test_instance_norm_planes_match_small_calls(affine, threads):
     out = fastnorm.instance_norm(x, w, b, num_threads=threads)
     for n in (0, 8, 16):
         np.testing.assert_array_equal(out[n:n + 1], fastnorm.instance_norm(x[n:n + 1], w, b))
-    x64 = x[3].astype(np.float64).reshape(64, -1)
-    ref = (x64 - x64.mean(axis=1, keepdims=True)) / np.sqrt(x64.var(axis=1, keepdims=True) + 1e-5)
+    ref = reference.layer_norm(x[3].reshape(64, -1))[0]
     if affine:
         ref = ref * w[:, None] + b[:, None]
     np.testing.assert_allclose(out[3].reshape(64, -1), ref, rtol=2e-5, atol=2e-5)
