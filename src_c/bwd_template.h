@@ -350,6 +350,17 @@ static void TF(seg_bwd_block)(const fn_seg_shape *s, const fn_bwd_args *p, const
     TF(bwd_dx)(q->x + xo, q->dy + yo, q->dx + yo, i1 - i0, c[0], c[1], w, c[2], c[3], c[4], q->stream);
 }
 
+/* Adds segment r1 of unit u's sums to S, block by block (bwd_row_sums), as
+ * seg_bwd_block takes each block's. */
+static inline void TF(seg_bwd_segment_add)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                           ptrdiff_t u, ptrdiff_t r1, double *S)
+{
+    ptrdiff_t a = u / s->K, k = u % s->K;
+    const T *w = q->wred ? q->wred + k * s->wk + r1 * s->wr1 : NULL;
+    TF(bwd_row_sums)(q->x + a * s->xa + k * s->xk + r1 * s->xr1, q->dy + a * s->ya + k * s->yk + r1 * s->yr1, w, 0,
+                     s->R2, TF(sums_center)(p, u), S);
+}
+
 /* Whether segments are single blocks summed without parameters: then
  * bwd_sums_rows takes LANES of them at a time. */
 static inline int TF(bwd_short_segments)(const fn_seg_shape *s, const TF(seg_bwd_ptrs) *q)
@@ -406,12 +417,7 @@ static void TF(seg_bwd_unit)(const fn_seg_shape *s, const fn_bwd_args *p, const 
             for (ptrdiff_t j = 0; j < cnt; j++) { S[0] += sums[3 * j]; S[1] += sums[3 * j + 1]; S[2] += sums[3 * j + 2]; }
         }
     } else {
-        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
-            for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
-                double b[3];
-                TF(seg_bwd_block)(s, p, q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, b);
-                S[0] += b[0]; S[1] += b[1]; S[2] += b[2];
-            }
+        for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) TF(seg_bwd_segment_add)(s, p, q, u, r1, S);
     }
     TF(bwd_unit_finish)(p, u, (double)(s->R1 * s->R2), S[0], S[1], S[2]);
     if (q->dx)
@@ -752,11 +758,7 @@ static void TF(seg_bwd_plane_row)(const fn_seg_shape *s, const fn_bwd_args *p, c
                                   ptrdiff_t u, ptrdiff_t r1, double *row)
 {
     double S[3] = {0, 0, 0};
-    for (ptrdiff_t i0 = 0; i0 < s->R2; i0 += FN_BLOCK) {
-        double b[3];
-        TF(seg_bwd_block)(s, p, q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 0, b);
-        S[0] += b[0]; S[1] += b[1]; S[2] += b[2];
-    }
+    TF(seg_bwd_segment_add)(s, p, q, u, r1, S);
     row[0] = S[0]; row[1] = S[1]; row[2] = S[2];
 }
 
