@@ -153,6 +153,7 @@ def show_config(file=None):
         f"  simd supported:  {', '.join(_ext.supported_isas())}",
         f"  simd active:     {_ext.isa_name()}"
         + (f"  (FASTNORM_FORCE_ISA={os.environ['FASTNORM_FORCE_ISA']})" if os.environ.get("FASTNORM_FORCE_ISA") else ""),
+        f"  L2 cache:        {_ext.l2_cache_bytes() // 1024} KiB per core (walks sized by it)",
         "  output cache:    {:.0f} MiB held, limit {:.0f} MiB".format(
             *(v / 2**20 for v in reversed(_ext.buffer_cache_limit()))),
     ]

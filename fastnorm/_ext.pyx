@@ -83,6 +83,8 @@ cdef extern from "fastnorm.h" nogil:
     void fn_omp_set_num_threads(int n)
     int fn_usable_cores()
     int fn_forked_child()
+    size_t fn_l2_bytes()
+    void fn_set_l2_bytes(size_t nbytes)
 
 MODE_MEANVAR = 0
 MODE_RMS = 1
@@ -537,6 +539,21 @@ def usable_cores():
 def forked_child():
     """True in a child created by fork() after fastnorm was imported (kernels then run serially)."""
     return bool(fn_forked_child())
+
+
+def l2_cache_bytes(nbytes=None):
+    """Bytes of one core's L2 cache as the kernels size their walks by it.
+
+    Detected on first use (2 MiB where the system reports nothing). With
+    `nbytes`, set it for the calls that follow (0: detect again) and return the
+    value before; the tests take every walk this way. Results do not depend on it.
+    """
+    cdef size_t before = fn_l2_bytes()
+    if nbytes is not None:
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        fn_set_l2_bytes(<size_t>nbytes)
+    return before
 
 
 include "_lrn.pxi"

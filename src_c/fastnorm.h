@@ -124,5 +124,10 @@ int fn_omp_max_threads(void);    /* omp_get_max_threads(), 1 without OpenMP */
 void fn_omp_set_num_threads(int n);
 int fn_usable_cores(void);
 int fn_forked_child(void);       /* 1 in a child process created by fork() after import */
+/* Bytes of one core's L2 cache as the kernels size their walks by it: detected
+ * (sysconf) on first use, 2 MiB where nothing is reported; fn_set_l2_bytes(0)
+ * detects again, any other value overrides (tests take both walks this way). */
+size_t fn_l2_bytes(void);
+void fn_set_l2_bytes(size_t bytes);
 
 #endif

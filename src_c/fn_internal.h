@@ -85,6 +85,20 @@
  * normalized, so that their dependency chains overlap. */
 #define FN_UNIT_GROUP 32
 
+/* Units of at most this many bytes walked a group at a time (seg_units: the
+ * group's statistics, then its normalize) ask for the next group's lines into L2
+ * while they are normalized, a segment of the next group before each segment
+ * normalized, so the next statistics read from L2 instead of L3 or memory.
+ * Against the walk without (same-process A/B, AMD EPYC Zen 3, AVX2, 512 KiB L2,
+ * 2026-12-01): GroupNorm (8, 256, 32, 32) with 32 groups (units of 32 KiB)
+ * 1.26x faster at two threads and 1.23x at one, 16 and 8 groups (64 and 128
+ * KiB) 1.07-1.12x, 4 groups (256 KiB) 1.0-1.09x; training BatchNorm (32, 64,
+ * 56, 56) (units of 400 KiB) 0.94-1.0x with it, hence the limit. Asking into L1
+ * instead (prefetcht0) gained 0.89x of that at two threads. */
+#ifndef FN_SEG_AHEAD_BYTES
+#define FN_SEG_AHEAD_BYTES (256 * 1024)
+#endif
+
 /* Rows and ranges at least this long are stored from their first vector boundary
  * on (align_head), read from aligned loads when they do not start on one, and
  * written end to end with their neighbours (see sums_vec_realigned,
@@ -192,8 +206,15 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
 /* Units per group of the row-wise walk (BatchNorm over short planes): as many as
  * fill this many bytes. x stays in L2 from the statistics to the
  * normalize, next to the lines of y that the normalize writes (1 MiB groups ran
- * 10-20 % slower). */
+ * 10-20 % slower, with 2 MiB of L2 per core). A core with less than twice this
+ * much L2 (fn_l2_bytes) cannot keep a group there, and shorter groups read
+ * shorter runs of each plane row (a group of 128 KiB ran 0.69-0.77x as fast,
+ * AMD EPYC Zen 3, 512 KiB of L2): there the statistics of all units are taken
+ * first and the normalize is a pass of its own, as in inference (see
+ * seg_rowwise_apart). */
+#ifndef FN_ROWWISE_BYTES
 #define FN_ROWWISE_BYTES (512 * 1024)
+#endif
 /* Segments shorter than this many bytes are too short for the hardware
  * prefetchers to follow a walk that jumps from segment to segment. */
 #define FN_SHORT_SEGMENT_BYTES 4096

@@ -108,6 +108,39 @@ fn_tile_fn fn_transpose_tile(size_t elsize)
     return elsize == 4 ? fn_table()->transpose_tile_b4 : fn_table()->transpose_tile_b8;
 }
 
+/* --------------------------------------------------------- caches ---- */
+
+/* The machine the walks were first tuned on had 2 MiB of L2 per core. */
+#define FN_L2_DEFAULT_BYTES ((size_t)2 << 20)
+
+static size_t fn_l2_cached = 0;   /* 0: not detected yet */
+
+static size_t fn_l2_detect(void)
+{
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (v > 0) return (size_t)v;
+#endif
+    return FN_L2_DEFAULT_BYTES;
+}
+
+/* Relaxed atomics: detection gives every thread the same value, and an override
+ * only has to be seen by the calls that start after it. */
+size_t fn_l2_bytes(void)
+{
+    size_t v = __atomic_load_n(&fn_l2_cached, __ATOMIC_RELAXED);
+    if (!v) {
+        v = fn_l2_detect();
+        __atomic_store_n(&fn_l2_cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+void fn_set_l2_bytes(size_t bytes)
+{
+    __atomic_store_n(&fn_l2_cached, bytes ? bytes : fn_l2_detect(), __ATOMIC_RELAXED);
+}
+
 /* ------------------------------------------------------- threads ---- */
 
 #ifdef FN_HAVE_PTHREAD_ATFORK

@@ -1146,18 +1146,22 @@ static inline void TF(prefetch_out)(T *y, ptrdiff_t n)
     for (ptrdiff_t o = 0; o < yh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(yb + o, 1, 3);
 }
 
-/* Asks for the lines of n values at x for reading. */
-static inline void TF(prefetch_in)(const T *x, ptrdiff_t n)
+/* Asks for the lines of n values at x for reading: into L1, or into L2 only
+ * (to_l2, a constant at every call; see FN_SEG_AHEAD_BYTES). */
+static inline __attribute__((always_inline)) void TF(prefetch_in)(const T *x, ptrdiff_t n, int to_l2)
 {
     ptrdiff_t xh = (ptrdiff_t)((uintptr_t)x % FN_LINE_BYTES);
     const char *xb = (const char *)x - xh;
-    for (ptrdiff_t o = 0; o < xh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(xb + o, 0, 3);
+    for (ptrdiff_t o = 0; o < xh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) {
+        if (to_l2) __builtin_prefetch(xb + o, 0, 2);
+        else __builtin_prefetch(xb + o, 0, 3);
+    }
 }
 
 /* Asks for the lines of n values of x, and of y for writing. */
 static inline void TF(prefetch_row)(const T *x, T *y, ptrdiff_t n)
 {
-    TF(prefetch_in)(x, n);
+    TF(prefetch_in)(x, n, 0);
     TF(prefetch_out)(y, n);
 }
 
@@ -1207,7 +1211,7 @@ static inline __attribute__((always_inline)) void TF(lean_pipe_row)(TF(lean_grou
     if (j >= nx->cnt) return;
     while (nx->taken <= j) TF(lean_take)(nx, n, rms);
     TF(prefetch_out)(y + nx->yo[j], n);
-    if (j < nx->far_cnt) TF(prefetch_in)(x + nx->far[j], n);
+    if (j < nx->far_cnt) TF(prefetch_in)(x + nx->far[j], n, 0);
 }
 
 /* The rows [g, g + cnt) of a lean group from their sums (block_sums_rows') to
@@ -1646,6 +1650,35 @@ static void TF(seg_units_pipelined)(const fn_seg_shape *s, const T *x, T *y, con
     if (p->stream) fn_store_fence();
 }
 
+/* 1 when seg_norm walks the units row-wise (seg_units_rowwise): units of
+ * segments too short for the prefetchers, whatever the unit's size (7 x 7
+ * planes spend more on the per-segment steps than on memory). With too little
+ * L2 for its groups, seg_norm takes the statistics row-wise in a pass of their
+ * own (see FN_ROWWISE_BYTES). */
+static inline int TF(seg_rowwise)(const fn_seg_shape *s, const fn_norm_args *p)
+{
+    return !p->stats_given && s->R1 > 1 && s->K > 1 && s->R2 >= 1
+           && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES;
+}
+
+/* 1 when seg_norm takes a row-wise walk's statistics in a pass of their own and
+ * then normalizes as inference does (see FN_ROWWISE_BYTES): with less L2 than
+ * two groups, inputs of at least 4x that L2 (from cache, (8, 256, 14, 14) ran
+ * 0.96-0.98x as fast apart), planes of at least a vector (the normalize joins
+ * the planes of neighbouring channels; 2 x 2 planes ran 0.87-0.95x), and
+ * parameters per unit (a GroupNorm unit's channels would be normalized plane by
+ * plane: 0.48x for (64, 256, 7, 7)). Against the row-wise walk (same-process
+ * A/B, AMD EPYC Zen 3, 512 KiB L2, 2026-12-01): training BatchNorm (64, 256,
+ * 14, 14) 1.12-1.29x faster at two threads and 1.15-1.24x at one, (128, 256, 7,
+ * 7) 1.16x and 1.25x, (32, 128, 28, 28) 0.98-1.21x and 0.97-1.07x. Same bits. */
+static inline int TF(rowwise_apart)(const fn_seg_shape *s, const T *y, const fn_norm_args *p)
+{
+    size_t l2 = fn_l2_bytes();
+    return y && TF(seg_rowwise)(s, p) && l2 < 2 * (size_t)FN_ROWWISE_BYTES && s->R2 >= TLANES
+           && (double)(s->A * s->K) * (double)(s->R1 * s->R2) * sizeof(T) >= 4.0 * (double)l2
+           && (!p->w || s->wr1 == 0);
+}
+
 /* 1 when seg_units walks the rows as seg_rows_piped: only inputs of
  * FN_PIPED_MIN_BYTES and more; from cache the group walk is faster (LayerNorm
  * (256, 1024), in L2: 24 against 48 us). Longer rows in such inputs take it
@@ -1660,7 +1693,8 @@ static inline int TF(rows_piped)(const fn_seg_shape *s, const T *y, const fn_nor
 
 /* Units [u0, u1): first all statistics, then all normalizations, so the
  * dependency chains (reduce -> mean/rstd -> normalize) of neighbouring units
- * overlap in the out-of-order core instead of running one after another. */
+ * overlap in the out-of-order core instead of running one after another. A
+ * group's normalize asks for the next group's lines (see FN_SEG_AHEAD_BYTES). */
 static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
                           ptrdiff_t u0, ptrdiff_t u1, int lean_mode)
 {
@@ -1706,8 +1740,12 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
         if (y)
             for (ptrdiff_t u = g; u < g1; u++) {
                 ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
-                for (ptrdiff_t r1 = 0; r1 < s->R1; r1++)
+                ptrdiff_t un = u + (g1 - g), an = s->K == 1 ? un : un / s->K, kn = un - an * s->K;
+                int ahead = !p->stats_given && un < u1 && unit_bytes <= FN_SEG_AHEAD_BYTES;
+                for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
+                    if (ahead) TF(prefetch_in)(x + an * s->xa + kn * s->xk + r1 * s->xr1, s->R2, 1);
                     TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
+                }
             }
     }
     if (y && p->stream) fn_store_fence();
@@ -1978,6 +2016,16 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     const fn_norm_args *p = &args;
     double *own = fn_own_stats(&args, U);
     if (!args.mean) return FN_ENOMEM;
+    if (TF(rowwise_apart)(s, y, p)) {
+        /* see FN_ROWWISE_BYTES: the statistics alone, then the normalize alone */
+        int status = TF(seg_norm)(s, x, NULL, &args);
+        if (status == FN_OK) {
+            args.stats_given = 1;
+            status = TF(seg_norm)(s, x, y, &args);
+        }
+        fn_scratch_free(own);
+        return status;
+    }
     double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
@@ -1985,10 +2033,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     /* pipelining needs the unit being normalized and the next one to share L1; it
      * replaces groups of at most two units (see seg_units) */
     ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
-    /* short segments: row-wise, whatever the unit's size (7 x 7 planes spend
-     * more on the per-segment steps than on memory) */
-    int rowwise = !p->stats_given && s->R1 > 1 && s->K > 1 && s->R2 >= 1
-                  && s->R2 * (ptrdiff_t)sizeof(T) < FN_SHORT_SEGMENT_BYTES;
+    int rowwise = TF(seg_rowwise)(s, p);
     int piped_rows = TF(rows_piped)(s, y, p);
     int tiled = !piped_rows && y && !p->stats_given && s->R1 == 1 && s->R2 > FN_BLOCK && p->w && p->b && s->wr2 != 0
                 && unit_bytes > FN_TILE_PARAM_BYTES;
