@@ -2199,8 +2199,11 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
     ptrdiff_t k = 0, kc = K / (4 * TLANES) * (4 * TLANES);
     /* rows in sub-blocks (fn_l1_sub_rows) when there are several chunks, each
      * chunk's sums carried in s1, s2 from one sub-block to the next (column
-     * moments K = 256 ran 1.3x slower than row moments of the same bytes without) */
+     * moments K = 256 ran 1.3x slower than row moments of the same bytes without);
+     * rows of FN_COL_AHEAD_ROW_BYTES and more ask for the chunk's lines of the
+     * next sub-block as they are read */
     ptrdiff_t sub = kc > 4 * TLANES ? fn_l1_sub_rows(K * (ptrdiff_t)sizeof(T)) : r1 - r0;
+    int ahead = sub < r1 - r0 && K * (ptrdiff_t)sizeof(T) >= FN_COL_AHEAD_ROW_BYTES;
     for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
         ptrdiff_t re = fn_min(rs + sub, r1);
         for (k = 0; k < kc; k += 4 * TLANES) {
@@ -2218,6 +2221,9 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
             }
             for (ptrdiff_t r = rs; r < re; r++) {
                 const T *row = xs + r * s->xr + k;
+                if (ahead && r + sub < r1)
+                    for (ptrdiff_t o = 0; o < 4 * TLANES * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES)
+                        __builtin_prefetch((const char *)(row + sub * s->xr) + o, 0, 3);
                 VT d0 = TF(loadt)(row) - c0, d1 = TF(loadt)(row + TLANES) - c1;
                 VT d2 = TF(loadt)(row + 2 * TLANES) - c2, d3 = TF(loadt)(row + 3 * TLANES) - c3;
                 a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
