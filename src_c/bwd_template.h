@@ -1005,6 +1005,8 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
     T carry[3 * FN_COL_CARRY_MAX];
     ptrdiff_t sub = kv > 2 * TLANES && kv <= FN_COL_CARRY_MAX
                     ? fn_l1_sub_rows(2 * K * (ptrdiff_t)sizeof(T)) : FN_COL_BLOCK;
+    /* see FN_COL_AHEAD_ROW_BYTES: the chunk's lines of the next sub-block */
+    int ahead = sub < FN_COL_BLOCK && K * (ptrdiff_t)sizeof(T) >= FN_COL_AHEAD_ROW_BYTES;
     for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += FN_COL_BLOCK) {
         ptrdiff_t r1 = fn_min(r0 + FN_COL_BLOCK, r_end);
         for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
@@ -1022,6 +1024,11 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
                 }
                 for (ptrdiff_t r = rs; r < re; r++) {
                     const T *xr = xs + r * s->xr + k, *dyr = dys + r * s->yr + k;
+                    if (ahead && r + sub < r_end)
+                        for (ptrdiff_t o = 0; o < 2 * TLANES * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) {
+                            __builtin_prefetch((const char *)(xr + sub * s->xr) + o, 0, 3);
+                            __builtin_prefetch((const char *)(dyr + sub * s->yr) + o, 0, 3);
+                        }
                     VT d0 = TF(loadt)(xr) - m0, d1 = TF(loadt)(xr + TLANES) - m1;
                     VT g0 = TF(loadt)(dyr), g1 = TF(loadt)(dyr + TLANES);
                     if (wred) { VT wv = z + wred[r]; g0 *= wv; g1 *= wv; }

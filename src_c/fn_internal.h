@@ -64,13 +64,16 @@
  * for every 16 KiB row). */
 #define FN_COL_TILE_BYTES 16384
 /* Column statistics over rows of at least this many bytes ask for the lines of
- * the next sub-block of rows (col_block_sums): a chunk of columns reads a few
- * lines of every row, too sparse for the prefetchers, and each sub-block met its
- * loads as misses. Same-process A/B against the walk without (AMD EPYC Zen 3,
- * 2026-12-01), training BatchNorm 2-D and GroupNorm channels-last, two threads
- * and one: 256 columns 1.04-1.23x, 512 columns 1.02-1.41x, 1024 columns
- * 1.07-1.09x, GroupNorm (8, 32, 32, 256) 1.11-1.33x; rows of 128 and 64
- * columns (512 and 256 bytes, which the prefetchers follow) ran 0.89-1.07x. */
+ * the next sub-block of rows (col_block_sums; the backward's sums, col_bwd_super,
+ * for x and dy): a chunk of columns reads a few lines of every row, too sparse
+ * for the prefetchers, and each sub-block met its loads as misses. Same-process
+ * A/B against the walk without (AMD EPYC Zen 3, 2026-12-01), two threads and
+ * one: training BatchNorm 2-D with 256 columns 1.04-1.23x, 512 columns
+ * 1.02-1.41x, 1024 columns 1.07-1.09x, GroupNorm (8, 32, 32, 256) 1.11-1.33x;
+ * backward: BatchNorm 2-D with 256 columns 1.32x and 1.22x, 512 columns 1.08x
+ * and 1.15x, GroupNorm (8, 32, 32, 256) 1.30x and 1.22x. Rows of 128 and 64
+ * columns (512 and 256 bytes, which the prefetchers follow) ran 0.89-1.07x in
+ * the forward, hence the limit. */
 #ifndef FN_COL_AHEAD_ROW_BYTES
 #define FN_COL_AHEAD_ROW_BYTES 1024
 #endif
