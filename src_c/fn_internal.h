@@ -66,14 +66,17 @@
 /* Column statistics over rows of at least this many bytes ask for the lines of
  * the next sub-block of rows (col_block_sums; the backward's sums, col_bwd_super,
  * for x and dy): a chunk of columns reads a few lines of every row, too sparse
- * for the prefetchers, and each sub-block met its loads as misses. Same-process
- * A/B against the walk without (AMD EPYC Zen 3, 2026-12-01), two threads and
- * one: training BatchNorm 2-D with 256 columns 1.04-1.23x, 512 columns
- * 1.02-1.41x, 1024 columns 1.07-1.09x, GroupNorm (8, 32, 32, 256) 1.11-1.33x;
- * backward: BatchNorm 2-D with 256 columns 1.32x and 1.22x, 512 columns 1.08x
- * and 1.15x, GroupNorm (8, 32, 32, 256) 1.30x and 1.22x. Rows of 128 and 64
- * columns (512 and 256 bytes, which the prefetchers follow) ran 0.89-1.07x in
- * the forward, hence the limit. */
+ * for the prefetchers, and each sub-block met its loads as misses. Against the
+ * walk without (AMD EPYC Zen 3, 2026-12-01; both builds whole, in one process,
+ * 25 rounds in random order, two threads): training BatchNorm 2-D with 256
+ * columns 1.12x, 512 columns 1.23x, GroupNorm (8, 32, 32, 256) 1.08x; backward:
+ * BatchNorm 2-D with 256 columns 1.10x, GroupNorm (8, 32, 32, 256) 1.14x;
+ * BatchNorm (32, 56, 56, 64), which does not take them, 1.01x. On one thread
+ * the machine drifted more than the difference: two runs of 15 rounds gave
+ * GroupNorm NHWC 1.35-1.40x and its backward 1.13x, but 0.90x and 1.19x for the
+ * 2-D forward with 256 columns, 0.93x and 1.45x for its backward. Rows of 128
+ * and 64 columns (512 and 256 bytes, which the prefetchers follow) ran
+ * 0.89-1.07x with the requests in shorter runs, hence the limit. */
 #ifndef FN_COL_AHEAD_ROW_BYTES
 #define FN_COL_AHEAD_ROW_BYTES 1024
 #endif
@@ -103,12 +106,14 @@
  * group's statistics, then its normalize) ask for the next group's lines into L2
  * while they are normalized, a segment of the next group before each segment
  * normalized, so the next statistics read from L2 instead of L3 or memory.
- * Against the walk without (same-process A/B, AMD EPYC Zen 3, AVX2, 512 KiB L2,
- * 2026-12-01): GroupNorm (8, 256, 32, 32) with 32 groups (units of 32 KiB)
- * 1.26x faster at two threads and 1.23x at one, 16 and 8 groups (64 and 128
- * KiB) 1.07-1.12x, 4 groups (256 KiB) 1.0-1.09x; training BatchNorm (32, 64,
- * 56, 56) (units of 400 KiB) 0.94-1.0x with it, hence the limit. Asking into L1
- * instead (prefetcht0) gained 0.89x of that at two threads. */
+ * Against the walk without (AMD EPYC Zen 3, AVX2, 512 KiB L2, 2026-12-01; both
+ * builds whole, in one process, 21-31 rounds in random order): GroupNorm (8,
+ * 256, 32, 32) with 32 groups (units of 32 KiB) 1.10x faster at two threads and
+ * 1.04x at one while the machine's memory was slow, 0.98-1.09x while it was
+ * fast (the same call took 270 or 540 us from one minute to the next). Units of
+ * 400 KiB (training BatchNorm (32, 64, 56, 56)) ran 0.94-1.0x with the requests
+ * in shorter runs, hence the limit; asking into L1 (prefetcht0) instead of L2
+ * ran 0.89x as fast. */
 #ifndef FN_SEG_AHEAD_BYTES
 #define FN_SEG_AHEAD_BYTES (256 * 1024)
 #endif

@@ -1667,10 +1667,11 @@ static inline int TF(seg_rowwise)(const fn_seg_shape *s, const fn_norm_args *p)
  * 0.96-0.98x as fast apart), planes of at least a vector (the normalize joins
  * the planes of neighbouring channels; 2 x 2 planes ran 0.87-0.95x), and
  * parameters per unit (a GroupNorm unit's channels would be normalized plane by
- * plane: 0.48x for (64, 256, 7, 7)). Against the row-wise walk (same-process
- * A/B, AMD EPYC Zen 3, 512 KiB L2, 2026-12-01): training BatchNorm (64, 256,
- * 14, 14) 1.12-1.29x faster at two threads and 1.15-1.24x at one, (128, 256, 7,
- * 7) 1.16x and 1.25x, (32, 128, 28, 28) 0.98-1.21x and 0.97-1.07x. Same bits. */
+ * plane: 0.48x for (64, 256, 7, 7)). Against the row-wise walk (AMD EPYC Zen 3,
+ * 512 KiB L2, 2026-12-01; both builds whole, in one process, 21-31 rounds in
+ * random order): training BatchNorm (64, 256, 14, 14) 1.12x faster at two
+ * threads and at one (shorter runs: 0.94-1.25x), (128, 256, 7, 7) 1.13x at two;
+ * (32, 128, 28, 28) 0.97-1.21x in shorter runs. Same bits. */
 static inline int TF(rowwise_apart)(const fn_seg_shape *s, const T *y, const fn_norm_args *p)
 {
     size_t l2 = fn_l2_bytes();
