@@ -230,7 +230,7 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
  * shorter runs of each plane row (a group of 128 KiB ran 0.69-0.77x as fast,
  * AMD EPYC Zen 3, 512 KiB of L2): there the statistics of all units are taken
  * first and the normalize is a pass of its own, as in inference (see
- * seg_rowwise_apart). */
+ * rowwise_apart in src_c/norm_template.h). */
 #ifndef FN_ROWWISE_BYTES
 #define FN_ROWWISE_BYTES (512 * 1024)
 #endif

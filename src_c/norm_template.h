@@ -2017,8 +2017,10 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     const fn_norm_args *p = &args;
     double *own = fn_own_stats(&args, U);
     if (!args.mean) return FN_ENOMEM;
-    if (TF(rowwise_apart)(s, y, p)) {
-        /* see FN_ROWWISE_BYTES: the statistics alone, then the normalize alone */
+    /* see FN_ROWWISE_BYTES: the statistics alone, then the normalize alone; not
+     * when the statistics alone would take the column walk (y's layout is what
+     * kept this call from it), whose sums are not the row-wise walk's bits */
+    if (TF(rowwise_apart)(s, y, p) && !TF(seg_columns_ok)(s, NULL, p->w)) {
         int status = TF(seg_norm)(s, x, NULL, &args);
         if (status == FN_OK) {
             args.stats_given = 1;
