@@ -1616,7 +1616,8 @@ static inline void TF(pipe_stats_block)(const fn_seg_shape *s, const T *xu, ptrd
     TF(acc_one_block)(acc, xu + (t / nb) * s->xr1 + i0, fn_min(FN_BLOCK, s->R2 - i0), rms, inv_tail);
 }
 
-/* Units of a third to a half of L1 each, [u0, u1): the statistics of unit u + 1 are
+/* Units of a third to a half of L1 each, or up to FN_PIPE_UNIT_BYTES in inputs
+ * that stay in cache, [u0, u1): the statistics of unit u + 1 are
  * taken block by block between the normalize blocks of unit u, so each thread
  * streams its next input from memory while it writes its current output, as a
  * copy does, instead of alternating a read-only phase with a write phase. The
@@ -2034,14 +2035,19 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     if (nt > 1) nt = fn_threads_acquire(nt);
     int status = FN_OK;
     /* pipelining needs the unit being normalized and the next one to share L1; it
-     * replaces groups of at most two units (see seg_units) */
+     * replaces groups of at most two units (see seg_units), and, in inputs that
+     * stay in cache, groups of one unit of long segments (see FN_PIPE_UNIT_BYTES) */
     ptrdiff_t unit_bytes = unit_len * (ptrdiff_t)sizeof(T);
+    double x_bytes = (double)U * (double)unit_bytes;
     int rowwise = TF(seg_rowwise)(s, p);
     int piped_rows = TF(rows_piped)(s, y, p);
     int tiled = !piped_rows && y && !p->stats_given && s->R1 == 1 && s->R2 > FN_BLOCK && p->w && p->b && s->wr2 != 0
                 && unit_bytes > FN_TILE_PARAM_BYTES;
+    int pipe_size = 2 * unit_bytes <= FN_L1_BYTES
+                    || (unit_bytes <= FN_PIPE_UNIT_BYTES && s->R2 * (ptrdiff_t)sizeof(T) >= FN_PIPE_SEGMENT_BYTES
+                        && x_bytes < FN_STREAM_PASS_BYTES);
     int pipelined = !piped_rows && !tiled && !rowwise && y && !p->stats_given && 3 * unit_bytes > FN_L1_BYTES
-                    && 2 * unit_bytes <= FN_L1_BYTES;
+                    && pipe_size;
     /* the statistics-given walk and seg_split normalize in a pass of their own, and
      * so do units larger than L2 */
     int own_pass = p->stats_given || (nt > 1 && U < 4 * (ptrdiff_t)nt)
@@ -2058,7 +2064,6 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
      * 0.87-1.0x as fast streamed, y being left in L3 from call to call. */
     int lean_rows = s->R1 == 1 && s->R2 <= FN_BLOCK;
     if (!pipelined && !lean_rows && (nt <= 1 || (s->R1 > 1 && !rowwise && unit_bytes > FN_L1_BYTES))) own_pass = 1;
-    double x_bytes = (double)U * (double)unit_len * sizeof(T);
     args.stream = p_in->stream && y != NULL && fn_stream_output(x_bytes, own_pass);
     /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
      * rows (R1 == 1) are, their partial lines are next to each other */
