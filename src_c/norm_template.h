@@ -935,6 +935,16 @@ static inline void TF(seg_norm_part)(const fn_seg_shape *s, const T *x, T *y, co
  * (norm_run_joined), each plane with its channel's scale and shift. */
 #define FN_MAX_CHUNK_UNITS FN_STATS_ROWS
 #define FN_JOINED_SEGMENTS 64
+
+/* Bytes per unit that a row-wise group keeps in L2 for its normalize (see
+ * FN_ROWWISE_BYTES): none when only the statistics are taken (moments, and the
+ * statistics pass of rowwise_apart), whose groups then take FN_MAX_CHUNK_UNITS
+ * units and read each plane row in runs that many planes long. */
+static inline ptrdiff_t TF(rowwise_kept_bytes)(const fn_seg_shape *s, const T *y)
+{
+    return y ? s->R1 * s->R2 * (ptrdiff_t)sizeof(T) : 0;
+}
+
 static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p,
                                   ptrdiff_t u0, ptrdiff_t u1)
 {
@@ -945,7 +955,7 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
     int wvec = s->wr2 != 0;
     /* per-unit coefficients hold when the parameters do not vary along r1 */
     int per_unit = !w || s->wr1 == 0;
-    ptrdiff_t group = fn_rowwise_units(s->R1 * s->R2 * (ptrdiff_t)sizeof(T), FN_MAX_CHUNK_UNITS);
+    ptrdiff_t group = fn_rowwise_units(TF(rowwise_kept_bytes)(s, y), FN_MAX_CHUNK_UNITS);
     for (ptrdiff_t g0 = u0; g0 < u1; g0 += group) {
         ptrdiff_t g1 = fn_min(g0 + group, u1), cnt = g1 - g0;
         ptrdiff_t xo[FN_MAX_CHUNK_UNITS], yo[FN_MAX_CHUNK_UNITS], wo[FN_MAX_CHUNK_UNITS];
@@ -2098,7 +2108,7 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         ptrdiff_t chunk = fn_chunk_items(U, unit_len, nt);
         /* a pipelined chunk starts with a statistics-only unit: make chunks long */
         if (pipelined) chunk = fn_max(chunk, U / (8 * (ptrdiff_t)nt));
-        if (rowwise) chunk = fn_rowwise_chunk(U, unit_bytes, FN_MAX_CHUNK_UNITS, nt);
+        if (rowwise) chunk = fn_rowwise_chunk(U, TF(rowwise_kept_bytes)(s, y), FN_MAX_CHUNK_UNITS, nt);
         /* tiled chunks: at least a tile, and long (each starts with a tile's
          * statistics taken alone), with at least two chunks per thread */
         if (tiled)

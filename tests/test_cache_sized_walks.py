@@ -102,6 +102,26 @@ def test_rowwise_training_outputs_any_l2(set_l2, where):
     reference.assert_close(results[1][0], reference.batch_norm(x, w, b, training=True)[0], np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_statistics_alone_same_bits_any_group(dtype, num_threads):
+    """Statistics alone (moments, the first pass of the walk apart) keep nothing in
+    L2 for a normalize: their row-wise groups take 64 channels, where a call that
+    normalizes takes as many as fit FN_ROWWISE_BYTES. A channel's statistics are
+    the same bits in a group of 64, of 10 and of 2 (one channel alone is not
+    walked row-wise), and so is the mean of training."""
+    x = _input((64, 256, 14, 14), dtype, seed=8)
+    mean, var = fastnorm.moments(x, axis=(0, 2, 3), num_threads=num_threads)
+    for k0, k1 in [(0, 10), (37, 39), (190, 256)]:
+        m, v = fastnorm.moments(x[:, k0:k1].copy(), axis=(0, 2, 3), num_threads=num_threads)
+        np.testing.assert_array_equal(m, mean[k0:k1])
+        np.testing.assert_array_equal(v, var[k0:k1])
+    _, mean_bn, _ = fastnorm.batch_norm(x, training=True, return_stats=True, num_threads=num_threads)
+    np.testing.assert_array_equal(mean_bn, mean)
+    mean64, var64 = reference.moments(x, (0, 2, 3))
+    np.testing.assert_allclose(mean.astype(np.float64), mean64, rtol=reference.tol(dtype)[0])
+    np.testing.assert_allclose(var.astype(np.float64), var64, rtol=reference.tol(dtype)[0])
+
+
 def test_group_norm_short_planes_any_l2(set_l2):
     """GroupNorm's units have a weight per channel: row-wise at any L2 size."""
     x = _input((64, 256, 7, 7), np.float32, seed=6)
