@@ -118,12 +118,12 @@
 #define FN_SEG_AHEAD_BYTES (256 * 1024)
 #endif
 
-/* Units of more than half of L1 up to this many bytes, made of segments of at least
- * FN_PIPE_SEGMENT_BYTES, take the pipelined walk (seg_units_pipelined: the next
- * unit's statistics between the normalize blocks of the current one) in inputs
- * under FN_STREAM_PASS_BYTES, which stay in L3, where they took the walk a unit
- * at a time with the next unit's lines asked for (FN_SEG_AHEAD_BYTES). That walk
- * reads a unit's 32 KiB from L3 with no store to overlap, then writes it back
+/* Units of more than half of L1 up to this many bytes, made of segments of at
+ * least FN_PIPE_SEGMENT_BYTES, take the pipelined walk (seg_units_pipelined: the
+ * next unit's statistics between the normalize blocks of the current one) in
+ * inputs under FN_STREAM_PASS_BYTES, which stay in L3, where they took the walk a
+ * unit at a time with the next unit's lines asked for (FN_SEG_AHEAD_BYTES). That
+ * walk reads a unit's 32 KiB from L3 with no store to overlap, then writes it back
  * with no load to overlap; a perf profile (cpu-clock, 3000 calls) of GroupNorm
  * (8, 256, 32, 32) at one thread put a tenth of the call's samples on the burst
  * of prefetcht1 before each segment. bench/store_walks.c on one core of that
@@ -131,10 +131,10 @@
  * normalize 26-40 GB/s, with the next chunk's statistics inside the normalize
  * loop 42-51 GB/s, a copy 57-77 GB/s. Against the walk before (2026-12-01,
  * both builds whole, one process, one output array for both, 11-21 rounds in
- * random order): GroupNorm (8, 256, 32, 32) with 32 groups (units of 32 KiB) 1.08-1.10x
- * at two threads and 1.09-1.10x at one, with 16 groups (64 KiB) 1.01-1.02x and
- * 1.14-1.15x, training BatchNorm (16, 64, 32, 32) (64 KiB) 0.99-1.03x and
- * 1.07-1.09x, LayerNorm (256, 8192) without parameters 1.05x and 1.13x,
+ * random order): GroupNorm (8, 256, 32, 32) with 32 groups (units of 32 KiB)
+ * 1.08-1.10x at two threads and 1.09-1.10x at one, with 16 groups (64 KiB)
+ * 1.01-1.02x and 1.14-1.15x, training BatchNorm (16, 64, 32, 32) (64 KiB)
+ * 0.99-1.03x and 1.07-1.09x, LayerNorm (256, 8192) without parameters 1.05x and 1.13x,
  * InstanceNorm (4, 64, 64, 128) 0.95-1.0x and 1.12x; units of 128 KiB ran
  * 0.94-0.96x at two threads; 32 MiB inputs (GroupNorm (16, 128, 64, 64)), no
  * longer streamed, 0.84-0.88x, hence the size limit; channels-last GroupNorm
