@@ -1024,11 +1024,10 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
                 }
                 for (ptrdiff_t r = rs; r < re; r++) {
                     const T *xr = xs + r * s->xr + k, *dyr = dys + r * s->yr + k;
-                    if (ahead && r + sub < r_end)
-                        for (ptrdiff_t o = 0; o < 2 * TLANES * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) {
-                            __builtin_prefetch((const char *)(xr + sub * s->xr) + o, 0, 3);
-                            __builtin_prefetch((const char *)(dyr + sub * s->yr) + o, 0, 3);
-                        }
+                    if (ahead && r + sub < r_end) {
+                        TF(prefetch_span)(xr + sub * s->xr, 2 * TLANES * (ptrdiff_t)sizeof(T), 0);
+                        TF(prefetch_span)(dyr + sub * s->yr, 2 * TLANES * (ptrdiff_t)sizeof(T), 0);
+                    }
                     VT d0 = TF(loadt)(xr) - m0, d1 = TF(loadt)(xr + TLANES) - m1;
                     VT g0 = TF(loadt)(dyr), g1 = TF(loadt)(dyr + TLANES);
                     if (wred) { VT wv = z + wred[r]; g0 *= wv; g1 *= wv; }

@@ -587,6 +587,13 @@ static inline ptrdiff_t fn_param_group_units(const fn_seg_shape *s)
     return s->wk ? s->K * FN_PARAM_GROUP_ROWS : FN_PARAM_GROUP;
 }
 
+/* Offset in x of unit u = (u / K, u % K) of a SEG shape. */
+static inline ptrdiff_t fn_unit_x_offset(const fn_seg_shape *s, ptrdiff_t u)
+{
+    ptrdiff_t a = s->K == 1 ? u : u / s->K;
+    return a * s->xa + (u - a * s->K) * s->xk;
+}
+
 /* Offsets of units [g, g + cnt) of a SEG shape: x at xo[j], y at yo[j], affine
  * parameters at wo[j]. Unit u is (u / K, u % K), stepped rather than divided. */
 static inline void fn_unit_offsets(const fn_seg_shape *s, ptrdiff_t g, ptrdiff_t cnt,

@@ -1156,16 +1156,25 @@ static inline void TF(prefetch_out)(T *y, ptrdiff_t n)
     for (ptrdiff_t o = 0; o < yh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) __builtin_prefetch(yb + o, 1, 3);
 }
 
-/* Asks for the lines of n values at x for reading: into L1, or into L2 only
- * (to_l2, a constant at every call; see FN_SEG_AHEAD_BYTES). */
+/* Asks for reading, into L1 or into L2 only (to_l2, a constant at every call;
+ * see FN_SEG_AHEAD_BYTES), one request per FN_LINE_BYTES of the `bytes` bytes
+ * from p. From an unaligned p that may leave out the line the span ends in: the
+ * column chunks ask so (see FN_COL_AHEAD_ROW_BYTES; the line-aligned span of
+ * prefetch_in, a request more, ran slower there). */
+static inline __attribute__((always_inline)) void TF(prefetch_span)(const void *p, ptrdiff_t bytes, int to_l2)
+{
+    const char *b = (const char *)p;
+    for (ptrdiff_t o = 0; o < bytes; o += FN_LINE_BYTES) {
+        if (to_l2) __builtin_prefetch(b + o, 0, 2);
+        else __builtin_prefetch(b + o, 0, 3);
+    }
+}
+
+/* Asks for the lines of n values at x for reading (see prefetch_span). */
 static inline __attribute__((always_inline)) void TF(prefetch_in)(const T *x, ptrdiff_t n, int to_l2)
 {
     ptrdiff_t xh = (ptrdiff_t)((uintptr_t)x % FN_LINE_BYTES);
-    const char *xb = (const char *)x - xh;
-    for (ptrdiff_t o = 0; o < xh + n * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES) {
-        if (to_l2) __builtin_prefetch(xb + o, 0, 2);
-        else __builtin_prefetch(xb + o, 0, 3);
-    }
+    TF(prefetch_span)((const char *)x - xh, xh + n * (ptrdiff_t)sizeof(T), to_l2);
 }
 
 /* Asks for the lines of n values of x, and of y for writing. */
@@ -1639,11 +1648,10 @@ static void TF(seg_units_pipelined)(const fn_seg_shape *s, const T *x, T *y, con
     fn_seg_shape sv = TF(stats_view)(s);
     double inv_tail = TF(inv_tail)(&sv), inv_total = 1.0 / (double)(s->R1 * s->R2);
     ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, nbv = (sv.R2 + FN_BLOCK - 1) / FN_BLOCK;
-    TF(seg_unit_stats)(&sv, x + (u0 / s->K) * s->xa + (u0 % s->K) * s->xk, rms, inv_tail, inv_total,
-                       &p->mean[u0], &p->var[u0]);
+    TF(seg_unit_stats)(&sv, x + fn_unit_x_offset(s, u0), rms, inv_tail, inv_total, &p->mean[u0], &p->var[u0]);
     for (ptrdiff_t u = u0; u < u1; u++) {
         ptrdiff_t a = u / s->K, k = u % s->K, un = u + 1;
-        const T *xn = un < u1 ? x + (un / s->K) * s->xa + (un % s->K) * s->xk : NULL;
+        const T *xn = un < u1 ? x + fn_unit_x_offset(s, un) : NULL;
         double mean = p->mean[u], var = p->var[u];
         fn_acc acc = {0, 0, 0};
         /* the next unit's blocks (of the statistics view) one after each
@@ -1744,18 +1752,16 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
     for (ptrdiff_t g = u0; g < u1; g += group) {
         ptrdiff_t g1 = fn_min(g + group, u1);
         if (!p->stats_given)
-            for (ptrdiff_t u = g; u < g1; u++) {
-                ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
-                TF(seg_unit_stats)(&sv, x + a * s->xa + k * s->xk, rms, inv_tail, inv_total,
-                                   &p->mean[u], &p->var[u]);
-            }
+            for (ptrdiff_t u = g; u < g1; u++)
+                TF(seg_unit_stats)(&sv, x + fn_unit_x_offset(s, u), rms, inv_tail, inv_total, &p->mean[u], &p->var[u]);
         if (y)
             for (ptrdiff_t u = g; u < g1; u++) {
                 ptrdiff_t a = s->K == 1 ? u : u / s->K, k = u - a * s->K;
-                ptrdiff_t un = u + (g1 - g), an = s->K == 1 ? un : un / s->K, kn = un - an * s->K;
+                ptrdiff_t un = u + (g1 - g);
                 int ahead = !p->stats_given && un < u1 && unit_bytes <= FN_SEG_AHEAD_BYTES;
+                const T *xn = ahead ? x + fn_unit_x_offset(s, un) : NULL;
                 for (ptrdiff_t r1 = 0; r1 < s->R1; r1++) {
-                    if (ahead) TF(prefetch_in)(x + an * s->xa + kn * s->xk + r1 * s->xr1, s->R2, 1);
+                    if (ahead) TF(prefetch_in)(xn + r1 * s->xr1, s->R2, 1);
                     TF(seg_norm_part)(s, x, y, p, a, k, r1, 0, s->R2, p->mean[u], p->var[u]);
                 }
             }
@@ -1779,7 +1785,7 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
         FN_PARALLEL_SHARES(nt, (n_items + chunk - 1) / chunk, c,
             for (ptrdiff_t it = c * chunk; it < fn_min(n_items, (c + 1) * chunk); it++) {
                 ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
-                const T *seg = x + (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * sv.xr1;
+                const T *seg = x + fn_unit_x_offset(s, u) + r1 * sv.xr1;
                 ptrdiff_t m = fn_min(FN_BLOCK, sv.R2 - i0);
                 TF(block_stats)(seg + i0, m, m == FN_BLOCK ? 1.0 / FN_BLOCK : inv_tail, rms,
                                 &part[3 * it], &part[3 * it + 1], &part[3 * it + 2]);
@@ -1827,7 +1833,7 @@ static inline ptrdiff_t TF(cursor_step)(const fn_seg_shape *s, const T *x, const
                                         TF(stats_cursor) *c, int rms, double inv_tail, double inv_total)
 {
     ptrdiff_t m = fn_min(FN_BLOCK, s->R2 - c->i0);
-    TF(acc_one_block)(&c->acc, x + (c->u / s->K) * s->xa + (c->u % s->K) * s->xk + c->i0, m, rms, inv_tail);
+    TF(acc_one_block)(&c->acc, x + fn_unit_x_offset(s, c->u) + c->i0, m, rms, inv_tail);
     c->i0 += m;
     if (c->i0 == s->R2) {
         TF(finish_stats)(&c->acc, inv_total, rms, &p->mean[c->u], &p->var[c->u]);
@@ -2239,9 +2245,7 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
             }
             for (ptrdiff_t r = rs; r < re; r++) {
                 const T *row = xs + r * s->xr + k;
-                if (ahead && r + sub < r1)
-                    for (ptrdiff_t o = 0; o < 4 * TLANES * (ptrdiff_t)sizeof(T); o += FN_LINE_BYTES)
-                        __builtin_prefetch((const char *)(row + sub * s->xr) + o, 0, 3);
+                if (ahead && r + sub < r1) TF(prefetch_span)(row + sub * s->xr, 4 * TLANES * (ptrdiff_t)sizeof(T), 0);
                 VT d0 = TF(loadt)(row) - c0, d1 = TF(loadt)(row + TLANES) - c1;
                 VT d2 = TF(loadt)(row + 2 * TLANES) - c2, d3 = TF(loadt)(row + 3 * TLANES) - c3;
                 a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
