@@ -193,7 +193,6 @@ static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdi
                               int stream)
 {
     const VT z = {0};
-    const ptrdiff_t total = n * cnt;
     ptrdiff_t j = 0, end = n;      /* segment j spans [end - n, end) */
     VT mhv, mlv, rv, sv, c1v, c2v;
 #define FN_DX_COEFS(j) do {                                                          \
@@ -203,27 +202,29 @@ static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdi
         sv = z + (T)c_[2]; c1v = z + (T)c_[3]; c2v = z + (T)c_[4];                    \
     } while (0)
     FN_DX_COEFS(0);
-    ptrdiff_t i = fn_min(TF(vec_head)(dx), total);
+    ptrdiff_t i = TF(vec_head)(dx);    /* < TLANES <= n */
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, NULL, 0, i, mhv, mlv, rv, sv, c1v, c2v));
     stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
-    while (i < total) {
-        ptrdiff_t m = fn_min(TLANES, total - i);
-        VT v = TF(bwd_dx_vec)(x, dy, NULL, i, m, mhv, mlv, rv, sv, c1v, c2v);
-        if (i + m > end) {
-            ptrdiff_t k = end - i;
-            j++;
-            end += n;
-            FN_DX_COEFS(j);
-            v = TF(join)(v, TF(bwd_dx_vec)(x, dy, NULL, i, m, mhv, mlv, rv, sv, c1v, c2v), k);
+    /* a segment's whole vectors in a loop of their own, as norm_run_joined */
+    for (;;) {
+        for (; i + TLANES <= end; i += TLANES)
+            TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, NULL, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
+        if (i < end && j + 1 == cnt) {
+            TF(store_part)(dx + i, end - i, TF(bwd_dx_vec)(x, dy, NULL, i, end - i, mhv, mlv, rv, sv, c1v, c2v));
+            break;
         }
-        if (m == TLANES) TF(store_vec)(dx + i, v, stream);
-        else TF(store_part)(dx + i, m, v);
-        i += m;
-        if (i == end && j + 1 < cnt) {
-            j++;
-            end += n;
+        if (++j == cnt) break;
+        ptrdiff_t k = end - i;         /* lanes [0, k) in segment j - 1, the rest in segment j */
+        end += n;
+        if (k == 0) {
             FN_DX_COEFS(j);
+            continue;
         }
+        VT v = TF(bwd_dx_vec)(x, dy, NULL, i, TLANES, mhv, mlv, rv, sv, c1v, c2v);
+        FN_DX_COEFS(j);
+        v = TF(join)(v, TF(bwd_dx_vec)(x, dy, NULL, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), k);
+        TF(store_vec)(dx + i, v, stream);
+        i += TLANES;
     }
 #undef FN_DX_COEFS
 }

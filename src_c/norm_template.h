@@ -709,34 +709,30 @@ static void TF(norm_run_joined)(const T *x, T *y, ptrdiff_t n, ptrdiff_t cnt,
                                 const T *mh, const T *ml, const T *sc, const T *sh)
 {
     const VT tz = {0};
-    const ptrdiff_t total = n * cnt;
     ptrdiff_t j = 0, end = n;      /* segment j spans [end - n, end) */
     VT mhv = tz + mh[0], mlv = tz + ml[0], scv = tz + sc[0], shv = tz + sh[0];
-    ptrdiff_t i = fn_min(TF(vec_head)(y), total);
+    ptrdiff_t i = TF(vec_head)(y); /* < TLANES <= n */
     if (i) TF(norm_part_vec)(x, NULL, NULL, y, 0, i, mh[0], mhv, mlv, scv, shv);
-    while (i < total) {
-        ptrdiff_t m = fn_min(TLANES, total - i);
-        VT v;
-        if (i + m <= end) {
-            v = TF(norm_vec_lanes)(x, NULL, NULL, i, 0, m, mh[j], mhv, mlv, scv, shv);
-        } else {
-            /* lanes [0, k) in segment j, the rest in segment j + 1 (n >= TLANES) */
-            ptrdiff_t k = end - i;
-            j++;
-            end += n;
-            VT nmh = tz + mh[j], nml = tz + ml[j], nsc = tz + sc[j], nsh = tz + sh[j];
-            v = TF(norm_vec_lanes)(x, NULL, NULL, i, 0, m, mh[j], TF(join)(mhv, nmh, k), TF(join)(mlv, nml, k),
-                                   TF(join)(scv, nsc, k), TF(join)(shv, nsh, k));
-            mhv = nmh; mlv = nml; scv = nsc; shv = nsh;
+    /* a segment's whole vectors in a loop of their own, then the vector at its
+     * end: with the tests of every boundary case in each vector's step, GroupNorm
+     * (64, 256, 7, 7) took 1.2x and inference BatchNorm 1.33x the time */
+    for (;;) {
+        for (; i + TLANES <= end; i += TLANES) TF(storet)(y + i, TF(norm_vec)(x, NULL, NULL, i, mhv, mlv, scv, shv));
+        if (i < end && j + 1 == cnt) {
+            TF(norm_part_vec)(x, NULL, NULL, y, i, end - i, mh[j], mhv, mlv, scv, shv);
+            return;
         }
-        if (m == TLANES) TF(storet)(y + i, v);
-        else TF(store_part)(y + i, m, v);
-        i += m;
-        if (i == end && j + 1 < cnt) {
-            j++;
-            end += n;
-            mhv = tz + mh[j]; mlv = tz + ml[j]; scv = tz + sc[j]; shv = tz + sh[j];
+        if (++j == cnt) return;
+        ptrdiff_t k = end - i;     /* lanes [0, k) in segment j - 1, the rest in segment j */
+        end += n;
+        VT nmh = tz + mh[j], nml = tz + ml[j], nsc = tz + sc[j], nsh = tz + sh[j];
+        if (k > 0) {
+            /* a whole vector: segment j holds n >= TLANES values */
+            TF(storet)(y + i, TF(norm_vec)(x, NULL, NULL, i, TF(join)(mhv, nmh, k), TF(join)(mlv, nml, k),
+                                           TF(join)(scv, nsc, k), TF(join)(shv, nsh, k)));
+            i += TLANES;
         }
+        mhv = nmh; mlv = nml; scv = nsc; shv = nsh;
     }
 }
 
