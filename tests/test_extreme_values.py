@@ -7,7 +7,7 @@ Policy tested here (issue 6):
   BatchNorm channel leaves the other channels finite (forward and backward).
 - A constant row/channel with eps > 0 gives exactly ``bias``.
 - float32 data up to 3e38 gives finite statistics and outputs wherever the true
-  (float64) result is finite.
+  (float64) result is finite, forward and backward (backward tested at 5e37).
 - Denormal inputs give the float64 results (their speed is measured by
   bench/test_bench_denormals.py, not asserted here).
 """
@@ -337,6 +337,58 @@ def test_constant_near_float32_max():
         y, mean, rstd = fastnorm.layer_norm(x, return_stats=True)
     np.testing.assert_array_equal(y, 0)
     np.testing.assert_array_equal(mean, np.float32(3.4e38))
+
+
+# Backward passes of float32 data of scale 5e37: the float32 lane sums of x - mean
+# and dy * (x - mean) leave float32's range, and until 2026-12-01 dx, dw and db
+# came out inf or NaN (in every case below) where the exact values are finite
+# (dx near 1e-38). The float32 results must match the same call in float64.
+BIG_BACKWARD = {
+    "layer_norm rows": ((64, 256), "ln"), "layer_norm long rows": ((3, 4096), "ln"),
+    "rms_norm rows": ((64, 256), "rms"), "rms_norm one row": ((1, 64), "rms"),
+    "batch_norm NCHW": ((8, 4, 32, 32), "bn1"), "batch_norm 7x7 planes": ((4, 6, 7, 7), "bn1"),
+    "batch_norm short segments": ((300, 7, 2), "bn1"), "batch_norm 2-D": ((4096, 6), "bn-1"),
+    "batch_norm NHWC": ((4, 7, 7, 16), "bn-1"), "group_norm NCHW": ((2, 8, 9, 9), "gn1"),
+    "group_norm NHWC": ((2, 9, 9, 8), "gn-1"), "instance_norm": ((2, 3, 4096), "in1"),
+}
+
+
+def _big_backward(kind, x, dy):
+    """(dx, dw[, db]) of `kind` on x, dy (either dtype), statistics from the forward."""
+    C = x.shape[-1] if kind in ("ln", "rms") or kind.endswith("-1") else x.shape[1]
+    w = np.linspace(0.5, 2.0, C).astype(x.dtype)
+    with np.errstate(all="ignore"):
+        if kind == "ln":
+            _, m, r = fastnorm.layer_norm(x, w, return_stats=True)
+            return fastnorm.layer_norm_backward(dy, x, m, r, w)
+        if kind == "rms":
+            _, r = fastnorm.rms_norm(x, w, return_stats=True)
+            return fastnorm.rms_norm_backward(dy, x, r, w)
+        ax = -1 if kind.endswith("-1") else 1
+        if kind.startswith("bn"):
+            _, m, r = fastnorm.batch_norm(x, w, training=True, channel_axis=ax, return_stats=True)
+            return fastnorm.batch_norm_backward(dy, x, m, r, w, channel_axis=ax)
+        if kind.startswith("gn"):
+            _, m, r = fastnorm.group_norm(x, 4, w, channel_axis=ax, return_stats=True)
+            return fastnorm.group_norm_backward(dy, x, 4, m, r, w, channel_axis=ax)
+        _, m, r = fastnorm.instance_norm(x, w, channel_axis=ax, return_stats=True)
+        return fastnorm.instance_norm_backward(dy, x, m, r, w, channel_axis=ax)
+
+
+@pytest.mark.parametrize("case", list(BIG_BACKWARD))
+def test_backward_of_large_float32_is_finite(case):
+    shape, kind = BIG_BACKWARD[case]
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) * 5e37).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    got = _big_backward(kind, x, dy)
+    want = _big_backward(kind, x.astype(np.float64), dy.astype(np.float64))
+    for g, r in zip(got, want):
+        if r is None:
+            continue
+        assert np.isfinite(g).all()
+        scale = np.abs(r).max()
+        np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-4 * scale)
 
 
 # ---------------------------------------------------------------- denormals
