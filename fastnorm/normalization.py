@@ -54,8 +54,9 @@ def moments(x, axis=None, *, ddof=0, keepdims=False, num_threads=None):
 
     Returns
     -------
-    mean, var : ndarray
-        In x's dtype; 0-d arrays when every axis is reduced and ``keepdims`` is False.
+    mean, var : ndarray or NumPy scalar
+        In x's dtype; NumPy scalars (as ``np.mean`` returns) when every axis is
+        reduced and ``keepdims`` is False.
 
     Raises
     ------

@@ -92,6 +92,10 @@ def test_moments_scalar_result_axis_none():
     mean, var = fastnorm.moments(x)
     assert float(mean) == 2.5
     assert float(var) == pytest.approx(1.25, rel=1e-14)
+    # NumPy scalars of x's dtype, as the docstring says and as np.mean gives
+    assert type(mean) is type(np.mean(x)) is np.float64 and type(var) is np.float64
+    mean32, _ = fastnorm.moments(x.astype(np.float32), axis=(0,))
+    assert type(mean32) is np.float32
 
 
 def test_moments_zero_size_non_reduced_axis(dtype):
