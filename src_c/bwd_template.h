@@ -137,11 +137,11 @@ static inline __attribute__((always_inline)) void TF(bwd_sums_rows_w)(const T *c
         c[r] = acc.c0 + acc.c1; a[r] = acc.a0 + acc.a1; b[r] = acc.b0 + acc.b1;
     }
     VD cs = TF(hsumt_rows)(c), as = TF(hsumt_rows)(a), bs = TF(hsumt_rows)(b);
-    /* lanes of finite sums add up to 0 (x - x == 0 exactly when x is finite):
-     * one test for the LANES rows (a test per row made GroupNorm and BatchNorm
-     * backward over 7 x 7 planes 7 % slower) */
     for (ptrdiff_t r = 0; r < cnt; r++)
         TF(bwd_shifted)(cs[r], as[r], bs[r], n, (T)mean[r], mean[r], &s0[r], &s1[r], &s2[r]);
+    /* lanes of finite sums add up to 0 (x - x == 0 exactly when x is finite):
+     * one test for the LANES rows (a test per row made BatchNorm backward over 7 x
+     * 7 planes 7 % slower) */
     if (!(TF(hsum)((cs - cs) + (as - as) + (bs - bs)) == 0)) TF(bwd_rows_exact)(x, dy, w, cnt, n, mean, s0, s1, s2);
 }
 
