@@ -1117,9 +1117,9 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
             }
         }
     }
-    /* x - x == 0 exactly when x is finite: one test per column, out of the loops */
+    /* one test per column, out of the loops */
     int finite = 1;
-    for (ptrdiff_t k = 0; k < kv; k++) finite &= (s0[k] - s0[k] == 0) & (s1[k] - s1[k] == 0) & (s2[k] - s2[k] == 0);
+    for (ptrdiff_t k = 0; k < kv; k++) finite &= TF(bwd_sums_finite)(s0[k], s1[k], s2[k]);
     if (!finite)
         TF(col_bwd_exact)(xs + r_begin * s->xr, s->xr, dys + r_begin * s->yr, s->yr, wred ? wred + r_begin : NULL,
                           r_end - r_begin, kv, mean, rms, s0, s1, s2);

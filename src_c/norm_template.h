@@ -2641,22 +2641,23 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
 static void TF(col_fold_finish)(double *mean, double *m2, const double *ca, double n, ptrdiff_t K, ptrdiff_t Kg,
                                 int rms, const T *xs)
 {
-    ptrdiff_t framed = Kg > 1 && !rms && n > 0 ? K - K % Kg : 0;   /* columns merged in groups' frames */
-    for (ptrdiff_t g0 = 0; g0 < framed; g0 += Kg) {
-        double r0 = TF(col_ref)(xs, g0), m, v;
-        for (ptrdiff_t k = g0; k < g0 + Kg; k++) {
-            mean[k] = (TF(col_ref)(xs, k) - r0) + (mean[k] + (ca ? ca[k] : 0.0));
+    /* framed: means taken relative to their group's first reference r0, the
+     * groups merged, r0 added back */
+    int framed = Kg > 1 && !rms && n > 0;
+    ptrdiff_t step = framed ? Kg : K;
+    for (ptrdiff_t g0 = 0; g0 < K; g0 += step) {
+        double r0 = framed ? TF(col_ref)(xs, g0) : 0.0;
+        for (ptrdiff_t k = g0; k < fn_min(g0 + step, K); k++) {
+            if (n == 0) { mean[k] = NAN; m2[k] = NAN; continue; }
+            mean[k] = rms ? 0.0 : (TF(col_ref)(xs, k) - r0) + (mean[k] + (ca ? ca[k] : 0.0));
             m2[k] /= n;
         }
-        fn_merge_equal_counts(mean + g0, m2 + g0, Kg, 1, &m, &v);
-        m += r0;
-        for (ptrdiff_t k = g0; k < g0 + Kg; k++) { mean[k] = m; m2[k] = v; }
     }
-    for (ptrdiff_t k = framed; k < K; k++) {
-        if (n == 0) { mean[k] = NAN; m2[k] = NAN; }
-        else { mean[k] = rms ? 0.0 : TF(col_ref)(xs, k) + (mean[k] + (ca ? ca[k] : 0.0)); m2[k] /= n; }
+    fn_merge_column_groups(mean, m2, K, Kg);
+    for (ptrdiff_t g0 = 0; framed && g0 < K; g0 += Kg) {
+        double r0 = TF(col_ref)(xs, g0);
+        for (ptrdiff_t k = g0; k < fn_min(g0 + Kg, K); k++) mean[k] += r0;
     }
-    if (!framed) fn_merge_column_groups(mean, m2, K, Kg);
 }
 
 static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_args *p, ptrdiff_t a, double *scratch)
