@@ -41,6 +41,7 @@ cdef extern from "fastnorm.h" nogil:
         double *var
         int nthreads
         int stream
+        Py_ssize_t mean_frame
     ctypedef struct fn_bwd_args:
         int mode
         int training
@@ -115,6 +116,7 @@ cdef inline fn_norm_args _args(object w, object b, double eps, int mode, bint st
     p.var = <double *>_ptr(var)
     p.nthreads = nthreads
     p.stream = stream
+    p.mean_frame = 0
     return p
 
 

@@ -53,6 +53,9 @@ typedef struct {
                                 large for cache may be written with non-temporal stores. 0 for
                                 fresh allocations: their first-touch page zeroing leaves dirty
                                 lines in cache that streaming stores would have to evict */
+    ptrdiff_t mean_frame;    /* 0: absolute means. Internal, column statistics without y only:
+                                column k's mean is left relative to the first row's value of
+                                column k % mean_frame, for a caller that merges columns */
 } fn_norm_args;
 
 /* y == NULL computes statistics only. y may equal x (in place). */

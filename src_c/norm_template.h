@@ -2637,9 +2637,11 @@ static void TF(col_norm_rows)(const fn_col_shape *s, const T *x, T *y, const fn_
  * column's reference (a data value, as the columns' own): merged as absolute
  * values, each mean's rounding at |mean|'s ulp entered the variance of the
  * means, and float64 channels-last GroupNorm of data N(3e5, 1e-2) came out with
- * variances 3.5e-10 off (relatively), where NCHW gave 7e-16. */
+ * variances 3.5e-10 off (relatively), where NCHW gave 7e-16. With Kf > 0 (Kg 1)
+ * the caller merges columns k, k + Kf, ... itself (col_narrow_stats): column
+ * k's mean is left relative to column k % Kf's reference for it. */
 static void TF(col_fold_finish)(double *mean, double *m2, const double *ca, double n, ptrdiff_t K, ptrdiff_t Kg,
-                                int rms, const T *xs)
+                                ptrdiff_t Kf, int rms, const T *xs)
 {
     /* framed: means taken relative to their group's first reference r0, the
      * groups merged, r0 added back */
@@ -2649,7 +2651,8 @@ static void TF(col_fold_finish)(double *mean, double *m2, const double *ca, doub
         double r0 = framed ? TF(col_ref)(xs, g0) : 0.0;
         for (ptrdiff_t k = g0; k < fn_min(g0 + step, K); k++) {
             if (n == 0) { mean[k] = NAN; m2[k] = NAN; continue; }
-            mean[k] = rms ? 0.0 : (TF(col_ref)(xs, k) - r0) + (mean[k] + (ca ? ca[k] : 0.0));
+            double rk = Kf > 0 ? TF(col_ref)(xs, k % Kf) : r0;
+            mean[k] = rms ? 0.0 : (TF(col_ref)(xs, k) - rk) + (mean[k] + (ca ? ca[k] : 0.0));
             m2[k] /= n;
         }
     }
@@ -2672,7 +2675,7 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
         TF(col_fold)(n, mean, m2, ca, nb, pm, pm2, K, rms);
         n += nb;
     }
-    TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms, x + a * s->xa);
+    TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, p->mean_frame, rms, x + a * s->xa);
 }
 
 /* scratch: 9K + 4 TLANES doubles (statistics, then the coefficients) */
@@ -2728,7 +2731,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
                 TF(col_fold)(n, mean, m2, ca, nb, part + 2 * K * it, part + 2 * K * it + K, K, rms);
                 n += nb;
             }
-            TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, rms, x + a * s->xa);
+            TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, p->mean_frame, rms, x + a * s->xa);
         }
         fn_scratch_free(ca);
         fn_scratch_free(part);
@@ -2826,7 +2829,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
             if (!p->stats_given) {
                 TF(col_super_stats)(&sub, x + k0, a, 0, rms, scratch, scratch + 6 * cw, scratch + 7 * cw);
                 TF(col_fold)(0, mean, m2, NULL, (double)R, scratch + 6 * cw, scratch + 7 * cw, sub.K, rms);
-                TF(col_fold_finish)(mean, m2, NULL, (double)R, sub.K, s->Kg, rms, x + a * s->xa + k0);
+                TF(col_fold_finish)(mean, m2, NULL, (double)R, sub.K, s->Kg, 0, rms, x + a * s->xa + k0);
             }
             if (TF(col_coeffs_range)(s, p, a, coef + cs * a, k0, k1))
                 TF(col_norm_tiles)(s, x, y, p, a, 0, R, coef + cs * a, k0, k1);
@@ -2871,7 +2874,10 @@ static inline int TF(col_narrow_ok)(const fn_col_shape *s, const fn_norm_args *p
  * statistics the column walk takes with every lane busy; column k's are the
  * merge of wide columns k, K + k, ... (equal counts) and of the last R % m rows.
  * One lane per column, with K of the vector's lanes busy, had taken 180 us for
- * the statistics of (100000, 3) float32, five times its normalize. */
+ * the statistics of (100000, 3) float32, five times its normalize. The wide
+ * columns' means come relative to column k's first value (mean_frame) and are
+ * merged so, as col_fold_finish merges a group's: merged as absolute values,
+ * float64 variances of (16384, 6) N(3e5, 1e-2) data were 1.6e-11 off. */
 static int TF(col_narrow_stats)(const fn_col_shape *s, const T *x, const fn_norm_args *p)
 {
     ptrdiff_t K = s->K, m = TF(col_narrow_rows)(K, TLANES), Kw = m * K, Rw = s->R / m, A = s->A;
@@ -2881,6 +2887,7 @@ static int TF(col_narrow_stats)(const fn_col_shape *s, const T *x, const fn_norm
     wide.xr = wide.yr = Kw;
     fn_norm_args q = *p;
     q.w = q.b = NULL;
+    q.mean_frame = K;
     double *st = (double *)fn_scratch_alloc(sizeof(double) * 2 * (size_t)(A * Kw));
     if (!st) return FN_ENOMEM;
     q.mean = st;
@@ -2891,21 +2898,21 @@ static int TF(col_narrow_stats)(const fn_col_shape *s, const T *x, const fn_norm
         for (ptrdiff_t a = 0; a < A; a++) {
             const T *tail = x + a * s->xa + m * Rw * K;
             for (ptrdiff_t k = 0; k < K; k++) {
-                double mean, var;
+                double r0 = TF(col_ref)(x + a * s->xa, k), mean, var;
                 fn_merge_equal_counts(q.mean + a * Kw + k, q.var + a * Kw + k, m, K, &mean, &var);
                 fn_acc acc = {n1, mean, var * n1};
                 if (nt > 0) {
-                    /* Chan's merge with the rows left over */
+                    /* Chan's merge with the rows left over, in the same frame */
                     double tm = 0, tq = 0;
-                    for (ptrdiff_t r = 0; r < (ptrdiff_t)nt; r++) tm += (double)tail[r * K + k];
+                    for (ptrdiff_t r = 0; r < (ptrdiff_t)nt; r++) tm += (double)tail[r * K + k] - r0;
                     tm /= nt;
                     for (ptrdiff_t r = 0; r < (ptrdiff_t)nt; r++) {
-                        double d = (double)tail[r * K + k] - tm;
+                        double d = ((double)tail[r * K + k] - r0) - tm;
                         tq += d * d;
                     }
                     fn_acc_merge(&acc, nt, tm, tq);
                 }
-                p->mean[a * K + k] = acc.mean + acc.c;
+                p->mean[a * K + k] = r0 + (acc.mean + acc.c);
                 p->var[a * K + k] = acc.m2 / acc.n;
             }
         }

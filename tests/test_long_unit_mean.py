@@ -153,3 +153,26 @@ def test_variances_of_units_merged_from_columns(num_threads):
     d = xs - 3e5
     ref = ((d - d.mean(axis=(0, 2, 3), keepdims=True)) ** 2).mean(axis=(0, 2, 3))
     assert np.max(np.abs(var / ref - 1)) < 1e-12
+
+
+# Tables of few columns (a whole number of vectors only every m rows) take their
+# statistics as m rows at a time, columns k, K + k, ... of one wide row merged;
+# LayerNorm over a Fortran-ordered array is such a table too (its rows are memory
+# columns). Merged as absolute means, variances of data N(3e5, 1e-2) came out
+# 1.6e-11 ((16384, 6)) and 1.8e-10 (LayerNorm (7, 128), Fortran order) off.
+@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("rows", [16384, 16387])
+@pytest.mark.parametrize("cols", [3, 6, 7, 13])
+def test_variances_of_narrow_tables(cols, rows, num_threads):
+    x = 3e5 + 1e-2 * np.random.default_rng(cols).standard_normal((rows, cols))
+    d = x - 3e5                                   # exact
+    ref = ((d - d.mean(axis=0)) ** 2).mean(axis=0)
+    _, var = fastnorm.moments(x, axis=0, num_threads=num_threads)
+    assert np.max(np.abs(var / ref - 1)) < 1e-12
+    _, _, rstd = fastnorm.batch_norm(x, eps=0.0, return_stats=True, num_threads=num_threads)
+    assert np.max(np.abs(1 / np.asarray(rstd) ** 2 / ref - 1)) < 1e-12
+    xt = np.asfortranarray(x.T[:, :128])
+    dt = xt - 3e5
+    ref_t = ((dt - dt.mean(axis=1, keepdims=True)) ** 2).mean(axis=1)
+    _, _, rstd_t = fastnorm.layer_norm(xt, eps=0.0, return_stats=True, num_threads=num_threads)
+    assert np.max(np.abs(1 / np.asarray(rstd_t) ** 2 / ref_t - 1)) < 1e-12
