@@ -28,6 +28,13 @@
 #else
 #define FN_HAVE_SHUFFLEVECTOR 0
 #endif
+/* Keeps vector v in a register from here on: GCC otherwise folds a load used
+ * twice into both uses as memory operands, loading it twice. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FN_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define FN_IN_REGISTER(v) ((void)0)
+#endif
 /* F(0, ...), F(1, ...), ..., F(n - 1, ...): the lane lists of n-lane shuffles
  * (the transposing copy's rounds, the packed rows' spread coefficients). */
 #define FN_LANES2(F, ...) F(0, __VA_ARGS__), F(1, __VA_ARGS__)

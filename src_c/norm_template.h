@@ -720,6 +720,8 @@ static inline __attribute__((always_inline)) void TF(norm_rows2_fast)(const T *x
     }
     for (; i + TLANES <= n; i += TLANES) {
         VT wi = TF(loadt)(wv + i), bi = bv ? TF(loadt)(bv + i) : tz;
+        FN_IN_REGISTER(wi);
+        FN_IN_REGISTER(bi);
         VT v0 = TF(norm_of)(TF(loadt)(x0 + i), wi, bi, 1, bv != NULL, mh0, ml0, sc0, tz);
         VT v1 = TF(norm_of)(TF(loadt)(x1 + i), wi, bi, 1, bv != NULL, mh1, ml1, sc1, tz);
         TF(storet)(y0 + i, v0);
