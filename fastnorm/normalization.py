@@ -10,6 +10,11 @@ from ._config import get_num_threads, resolve_threads
 from ._validate import (as_input, channel_axis_index, check_eps, check_momentum, check_out,
                         check_param, check_running, compute_dtype, last_axis_only, normalize_axes)
 
+# bound once: module attribute lookups cost a small call (LayerNorm (32, 512) takes
+# about 4 us) some 2 % each
+_rows_fast = _ext.rows_fast
+_MODE_MEANVAR, _MODE_RMS = _engine.MODE_MEANVAR, _engine.MODE_RMS
+
 __all__ = ["moments", "batch_norm", "layer_norm", "rms_norm"]
 
 # PyTorch's default RMSNorm eps, by dtype number, for the fast path.
@@ -325,8 +330,8 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     array([[-1.,  1.],
            [-1.,  1.]])
     """
-    if last_axis_only(axis, x):
-        r = _ext.rows_fast(x, weight, bias, eps, out, _engine.MODE_MEANVAR, num_threads, get_num_threads,
+    if axis == -1 or last_axis_only(axis, x):
+        r = _rows_fast(x, weight, bias, eps, out, _MODE_MEANVAR, num_threads, get_num_threads,
                            bool(return_stats))
         if r is not None:
             return r
@@ -377,9 +382,9 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False,
     >>> fastnorm.rms_norm(np.array([[3.0, 4.0]]) * np.sqrt(2) / 5, eps=0.0).round(6)
     array([[0.848528, 1.131371]])
     """
-    if type(x) is np.ndarray and last_axis_only(axis, x):
+    if type(x) is np.ndarray and (axis == -1 or last_axis_only(axis, x)):
         e = _RMS_DEFAULT_EPS.get(x.dtype.num) if eps is None else eps
-        r = _ext.rows_fast(x, weight, None, e, out, _engine.MODE_RMS, num_threads, get_num_threads,
+        r = _rows_fast(x, weight, None, e, out, _MODE_RMS, num_threads, get_num_threads,
                            bool(return_stats))
         if r is not None:
             return r
