@@ -2839,6 +2839,19 @@ static ptrdiff_t TF(col_fused_cols)(const fn_col_shape *s, int nt)
     return nt <= 1 || s->A * ((s->K + cw - 1) / cw) >= 2 * (ptrdiff_t)nt ? cw : 0;
 }
 
+/* Whether the memory of x and y (rows of K values at strides xr, yr; slabs at xa,
+ * ya) may overlap: their spans meet. */
+static inline int TF(col_spans_meet)(const fn_col_shape *s, const T *x, const T *y)
+{
+    ptrdiff_t xlo = 0, xhi = s->K, ylo = 0, yhi = s->K;
+    const ptrdiff_t ext[4] = {(s->A - 1) * s->xa, (s->R - 1) * s->xr, (s->A - 1) * s->ya, (s->R - 1) * s->yr};
+    for (int i = 0; i < 2; i++) {
+        if (ext[i] < 0) xlo += ext[i]; else xhi += ext[i];
+        if (ext[i + 2] < 0) ylo += ext[i + 2]; else yhi += ext[i + 2];
+    }
+    return (uintptr_t)(x + xlo) < (uintptr_t)(y + yhi) && (uintptr_t)(y + ylo) < (uintptr_t)(x + xhi);
+}
+
 /* Normalization of slabs of one superblock (col_fused_cols), rows contiguous
  * (col_flat_ok), statistics per column or per group of Kg columns, in one walk:
  * each item, cw columns of a slab, takes its statistics (col_super_stats; none
@@ -2995,6 +3008,13 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
     int own_pass = p->stats_given || !slabs || (double)s->R * (double)K * sizeof(T) > FN_L2_BYTES;
     args.stream = p_in->stream && y != NULL && fn_stream_output(work * sizeof(T), own_pass);
     ptrdiff_t fused = y && TF(col_flat_ok)(s, y, p) ? TF(col_fused_cols)(s, nt) : 0;
+    /* the one walk writes a slab's cuts before it knows every cut's coefficients,
+     * and normalizes a slab with one not finite in T again from x afterwards
+     * (col_norm_fused), which an output in place of x has overwritten: in-place
+     * BatchNorm of (2, 2048) with one channel's variance + eps at 0 came out with
+     * half the other channels normalized twice. Such slabs of several cuts take
+     * the separate passes, which form all of a slab's coefficients first. */
+    if (fused && fused < K && TF(col_spans_meet)(s, x, y)) fused = 0;
     if (fused) {
         status = TF(col_norm_fused)(s, x, y, p, fused, nt);
     } else if (slabs) {

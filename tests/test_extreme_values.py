@@ -245,6 +245,47 @@ def test_eps_zero_fast_path_writes_consistent_results():
     np.testing.assert_array_equal(rv, 0.9)
 
 
+# In place over more channels than one cut of the few-rows column walk (1024): a
+# channel whose coefficient is not finite (running variance + eps 0, or a
+# constant channel with eps 0) stays in its channel. The walk had written the
+# other cuts of the slab and then normalized the whole slab again from x, which
+# in place held outputs already: half the other channels came out normalized
+# twice.
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", ["inference", "training", "instance_norm"])
+@pytest.mark.parametrize("bad", [0, 1500], ids=lambda c: f"channel{c}")
+def test_in_place_nonfinite_coefficient_stays_in_its_channel(case, bad, threads, dtype):
+    rng = np.random.default_rng(bad)
+    N, C = (64, 2048) if case == "training" else (2, 2048)
+    x = rng.standard_normal((N, C)).astype(dtype)
+    rm, rv = np.full(C, 0.5, dtype), np.full(C, 4.0, dtype)
+    if case == "training":
+        x[:, bad] = 3.0
+        call = lambda a, **kw: fastnorm.batch_norm(a, training=True, eps=0.0, num_threads=threads, **kw)
+    elif case == "inference":
+        rv[bad] = 0.0
+        call = lambda a, **kw: fastnorm.batch_norm(a, running_mean=rm, running_var=rv, training=False, eps=0.0,
+                                                   num_threads=threads, **kw)
+    else:
+        x = x[:, None, :]
+        rv[bad] = 0.0
+        call = lambda a, **kw: fastnorm.instance_norm(a, running_mean=rm, running_var=rv, training=False,
+                                                      eps=0.0, channel_axis=-1, num_threads=threads, **kw)
+    with np.errstate(all="ignore"):
+        expected = call(x)
+        inplace = x.copy()
+        got = call(inplace, out=inplace)
+        x64 = x.astype(np.float64)
+        ref = (x64 - x64.mean(0)) / x64.std(0) if case == "training" else (x64 - 0.5) / 2.0
+    assert got is inplace
+    keep = np.arange(C) != bad
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[..., keep], ref[..., keep], rtol=tol, atol=tol)
+    np.testing.assert_array_equal(got, expected)
+    assert not np.isfinite(got[..., bad]).any()
+
+
 # ------------------------------------------------------------ near float32 max
 def _ref_ln(x):
     x = x.astype(np.float64)
