@@ -2395,6 +2395,35 @@ static const T *TF(col_reshift_far)(const fn_col_shape *s, const T *xs, ptrdiff_
     return used;
 }
 
+/* Rows a column block's shift is the mean of (col_first_shift). */
+#define FN_COL_SHIFT_ROWS 8
+
+/* The shifts of a column block of rows [r0, r1): the means of its first
+ * FN_COL_SHIFT_ROWS rows, rounded to T, into shift (the first row itself in
+ * shorter blocks, and in columns whose mean is not finite). Around its first row,
+ * a shift z deviations from the block's mean multiplies the rounding of its T
+ * sums by about 1 + z^2, and each lane adds 64 rows of its column (a row's
+ * lanes add 16 values): float32 columns of 64 standard normal rows had
+ * variances up to 4.5e-6 off; around the mean of eight rows, z is a third as
+ * large. */
+static const T *TF(col_first_shift)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1, T *shift)
+{
+    const T *first = xs + r0 * s->xr;
+    if (r1 - r0 < 4 * FN_COL_SHIFT_ROWS) return first;
+    for (ptrdiff_t k0 = 0; k0 < s->K; k0 += FN_COL_CHECK) {
+        ptrdiff_t kn = fn_min(FN_COL_CHECK, s->K - k0);
+        double m[FN_COL_CHECK] = {0};
+        /* rows outer, so that the adds run along the columns in vectors */
+        for (ptrdiff_t r = 0; r < FN_COL_SHIFT_ROWS; r++)
+            for (ptrdiff_t k = 0; k < kn; k++) m[k] += (double)first[r * s->xr + k0 + k];
+        for (ptrdiff_t k = 0; k < kn; k++) {
+            double mk = m[k] * (1.0 / FN_COL_SHIFT_ROWS);
+            shift[k0 + k] = mk - mk == 0 ? (T)mk : first[k0 + k];
+        }
+    }
+    return shift;
+}
+
 /* Statistics of rows [r0, r1) of a slab at xs, shifted by the first of them (by
  * their own means where that lies far, col_reshift_far), the means relative to
  * the slab's first row (col_sums_to_stats). scratch: 2K doubles; shift: K values. */
@@ -2402,7 +2431,7 @@ static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0
                                 int rms, double *scratch, T *shift, double *mean, double *m2)
 {
     ptrdiff_t K = s->K;
-    const T *c = rms ? NULL : xs + r0 * s->xr;
+    const T *c = rms ? NULL : TF(col_first_shift)(s, xs, r0, r1, shift);
     T *s1 = (T *)scratch, *s2 = (T *)(scratch + K);
     TF(col_block_sums)(s, xs, r0, r1, c, s1, s2);
     double *s1d = mean, *s2d = m2;
