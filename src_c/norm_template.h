@@ -2400,12 +2400,13 @@ static const T *TF(col_reshift_far)(const fn_col_shape *s, const T *xs, ptrdiff_
 
 /* The shifts of a column block of rows [r0, r1): the means of its first
  * FN_COL_SHIFT_ROWS rows (all of a shorter block's), in T, into shift (the first
- * row itself in columns whose mean is not finite). Around its first row,
- * a shift z deviations from the block's mean multiplies the rounding of its T
- * sums by about 1 + z^2, and each lane adds 64 rows of its column (a row's
- * lanes add 16 values): float32 columns of 64 standard normal rows had
- * variances up to 4.5e-6 off; around the mean of eight rows, z is a third as
- * large. */
+ * row itself in columns whose mean is not finite). A shift z deviations from
+ * the block's mean multiplies the rounding of its T sums by about 1 + z^2, and
+ * each lane adds up to 64 rows of its column (a row's lanes add 16 values):
+ * around their first row, which may lie up to 3 deviations away before the block
+ * is summed again (col_reshift_far), float32 columns of 8 to 64 standard normal
+ * rows had variances up to 1.4e-6 to 4.9e-6 off; around the mean of eight rows,
+ * z is a third as large. */
 static const T *TF(col_first_shift)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1, T *restrict shift)
 {
     const T *first = xs + r0 * s->xr;
@@ -2423,8 +2424,9 @@ static const T *TF(col_first_shift)(const fn_col_shape *s, const T *xs, ptrdiff_
     return shift;
 }
 
-/* Statistics of rows [r0, r1) of a slab at xs, shifted by the first of them (by
- * their own means where that lies far, col_reshift_far), the means relative to
+/* Statistics of rows [r0, r1) of a slab at xs, shifted by the mean of the first
+ * of them (col_first_shift; by their own means where that lies far,
+ * col_reshift_far), the means relative to
  * the slab's first row (col_sums_to_stats). scratch: 2K doubles; shift: K values. */
 static void TF(col_block_stats)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1,
                                 int rms, double *scratch, T *shift, double *mean, double *m2)

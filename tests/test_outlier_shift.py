@@ -1,7 +1,7 @@
 """float32 statistics when a block's shift is an outlier.
 
-Each block of float32 values is summed around a shift (its first value; a column
-superblock's first row) in float32 lanes, and the variance is s2 - s1**2 / n of
+Each block of float32 values is summed around a shift (its first value; the mean
+of a column superblock's first eight rows) in float32 lanes, and the variance is s2 - s1**2 / n of
 those sums: a shift z standard deviations from the block's mean multiplies the
 rounding error by about 1 + z**2. An outlier of 100 as the first of 1024
 standard normal values gave a variance 1.4e-4 off (float32's own rounding:
