@@ -20,7 +20,13 @@
 #include "fn_bufcache.h"
 
 #define FN_CACHE_SLOTS 8
-#define FN_HEADER 64                  /* keeps the data 64-byte aligned */
+#define FN_HEADER 64                  /* the block's own fields; keeps what follows 64-byte aligned */
+#define FN_PAGE 4096
+/* Data starts FN_LEAD bytes past the header plus its offset within a page (under
+ * FN_PAGE), so that the word before its 64-byte boundary, which leads back to the
+ * block, lies past the header. */
+#define FN_LEAD 64
+#define FN_SLACK (FN_HEADER + FN_LEAD + FN_PAGE)
 #define FN_HUGE_PAGE ((size_t)2 << 20)
 
 /* stamp: when the block was freed; the oldest block makes room for a new one */
@@ -29,12 +35,15 @@ static size_t cached_bytes = 0, cache_limit = FN_CACHE_DEFAULT_LIMIT;
 static unsigned long long clock_ticks = 0;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* The header: the block's capacity, then whether it was mapped on its own. */
-static void *fresh_block(size_t size)
+/* The header of a block: its capacity (bytes usable at any page offset), its size
+ * from base to end, and whether it was mapped on its own. */
+typedef struct { size_t cap, total, mapped; } fn_block_header;
+
+static char *fresh_block(size_t size)
 {
     /* 2 MiB alignment lets transparent huge pages back the whole block */
     size_t align = size >= FN_HUGE_PAGE ? FN_HUGE_PAGE : 64;
-    size_t total = (size + FN_HEADER + align - 1) / align * align;
+    size_t total = (size + FN_SLACK + align - 1) / align * align;
     char *base = NULL;
     size_t mapped = 0;
 #if defined(__linux__)
@@ -54,19 +63,31 @@ static void *fresh_block(size_t size)
     }
 #endif
     if (!base && posix_memalign((void **)&base, align, total) != 0) return NULL;
-    ((size_t *)base)[0] = total - FN_HEADER;
-    ((size_t *)base)[1] = mapped;
-    return base + FN_HEADER;
+    fn_block_header *h = (fn_block_header *)base;
+    h->cap = total - FN_SLACK;
+    h->total = total;
+    h->mapped = mapped;
+    return base;
 }
 
-/* The header of the block that holds ptr: blocks start 64-byte aligned and are
- * handed out at most 63 bytes past their start (fn_cache_alloc_at). */
+/* Where block base hands out data offset % FN_PAGE bytes past a page boundary,
+ * with the word that leads back to base stored before its 64-byte boundary. */
+static void *hand_out(char *base, size_t offset)
+{
+    char *first = base + FN_HEADER + FN_LEAD;
+    char *p = first + (offset - (uintptr_t)first) % FN_PAGE;
+    ((char **)((uintptr_t)p & ~(uintptr_t)63))[-1] = base;
+    return p;
+}
+
+/* The block that holds ptr, a pointer hand_out returned. */
 static char *block_base(const void *ptr)
 {
-    return (char *)((uintptr_t)ptr & ~(uintptr_t)(FN_HEADER - 1)) - FN_HEADER;
+    return ((char *const *)((uintptr_t)ptr & ~(uintptr_t)63))[-1];
 }
 
-void *fn_cache_alloc(size_t size, int *reused)
+/* A block of capacity size or more: a cached one when one fits, else fresh. */
+static char *take_block(size_t size, int *reused)
 {
     *reused = 0;
     if (size >= FN_CACHE_MIN_BYTES) {
@@ -88,7 +109,7 @@ void *fn_cache_alloc(size_t size, int *reused)
         pthread_mutex_unlock(&lock);
         if (base) {
             *reused = 1;
-            return base + FN_HEADER;
+            return base;
         }
     }
     return fresh_block(size ? size : 1);
@@ -96,26 +117,32 @@ void *fn_cache_alloc(size_t size, int *reused)
 
 static void release_block(char *base)
 {
+    const fn_block_header *h = (const fn_block_header *)base;
 #if defined(__linux__)
-    if (((size_t *)base)[1]) {
-        munmap(base, ((size_t *)base)[0] + FN_HEADER);
+    if (h->mapped) {
+        munmap(base, h->total);
         return;
     }
 #endif
     free(base);
 }
 
+void *fn_cache_alloc(size_t size, int *reused)
+{
+    return fn_cache_alloc_at(size, 0, reused);
+}
+
 void *fn_cache_alloc_at(size_t size, size_t offset, int *reused)
 {
-    char *p = (char *)fn_cache_alloc(size + offset % FN_HEADER, reused);
-    return p ? p + offset % FN_HEADER : NULL;
+    char *base = take_block(size, reused);
+    return base ? hand_out(base, offset) : NULL;
 }
 
 void fn_cache_free(void *ptr)
 {
     if (!ptr) return;
     char *base = block_base(ptr);
-    size_t cap = *(size_t *)base;
+    size_t cap = ((const fn_block_header *)base)->cap;
     char *drop[FN_CACHE_SLOTS];
     int ndrop = 0;
     if (cap >= FN_CACHE_MIN_BYTES) {
@@ -150,7 +177,8 @@ void fn_cache_free(void *ptr)
 
 size_t fn_cache_capacity(const void *ptr)
 {
-    return *(const size_t *)block_base(ptr) - (uintptr_t)ptr % FN_HEADER;
+    const char *base = block_base(ptr);
+    return (size_t)(base + ((const fn_block_header *)base)->total - (const char *)ptr);
 }
 
 /* Sets the limit (bytes) and frees cached blocks beyond it; returns the old one. */

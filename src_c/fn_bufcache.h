@@ -10,10 +10,10 @@
 /* Default upper bound on the bytes held by free cached blocks. */
 #define FN_CACHE_DEFAULT_LIMIT ((size_t)1 << 30)
 
-/* A block of at least size bytes, 64-byte aligned; *reused = 1 when it comes
- * from the cache (its pages are mapped). NULL when out of memory. */
+/* A block of at least size bytes, starting on a page boundary; *reused = 1 when
+ * it comes from the cache (its pages are mapped). NULL when out of memory. */
 void *fn_cache_alloc(size_t size, int *reused);
-/* The same, handed out offset % 64 bytes past a 64-byte boundary. */
+/* The same, handed out offset % 4096 bytes past a page boundary. */
 void *fn_cache_alloc_at(size_t size, size_t offset, int *reused);
 /* Returns a block of fn_cache_alloc(_at) to the cache, or to the system. */
 void fn_cache_free(void *ptr);

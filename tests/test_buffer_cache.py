@@ -169,10 +169,12 @@ def test_environment_variable(value, limit_mib):
         assert "FASTNORM_BUFFER_CACHE_MB ignored" in res.stderr
 
 
-def test_output_starts_where_input_does_past_a_line(cache_limit):
+def test_output_starts_half_a_page_from_input(cache_limit):
     # a large output starts as far past a 64-byte boundary as x does, so that x's
-    # loads fall on vector boundaries where y's stores do; its block is found
-    # again from that offset when it is freed and handed out at another
+    # loads fall on vector boundaries where y's stores do, and half a page from x's
+    # offset within a page, so that no load of x waits on a store to y whose
+    # address differs from it in the page number only (4K aliasing); its block is
+    # found again from that offset when it is freed and handed out at another
     x = _x()
     ref = fastnorm.layer_norm(x, out=np.empty_like(x))
     buf = np.empty(x.size + 32, np.float32)
@@ -183,6 +185,7 @@ def test_output_starts_where_input_does_past_a_line(cache_limit):
         xk[...] = x
         y = fastnorm.layer_norm(xk)
         assert y.ctypes.data % 64 == 4 * k
+        assert (y.ctypes.data - xk.ctypes.data) % 4096 == 2048
         np.testing.assert_array_equal(y, ref)
         del y
         assert _held() >= held + x.nbytes
