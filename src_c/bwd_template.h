@@ -219,6 +219,24 @@ static inline void TF(bwd_dx)(const T *x, const T *dy, T *dx, ptrdiff_t n, doubl
     /* dx stored from its first vector boundary on (see align_head); the partial
      * vectors at both ends are computed as the full ones */
     ptrdiff_t i = TF(align_head)(dx, n);
+    int tail = (n - i) % TLANES != 0;
+    if (FN_OVERLAP_EDGES(n) && (i || tail)) {
+        /* whole vectors laid over their neighbours, as in norm_row_fast (dx may be
+         * x or dy: each overlapped vector is computed before the store) */
+        VT last = tail ? TF(bwd_dx_vec)(x, dy, w, n - TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v) : z;
+        if (i) {
+            VT head = TF(bwd_dx_vec)(x, dy, w, 0, TLANES, mhv, mlv, rv, sv, c1v, c2v);
+            VT first = TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v);
+            TF(storet)(dx, head);
+            TF(storet)(dx + i, first);
+            i += TLANES;
+        }
+        stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
+        for (; i + TLANES <= n; i += TLANES)
+            TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
+        if (tail) TF(storet)(dx + n - TLANES, last);
+        return;
+    }
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
     stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
     for (; i + TLANES <= n; i += TLANES)

@@ -1,9 +1,10 @@
-"""The partial vectors at both ends of a row (LayerNorm, RMSNorm, InstanceNorm).
+"""The partial vectors at both ends of a row (LayerNorm, RMSNorm, InstanceNorm,
+and the backward's dx rows).
 
 A row is stored from its output's first vector boundary on. Where masked stores
 are slow (AVX2) or scalar (the generic path), the partial vectors at the row's two
 ends are stored as whole vectors laid over their neighbours, the overlapped values
-written twice (src_c norm_row_fast, norm_rows2_fast). In place (out=x) every vector
+written twice (src_c norm_row_fast, norm_rows2_fast, bwd_dx). In place (out=x) every vector
 that such a store overlaps must be computed before the store. These tests take row
 lengths with and without a partial vector at either end, x and out at every element
 offset from a 64-byte boundary, and in place, on every SIMD path the CPU supports,
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 
 import fastnorm
+from backward_reference import layer_norm_backward as ref_layer_norm_backward
+from backward_reference import rms_norm_backward as ref_rms_norm_backward
 from reference import layer_norm as ref_layer_norm
 from reference import rms_norm as ref_rms_norm
 from reference import tol
@@ -82,3 +85,43 @@ def test_every_offset_and_in_place_give_the_aligned_bits(active_isa, op, dtype):
                 assert out.tobytes() == aligned.tobytes(), (op, d, kx, ky)
             assert call(xk, xk) is xk
             assert xk.tobytes() == aligned.tobytes(), (op, d, kx, "in place")
+
+
+@pytest.mark.parametrize("rms", [False, True], ids=["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_backward_every_offset_gives_the_aligned_bits(active_isa, rms, dtype):
+    # dx rows take the same stores (src_c bwd_dx); out=dy is in place for dx
+    rng = np.random.default_rng(8)
+    step = 64 // np.dtype(dtype).itemsize
+    for d in LENGTHS:
+        shape = (3, d)
+        x = (rng.standard_normal(shape) * 2.0 + 3.0).astype(dtype)
+        dy = rng.standard_normal(shape).astype(dtype)
+        w = rng.uniform(0.5, 2.0, d).astype(dtype)
+        if rms:
+            _, rstd = fastnorm.rms_norm(x, w, return_stats=True)
+            ref = ref_rms_norm_backward(dy, x, rstd, w)[0]
+
+            def call(xk, dyk, out):
+                return fastnorm.rms_norm_backward(dyk, xk, rstd, w, out=out)[0]
+        else:
+            _, mean, rstd = fastnorm.layer_norm(x, w, return_stats=True)
+            ref = ref_layer_norm_backward(dy, x, mean, rstd, w)[0]
+
+            def call(xk, dyk, out):
+                return fastnorm.layer_norm_backward(dyk, xk, mean, rstd, w, out=out)[0]
+        aligned = call(x, dy, _at(shape, dtype, 0)).copy()
+        rtol, atol = tol(dtype)
+        np.testing.assert_allclose(aligned, ref, rtol=rtol, atol=atol, err_msg=f"rms={rms} d={d}")
+        for kx in range(step):
+            xk = _at(shape, dtype, kx)
+            xk[...] = x
+            dyk = _at(shape, dtype, kx)
+            dyk[...] = dy
+            for ky in range(step):
+                out = _at(shape, dtype, ky)
+                out[...] = np.nan
+                assert call(xk, dyk, out) is out
+                assert out.tobytes() == aligned.tobytes(), (rms, d, kx, ky)
+            assert call(xk, dyk, dyk) is dyk
+            assert dyk.tobytes() == aligned.tobytes(), (rms, d, kx, "out=dy")
