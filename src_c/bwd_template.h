@@ -985,7 +985,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
     }
     /* decided by the shape alone, so the parameter sums do not depend on nt */
     ptrdiff_t gu = fn_param_group_units(s);
-    int grouped = p->dw && q.wred && s->wr2 == 1 && U >= 2 * gu
+    int grouped = p->dw && q.wred && s->wr2 == 1 && U > gu
                   && (double)((U + gu - 1) / gu) * (double)p->nparam <= FN_PARAM_SCRATCH;
     if (grouped) {
         int st = TF(seg_bwd_grouped)(s, p, &q, nt);
