@@ -742,16 +742,18 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
     ptrdiff_t gs = nb * np_ + 48;   /* group stride, off 4 KiB multiples */
     T *part = (T *)fn_scratch_alloc((size_t)ng * (size_t)gs * sizeof(T));
     if (!part) return FN_ENOMEM;
-    /* rows longer than a block: in inputs that do not stay in cache (see
-     * FN_BWD_PIPED_MAX_ROW_BYTES) */
-    int piped = s->R1 == 1
-                && (s->R2 <= FN_BLOCK || (s->R2 * (ptrdiff_t)sizeof(T) <= FN_BWD_PIPED_MAX_ROW_BYTES
-                                          && (double)U * (double)s->R2 * sizeof(T) >= FN_PIPED_MIN_BYTES));
+    /* rows of at most a block in groups (see FN_BWD_GROUPED_MAX_BYTES), else
+     * piped, as are rows longer than a block in inputs that do not stay in cache
+     * (see FN_BWD_PIPED_MAX_ROW_BYTES) */
+    ptrdiff_t row_bytes = s->R2 * (ptrdiff_t)sizeof(T);
+    int in_cache = (double)U * (double)row_bytes < FN_PIPED_MIN_BYTES;
+    int grouped_rows = s->R1 == 1 && s->R2 <= FN_BLOCK && (row_bytes <= FN_BWD_GROUPED_MAX_BYTES || in_cache);
+    int piped = s->R1 == 1 && (s->R2 <= FN_BLOCK || (row_bytes <= FN_BWD_PIPED_MAX_ROW_BYTES && !in_cache));
     FN_PARALLEL_SHARES(nt, ng, g,
         T *pw = part + g * gs, *pb = p->db ? pw + np_ + 16 : NULL;
         ptrdiff_t g1 = fn_min(U, (g + 1) * gu);
         __builtin_memset(pw, 0, (size_t)gs * sizeof(T));
-        if (piped && s->R2 * (ptrdiff_t)sizeof(T) <= FN_BWD_GROUPED_MAX_BYTES) {
+        if (grouped_rows) {
             TF(seg_bwd_rows_grouped)(s, p, q, g * gu, g1, pw, pb);
         } else if (piped) {
             TF(seg_bwd_rows_piped)(s, p, q, g * gu, g1, pw, pb);
@@ -958,6 +960,24 @@ static int TF(seg_bwd_as_columns)(const fn_seg_shape *s, const T *x, const T *dy
     return status;
 }
 
+/* Whether streaming stores suit dx: units of one segment under 16 KiB (rows),
+ * which are stored one by one, must start and end on cache line boundaries.
+ * Where a line holds the end of one row and the start of the next, its two
+ * partial stores amid the streaming stores of its other values cost about 300 ns
+ * a row: LayerNorm backward (16384, 256) into a dx 16 bytes past a line (NumPy's
+ * large arrays start 16 bytes into a page) ran at 0.34-0.38x the speed of cached
+ * stores, (8192, 768) at 0.62-0.71x (one and two threads); such outputs take
+ * cached stores. InstanceNorm's planes of 16 KiB ran 0.74-1.16x as fast cached,
+ * no better; units of several segments (BatchNorm NCHW) write the planes of
+ * neighbouring channels as one run (bwd_dx_joined) and stream at any offset
+ * ((32, 64, 56, 56) ran 0.96x cached). */
+static inline int TF(seg_lines_apart)(const fn_seg_shape *s, const T *dx)
+{
+    const ptrdiff_t line = 64 / (ptrdiff_t)sizeof(T);
+    return s->R1 > 1 || s->R2 * (ptrdiff_t)sizeof(T) >= 16384
+           || ((uintptr_t)dx % 64 == 0 && s->ya % line == 0 && s->yk % line == 0 && s->R2 % line == 0);
+}
+
 static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
 {
     if (TF(seg_columns_ok)(s, dx, p->w)) return TF(seg_bwd_as_columns)(s, x, dy, dx, p);
@@ -974,7 +994,8 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
      * (LayerNorm backward (8192, 768) 6 % faster, one thread 14 %). The GroupNorm
      * planes (seg_bwd_planes) gained nothing and store as before. */
     TF(seg_bwd_ptrs) q = {x, dy, dx, wred ? w : NULL, (w && !wred && !plane) ? w : NULL, plane ? w : NULL,
-                          dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)};
+                          dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)
+                              && TF(seg_lines_apart)(s, dx)};
     double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);

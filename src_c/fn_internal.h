@@ -305,7 +305,11 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
  * backward float32 rows of 4 and 8 values 1.44-1.46x faster at one thread and
  * 1.41x at two, 16 values 1.29x, 32 values 1.18x and 1.14x, 7 and 24 values
  * 1.22x and 1.18x, float64 rows of 8 and 16 values 1.26x and 1.08x; rows of 160
- * and 192 bytes ran 0.98x and 0.95x grouped, hence the limit; (8192, 768) 1.0x. */
+ * and 192 bytes ran 0.98x and 0.95x grouped, hence the limit; (8192, 768) 1.0x.
+ * Longer rows of at most a block take the groups too in inputs under
+ * FN_PIPED_MIN_BYTES, which stay in cache (AMD Zen 3, same process, both
+ * orders, 2026-12-01: (2048, 512) 1.23x, (1024, 256) 1.21x, (200, 300) 1.23x,
+ * (512, 256) 1.09-1.27x faster grouped); (16384, 256) ran 0.95-1.06x grouped. */
 #define FN_BWD_GROUPED_MAX_BYTES 128
 /* Backward rows with a weight longer than a block, up to this length, in inputs
  * of FN_PIPED_MIN_BYTES and more, take the row walk too (seg_bwd_rows_piped: the
