@@ -960,24 +960,6 @@ static int TF(seg_bwd_as_columns)(const fn_seg_shape *s, const T *x, const T *dy
     return status;
 }
 
-/* Whether streaming stores suit dx: units of one segment under 16 KiB (rows),
- * which are stored one by one, must start and end on cache line boundaries.
- * Where a line holds the end of one row and the start of the next, its two
- * partial stores amid the streaming stores of its other values cost about 300 ns
- * a row: LayerNorm backward (16384, 256) into a dx 16 bytes past a line (NumPy's
- * large arrays start 16 bytes into a page) ran at 0.34-0.38x the speed of cached
- * stores, (8192, 768) at 0.62-0.71x (one and two threads); such outputs take
- * cached stores. InstanceNorm's planes of 16 KiB ran 0.74-1.16x as fast cached,
- * no better; units of several segments (BatchNorm NCHW) write the planes of
- * neighbouring channels as one run (bwd_dx_joined) and stream at any offset
- * ((32, 64, 56, 56) ran 0.96x cached). */
-static inline int TF(seg_lines_apart)(const fn_seg_shape *s, const T *dx)
-{
-    const ptrdiff_t line = 64 / (ptrdiff_t)sizeof(T);
-    return s->R1 > 1 || s->R2 * (ptrdiff_t)sizeof(T) >= 16384
-           || ((uintptr_t)dx % 64 == 0 && s->ya % line == 0 && s->yk % line == 0 && s->R2 % line == 0);
-}
-
 static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, const fn_bwd_args *p)
 {
     if (TF(seg_columns_ok)(s, dx, p->w)) return TF(seg_bwd_as_columns)(s, x, dy, dx, p);
@@ -995,7 +977,7 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
      * planes (seg_bwd_planes) gained nothing and store as before. */
     TF(seg_bwd_ptrs) q = {x, dy, dx, wred ? w : NULL, (w && !wred && !plane) ? w : NULL, plane ? w : NULL,
                           dx && fn_stream_output((double)U * (double)unit_len * sizeof(T), 1)
-                              && TF(seg_lines_apart)(s, dx)};
+                              && TF(seg_lines_apart)(s, dx, 0)};
     double work = fn_work((double)U, (double)unit_len);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);

@@ -2135,6 +2135,25 @@ static int TF(seg_as_columns)(const fn_seg_shape *s, const T *x, T *y, const fn_
     return status;
 }
 
+/* Whether streaming stores suit y (or dx) of a SEG shape: units of one segment
+ * under 16 KiB (rows), stored one by one, must start and end on cache line
+ * boundaries, unless the walk joins them (joined: seg_rows_piped). Where a line
+ * holds the end of one row and the start of the next, its two partial stores
+ * amid the streaming stores of its other values cost about 300 ns a row:
+ * LayerNorm backward (16384, 256) into a dx 16 bytes past a line (NumPy's large
+ * arrays start 16 bytes into a page) ran at 0.34-0.38x the speed of cached
+ * stores, (8192, 768) at 0.62-0.71x (one and two threads), the forward over
+ * (262144, 64) at 0.67x. InstanceNorm's planes of 16 KiB ran 0.74-1.16x as fast
+ * cached, no better; units of several segments (BatchNorm NCHW) write the planes
+ * of neighbouring channels as one run and stream at any offset ((32, 64, 56, 56)
+ * backward ran 0.96x cached). */
+static inline int TF(seg_lines_apart)(const fn_seg_shape *s, const T *y, int joined)
+{
+    const ptrdiff_t line = 64 / (ptrdiff_t)sizeof(T);
+    return joined || s->R1 > 1 || s->R2 * (ptrdiff_t)sizeof(T) >= 16384
+           || ((uintptr_t)y % 64 == 0 && s->ya % line == 0 && s->yk % line == 0 && s->R2 % line == 0);
+}
+
 static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p_in)
 {
     if (TF(seg_columns_ok)(s, y, p_in->w)) return TF(seg_as_columns)(s, x, y, p_in);
@@ -2190,7 +2209,8 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
      * 0.87-1.0x as fast streamed, y being left in L3 from call to call. */
     int lean_rows = s->R1 == 1 && s->R2 <= FN_BLOCK;
     if (!pipelined && !lean_rows && (nt <= 1 || (s->R1 > 1 && !rowwise && unit_bytes > FN_L1_BYTES))) own_pass = 1;
-    args.stream = p_in->stream && y != NULL && fn_stream_output(x_bytes, own_pass);
+    args.stream = p_in->stream && y != NULL && fn_stream_output(x_bytes, own_pass)
+                  && TF(seg_lines_apart)(s, y, piped_rows);
     /* units of many short segments are not streamed (see FN_STREAM_SEGMENT_BYTES);
      * rows (R1 == 1) are, their partial lines are next to each other */
     if (s->R1 > 1 && s->R2 * (ptrdiff_t)sizeof(T) < FN_STREAM_SEGMENT_BYTES) args.stream = 0;
