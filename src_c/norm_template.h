@@ -2309,7 +2309,8 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
         own = fn_own_stats(&args, M);
         if (!args.mean) return FN_ENOMEM;
     }
-    args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T), piped);
+    args.stream = p_in->stream && fn_stream_output((double)M * (double)D * sizeof(T), piped)
+                  && TF(seg_lines_apart)(&rows, y, piped);
     double work = fn_work((double)M, (double)D);
     int nt = work < FN_SERIAL_ELEMS ? 1 : p->nthreads;
     if (nt > 1) nt = fn_threads_acquire(nt);
