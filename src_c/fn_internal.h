@@ -533,6 +533,9 @@ static inline int fn_t_safe(double mean, double var, double n, size_t tsize)
  * ran at half the speed of regular stores alone (BatchNorm over 7 x 7 planes);
  * 14 x 14 planes (784 bytes) still gain from streaming. */
 #define FN_STREAM_SEGMENT_BYTES 512
+/* Rows stored one by one under this many bytes stream only when they start and
+ * end on cache lines (see seg_lines_apart). */
+#define FN_STREAM_LONE_ROW_BYTES 8192
 
 static inline int fn_stream_output(double bytes, int own_pass)
 {
@@ -595,7 +598,7 @@ static inline void fn_sums_to_stats(double s1, double s2, double c, double inv_n
  * cost as much as the data). From FN_PARAM_GROUP / 2 to 2 * FN_PARAM_GROUP rows
  * sharing one weight row make two groups, one per thread of a two-thread call:
  * they took a pass of their own over x and dy in double after dx (LayerNorm
- * backward (32, 512) 1.10-1.14x, (100, 1024) 1.27-1.39x faster grouped). Fewer
+ * backward (32, 512) 1.04-1.14x, (100, 1024) 1.25-1.5x faster grouped). Fewer
  * rows keep that pass: in two groups, (8, 768) ran 0.82x as fast. */
 static inline ptrdiff_t fn_param_group_units(const fn_seg_shape *s)
 {

@@ -2136,22 +2136,24 @@ static int TF(seg_as_columns)(const fn_seg_shape *s, const T *x, T *y, const fn_
 }
 
 /* Whether streaming stores suit y (or dx) of a SEG shape: units of one segment
- * under 16 KiB (rows), stored one by one, must start and end on cache line
- * boundaries, unless the walk joins them (joined: seg_rows_piped). Where a line
- * holds the end of one row and the start of the next, its two partial stores
- * amid the streaming stores of its other values cost about 300 ns a row:
+ * under FN_STREAM_LONE_ROW_BYTES (rows), stored one by one, must start and end
+ * on cache line boundaries, unless the walk joins them (joined: seg_rows_piped).
+ * Where a line holds the end of one row and the start of the next, its two
+ * partial stores amid the streaming stores of its other values cost about 300 ns
+ * a row:
  * LayerNorm backward (16384, 256) into a dx 16 bytes past a line (NumPy's large
  * arrays start 16 bytes into a page) ran at 0.34-0.38x the speed of cached
  * stores, (8192, 768) at 0.62-0.71x (one and two threads), the forward over
- * (262144, 64) at 0.67x. InstanceNorm's planes of 16 KiB ran 0.74-1.16x as fast
- * cached, no better; units of several segments (BatchNorm NCHW) write the planes
- * of neighbouring channels as one run and stream at any offset ((32, 64, 56, 56)
- * backward ran 0.96x cached). */
+ * (262144, 64) at 0.67x. Longer rows pay it less often than streaming saves:
+ * InstanceNorm backward over planes of 12.5 KiB ((64, 64, 56, 56)) ran 0.83-0.85x
+ * as fast cached, over planes of 16 KiB 0.74-1.16x. Units of several segments
+ * (BatchNorm NCHW) write the planes of neighbouring channels as one run and
+ * stream at any offset ((32, 64, 56, 56) backward ran 0.96x cached). */
 static inline int TF(seg_lines_apart)(const fn_seg_shape *s, const T *y, int joined)
 {
-    const ptrdiff_t line = 64 / (ptrdiff_t)sizeof(T);
-    return joined || s->R1 > 1 || s->R2 * (ptrdiff_t)sizeof(T) >= 16384
-           || ((uintptr_t)y % 64 == 0 && s->ya % line == 0 && s->yk % line == 0 && s->R2 % line == 0);
+    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(T);
+    return joined || s->R1 > 1 || s->R2 * (ptrdiff_t)sizeof(T) >= FN_STREAM_LONE_ROW_BYTES
+           || ((uintptr_t)y % FN_LINE_BYTES == 0 && s->ya % line == 0 && s->yk % line == 0 && s->R2 % line == 0);
 }
 
 static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_args *p_in)
