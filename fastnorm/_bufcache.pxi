@@ -44,7 +44,8 @@ cdef size_t _next_offset = 0
 # 0.97-1.03x x's own offset for LayerNorm and BatchNorm, 1.04-1.20x for GroupNorm
 # and InstanceNorm, whose output lines no longer share L1 sets with the input
 # lines re-read while they are written (README, Memory).
-cdef size_t _OUT_PAGE_SHIFT = 2048
+cdef size_t _PAGE = 4096
+cdef size_t _OUT_PAGE_SHIFT = _PAGE // 2
 
 
 cdef void *_h_malloc(void *ctx, size_t size) noexcept nogil:
@@ -107,13 +108,13 @@ cdef cnp.ndarray _new_output(cnp.ndarray x, bint *reused):
     reused[0] = False
     if <size_t>cnp.PyArray_NBYTES(x) < FN_CACHE_MIN_BYTES:
         return _empty_like(x)
-    cdef size_t offset = <size_t>cnp.PyArray_DATA(x) % 4096
+    cdef size_t offset = <size_t>cnp.PyArray_DATA(x) % _PAGE
     if offset % <size_t>cnp.PyArray_ITEMSIZE(x):
         offset = 0
     old = PyDataMem_SetHandler(_handler_capsule)
     try:
         _last_reused = 0
-        _next_offset = (offset + _OUT_PAGE_SHIFT) % 4096
+        _next_offset = (offset + _OUT_PAGE_SHIFT) % _PAGE
         y = _empty_like(x)
         reused[0] = _last_reused
     finally:

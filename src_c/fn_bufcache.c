@@ -7,7 +7,7 @@
  * are kept (up to a byte limit) and handed to the next output of a similar size,
  * as ONNX Runtime's arena or PyTorch's caching allocators do.
  *
- * Each block carries a header with its capacity. Plain C, no Python: the NumPy
+ * Each block carries a header with its size. Plain C, no Python: the NumPy
  * memory handler that routes output arrays here lives in fastnorm/_bufcache.pxi.
  */
 #include <pthread.h>
@@ -35,9 +35,9 @@ static size_t cached_bytes = 0, cache_limit = FN_CACHE_DEFAULT_LIMIT;
 static unsigned long long clock_ticks = 0;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* The header of a block: its capacity (bytes usable at any page offset), its size
- * from base to end, and whether it was mapped on its own. */
-typedef struct { size_t cap, total, mapped; } fn_block_header;
+/* The header of a block: its size from base to end, and whether it was mapped on
+ * its own. Its capacity, the bytes usable at any page offset, is total - FN_SLACK. */
+typedef struct { size_t total, mapped; } fn_block_header;
 
 static char *fresh_block(size_t size)
 {
@@ -64,26 +64,31 @@ static char *fresh_block(size_t size)
 #endif
     if (!base && posix_memalign((void **)&base, align, total) != 0) return NULL;
     fn_block_header *h = (fn_block_header *)base;
-    h->cap = total - FN_SLACK;
     h->total = total;
     h->mapped = mapped;
     return base;
 }
 
-/* Where block base hands out data offset % FN_PAGE bytes past a page boundary,
- * with the word that leads back to base stored before its 64-byte boundary. */
+/* The word before the 64-byte boundary at or below ptr, a pointer hand_out
+ * returned: it leads back to the block. */
+static char **back_slot(const void *ptr)
+{
+    return (char **)((uintptr_t)ptr & ~(uintptr_t)(FN_LEAD - 1)) - 1;
+}
+
+/* Where block base hands out data offset % FN_PAGE bytes past a page boundary. */
 static void *hand_out(char *base, size_t offset)
 {
     char *first = base + FN_HEADER + FN_LEAD;
     char *p = first + (offset - (uintptr_t)first) % FN_PAGE;
-    ((char **)((uintptr_t)p & ~(uintptr_t)63))[-1] = base;
+    *back_slot(p) = base;
     return p;
 }
 
 /* The block that holds ptr, a pointer hand_out returned. */
 static char *block_base(const void *ptr)
 {
-    return ((char *const *)((uintptr_t)ptr & ~(uintptr_t)63))[-1];
+    return *back_slot(ptr);
 }
 
 /* A block of capacity size or more: a cached one when one fits, else fresh. */
@@ -142,7 +147,7 @@ void fn_cache_free(void *ptr)
 {
     if (!ptr) return;
     char *base = block_base(ptr);
-    size_t cap = ((const fn_block_header *)base)->cap;
+    size_t cap = ((const fn_block_header *)base)->total - FN_SLACK;
     char *drop[FN_CACHE_SLOTS];
     int ndrop = 0;
     if (cap >= FN_CACHE_MIN_BYTES) {

@@ -2140,9 +2140,8 @@ static int TF(seg_as_columns)(const fn_seg_shape *s, const T *x, T *y, const fn_
  * on cache line boundaries, unless the walk joins them (joined: seg_rows_piped).
  * Where a line holds the end of one row and the start of the next, its two
  * partial stores amid the streaming stores of its other values cost about 300 ns
- * a row:
- * LayerNorm backward (16384, 256) into a dx 16 bytes past a line (NumPy's large
- * arrays start 16 bytes into a page) ran at 0.34-0.38x the speed of cached
+ * a row: LayerNorm backward (16384, 256) into a dx 16 bytes past a line (NumPy's
+ * large arrays start 16 bytes into a page) ran at 0.34-0.38x the speed of cached
  * stores, (8192, 768) at 0.62-0.71x (one and two threads), the forward over
  * (262144, 64) at 0.67x. Longer rows pay it less often than streaming saves:
  * InstanceNorm backward over planes of 12.5 KiB ((64, 64, 56, 56)) ran 0.83-0.85x
