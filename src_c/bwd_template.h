@@ -1084,14 +1084,26 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
      * chunk's lane sums carried from one sub-block to the next in `carry` (the same
      * additions in the same order) */
     T carry[3 * FN_COL_CARRY_MAX];
-    ptrdiff_t sub = kv > 2 * TLANES && kv <= FN_COL_CARRY_MAX
-                    ? fn_l1_sub_rows(2 * K * (ptrdiff_t)sizeof(T)) : FN_COL_BLOCK;
-    /* see FN_COL_AHEAD_ROW_BYTES: the chunk's lines of the next sub-block */
-    int ahead = sub < FN_COL_BLOCK && K * (ptrdiff_t)sizeof(T) >= FN_COL_AHEAD_ROW_BYTES;
+    ptrdiff_t row_bytes = K * (ptrdiff_t)sizeof(T), sub = FN_COL_BLOCK;
+    if (kv > 2 * TLANES && kv <= FN_COL_CARRY_MAX) {
+        /* equal sub-blocks, each asking for as many bytes as the next reads */
+        ptrdiff_t fit = fn_l1_sub_rows(2 * row_bytes), parts = (FN_COL_BLOCK + fit - 1) / fit;
+        sub = (FN_COL_BLOCK + parts - 1) / parts;
+    }
+    /* contiguous rows: the next sub-block's lines of x and dy in address order
+     * (fn_ahead_cursor, as col_block_sums); else see FN_COL_AHEAD_ROW_BYTES: the
+     * chunk's lines of the next sub-block */
+    int seq = s->xr == K && s->yr == K && row_bytes < FN_COL_SEQ_AHEAD_MAX_ROW_BYTES;
+    int ahead = !seq && sub < FN_COL_BLOCK && row_bytes >= FN_COL_AHEAD_ROW_BYTES;
     for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += FN_COL_BLOCK) {
         ptrdiff_t r1 = fn_min(r0 + FN_COL_BLOCK, r_end);
         for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
-            ptrdiff_t re = fn_min(rs + sub, r1);
+            ptrdiff_t re = fn_min(rs + sub, r1), re_next = fn_min(re + sub, s->R);
+            fn_ahead_cursor next_x = {0, 0}, next_dy = {0, 0};
+            if (seq) {
+                next_x = fn_ahead_over(xs + re * K, xs + re_next * K);
+                next_dy = fn_ahead_over(dys + re * K, dys + re_next * K);
+            }
             for (ptrdiff_t k = 0; k < kv; k += 2 * TLANES) {
                 T mb[2 * TLANES];
                 for (int j = 0; j < 2 * TLANES; j++) mb[j] = rms ? (T)0 : (T)mean[k + j];
@@ -1109,6 +1121,8 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
                         TF(prefetch_span)(xr + sub * s->xr, 2 * TLANES * (ptrdiff_t)sizeof(T), 0);
                         TF(prefetch_span)(dyr + sub * s->yr, 2 * TLANES * (ptrdiff_t)sizeof(T), 0);
                     }
+                    fn_ahead_step(&next_x, 2 * TLANES * (ptrdiff_t)sizeof(T));
+                    fn_ahead_step(&next_dy, 2 * TLANES * (ptrdiff_t)sizeof(T));
                     VT d0 = TF(loadt)(xr) - m0, d1 = TF(loadt)(xr + TLANES) - m1;
                     VT g0 = TF(loadt)(dyr), g1 = TF(loadt)(dyr + TLANES);
                     if (wred) { VT wv = z + wred[r]; g0 *= wv; g1 *= wv; }
@@ -1128,6 +1142,8 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
                     s0[k + j] += (double)tc[j]; s1[k + j] += (double)ta[j]; s2[k + j] += (double)tb[j];
                 }
             }
+            fn_ahead_rest(&next_x);
+            fn_ahead_rest(&next_dy);
         }
         for (ptrdiff_t r = r0; r < r1; r++) {
             const T *xr = xs + r * s->xr, *dyr = dys + r * s->yr;
@@ -1711,11 +1727,12 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     /* part: superblock sums (each slab's folded into its first, col_bwd_fold);
      * per column of each slab the group's mean (given, then corrected), rstd, c1
      * and c2 */
-    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 5 * (size_t)AK)
-                                    + sizeof(T) * (size_t)(A * cs) + sizeof(int) * (size_t)A);
+    ptrdiff_t cf_at = fn_line_doubles(3 * K * n_items + 5 * AK);
+    double *part = (double *)fn_scratch_alloc(sizeof(double) * (size_t)cf_at
+                                              + sizeof(T) * (size_t)(A * cs + FN_COEF_LEAD) + sizeof(int) * (size_t)A);
     if (!part) return FN_ENOMEM;
-    T *cf = (T *)(part + 3 * K * n_items + 5 * AK);
-    int *cf_ok = (int *)(cf + A * cs);
+    T *cf = TF(col_coef_base)((T *)(part + cf_at), dx);
+    int *cf_ok = (int *)((T *)(part + cf_at) + A * cs + FN_COEF_LEAD);
     double *mg = part + 3 * K * n_items, *cm = mg + AK, *cr = cm + AK, *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
     ptrdiff_t cw = TF(col_bwd_narrow_ok)(s, NULL) ? 0 : TF(col_fused_cols)(s, nt);
@@ -1779,14 +1796,15 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
      * thread is 0 only where it is 0 at every count */
     int walk_possible = !narrow && TF(col_fused_cols)(s, 1) != 0;
     ptrdiff_t n_row_sums = (p->dw && wred && dx && !walk_possible) ? 2 * A * s->R : 0;
-    double *part = (double *)fn_scratch_alloc(sizeof(double) * (3 * (size_t)K * (size_t)n_items + 3 * (size_t)U
-                                                                + (size_t)n_row_sums)
-                                    + sizeof(T) * (size_t)(A * TF(col_dx_size)(K)) + sizeof(int) * (size_t)A);
+    ptrdiff_t cf_at = fn_line_doubles(3 * K * n_items + 3 * U + n_row_sums);
+    double *part = (double *)fn_scratch_alloc(sizeof(double) * (size_t)cf_at
+                                              + sizeof(T) * (size_t)(A * TF(col_dx_size)(K) + FN_COEF_LEAD)
+                                              + sizeof(int) * (size_t)A);
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
     double *coef = part + 3 * K * n_items;
     double *row_dw = n_row_sums ? coef + 3 * U : NULL, *row_db = n_row_sums ? row_dw + A * s->R : NULL;
-    T *cf = (T *)(coef + 3 * U + n_row_sums);
-    int *cf_ok = (int *)(cf + A * TF(col_dx_size)(K));
+    T *cf = TF(col_coef_base)((T *)(part + cf_at), dx);
+    int *cf_ok = (int *)((T *)(part + cf_at) + A * TF(col_dx_size)(K) + FN_COEF_LEAD);
     if (fused) {
         const double *cols[5] = {p->cmean, p->rstd, coef, coef + K, coef + 2 * K};
         TF(col_bwd_walk)(s, p, x, dy, dx, wred, NULL, wunit, p->mean, part, coef, cols, 3 * K, cf, cf_ok, fused,

@@ -87,6 +87,11 @@
 #ifndef FN_COL_AHEAD_ROW_BYTES
 #define FN_COL_AHEAD_ROW_BYTES 1024
 #endif
+/* Column statistics over contiguous rows shorter than this ask for the next
+ * sub-block's lines in address order instead (fn_ahead_cursor); with rows of
+ * 8 KiB and more, sub-blocks of one to three rows, the chunk requests above ran
+ * 5-7 % faster (a C loop of col_block_sums' shape, one thread, Zen 3). */
+#define FN_COL_SEQ_AHEAD_MAX_ROW_BYTES 8192
 /* Most columns whose backward lane sums col_bwd_super carries between sub-blocks
  * (on its stack); wider slabs are walked without sub-blocks. */
 #define FN_COL_CARRY_MAX 1024
@@ -648,6 +653,44 @@ static inline void fn_unit_offsets(const fn_seg_shape *s, ptrdiff_t g, ptrdiff_t
 static inline ptrdiff_t fn_l1_sub_rows(ptrdiff_t row_bytes)
 {
     return fn_max(1, FN_L1_BYTES / 2 / fn_max(1, row_bytes));
+}
+
+/* n doubles rounded up to whole cache lines: where a line-aligned block
+ * (fn_scratch_alloc) goes on with arrays that must start a line. */
+static inline ptrdiff_t fn_line_doubles(ptrdiff_t n)
+{
+    const ptrdiff_t per = FN_LINE_BYTES / (ptrdiff_t)sizeof(double);
+    return (n + per - 1) / per * per;
+}
+
+/* Requests for the lines a column walk reads next, in address order: a chunk of
+ * columns reads a few lines of every row of its sub-block, a pattern the
+ * prefetchers follow badly (column sums of 128 or 200 float32 columns read at
+ * 0.45-0.6x the speed of row sums of the same bytes). The walk asks, at each
+ * step, for as many bytes of the next sub-block as the step reads, so the
+ * requests stay one sub-block ahead. A cursor with at == end asks for nothing.
+ * The lines go to L2 (a locality of 2): into L1, column moments of 32 to 200
+ * float32 columns ran 2-8 % slower, one and two threads. */
+typedef struct { uintptr_t at, end; } fn_ahead_cursor;
+
+static inline fn_ahead_cursor fn_ahead_over(const void *from, const void *end)
+{
+    fn_ahead_cursor c = {(uintptr_t)from - (uintptr_t)from % FN_LINE_BYTES, (uintptr_t)end};
+    return c;
+}
+
+static inline __attribute__((always_inline)) void fn_ahead_step(fn_ahead_cursor *c, ptrdiff_t bytes)
+{
+    for (ptrdiff_t o = 0; o < bytes; o += FN_LINE_BYTES) {
+        if (c->at < c->end) __builtin_prefetch((const void *)c->at, 0, 2);
+        c->at += FN_LINE_BYTES;
+    }
+}
+
+/* The cursor's lines not asked for yet, all at once. */
+static inline void fn_ahead_rest(fn_ahead_cursor *c)
+{
+    for (; c->at < c->end; c->at += FN_LINE_BYTES) __builtin_prefetch((const void *)c->at, 0, 2);
 }
 
 /* Items per chunk of a parallel loop over n items of item_elems values each:

@@ -30,20 +30,36 @@
 
 #define FN_SCRATCH_SLOTS 4
 #define FN_SCRATCH_KEEP_BYTES ((size_t)8 << 20)
-/* the block's capacity sits before the caller's pointer; 64 bytes keep the
- * pointer as aligned as malloc's */
+/* The block's capacity and malloc's pointer sit before the caller's pointer,
+ * which starts a cache line: the column kernels place their coefficient arrays
+ * at y's offset within a line (col_coef_base), so that their loads are as
+ * aligned as the stores to y. */
 #define FN_SCRATCH_HEADER 64
+
+typedef struct {
+    size_t cap;
+    void *raw;
+} fn_scratch_head;
 
 static void *fn_scratch_new(size_t bytes)
 {
-    char *p = (char *)malloc(FN_SCRATCH_HEADER + bytes);
-    if (!p) return NULL;
-    *(size_t *)p = bytes;
-    return p + FN_SCRATCH_HEADER;
+    char *raw = (char *)malloc(FN_SCRATCH_HEADER + FN_LINE_BYTES + bytes);
+    if (!raw) return NULL;
+    char *q = raw + FN_SCRATCH_HEADER + (FN_LINE_BYTES - (uintptr_t)raw % FN_LINE_BYTES) % FN_LINE_BYTES;
+    fn_scratch_head h = {bytes, raw};
+    __builtin_memcpy(q - FN_SCRATCH_HEADER, &h, sizeof h);
+    return q;
 }
 
-static size_t fn_scratch_cap(void *q) { return *(size_t *)((char *)q - FN_SCRATCH_HEADER); }
-static void fn_scratch_release(void *q) { free((char *)q - FN_SCRATCH_HEADER); }
+static fn_scratch_head fn_scratch_head_of(void *q)
+{
+    fn_scratch_head h;
+    __builtin_memcpy(&h, (char *)q - FN_SCRATCH_HEADER, sizeof h);
+    return h;
+}
+
+static size_t fn_scratch_cap(void *q) { return fn_scratch_head_of(q).cap; }
+static void fn_scratch_release(void *q) { free(fn_scratch_head_of(q).raw); }
 
 #if FN_SCRATCH_CACHE
 #include <pthread.h>

@@ -2356,12 +2356,22 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
     /* rows in sub-blocks (fn_l1_sub_rows) when there are several chunks, each
      * chunk's sums carried in s1, s2 from one sub-block to the next (column
      * moments K = 256 ran 1.3x slower than row moments of the same bytes without);
-     * rows of FN_COL_AHEAD_ROW_BYTES and more ask for the chunk's lines of the
-     * next sub-block as they are read */
-    ptrdiff_t sub = kc > 4 * TLANES ? fn_l1_sub_rows(K * (ptrdiff_t)sizeof(T)) : r1 - r0;
-    int ahead = sub < r1 - r0 && K * (ptrdiff_t)sizeof(T) >= FN_COL_AHEAD_ROW_BYTES;
+     * contiguous rows under FN_COL_SEQ_AHEAD_MAX_ROW_BYTES ask for the next
+     * sub-block's lines in address order as they go (fn_ahead_cursor), the
+     * sub-blocks of a block made equal so that each asks for as many bytes as the
+     * next one reads; other rows of FN_COL_AHEAD_ROW_BYTES and more ask for the
+     * chunk's lines of the next sub-block as they are read */
+    ptrdiff_t row_bytes = K * (ptrdiff_t)sizeof(T), sub = r1 - r0;
+    if (kc > 4 * TLANES) {
+        ptrdiff_t parts = fn_max(1, (r1 - r0 + fn_l1_sub_rows(row_bytes) - 1) / fn_l1_sub_rows(row_bytes));
+        sub = (r1 - r0 + parts - 1) / parts;
+    }
+    int seq = s->xr == K && row_bytes < FN_COL_SEQ_AHEAD_MAX_ROW_BYTES;
+    int ahead = !seq && sub < r1 - r0 && row_bytes >= FN_COL_AHEAD_ROW_BYTES;
     for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
         ptrdiff_t re = fn_min(rs + sub, r1);
+        fn_ahead_cursor next = {0, 0};
+        if (seq) next = fn_ahead_over(xs + re * K, xs + fn_min(re + sub, s->R) * K);
         for (k = 0; k < kc; k += 4 * TLANES) {
             VT c0 = tz, c1 = tz, c2 = tz, c3 = tz;
             if (c) {
@@ -2378,6 +2388,7 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
             for (ptrdiff_t r = rs; r < re; r++) {
                 const T *row = xs + r * s->xr + k;
                 if (ahead && r + sub < r1) TF(prefetch_span)(row + sub * s->xr, 4 * TLANES * (ptrdiff_t)sizeof(T), 0);
+                fn_ahead_step(&next, 4 * TLANES * (ptrdiff_t)sizeof(T));
                 VT d0 = TF(loadt)(row) - c0, d1 = TF(loadt)(row + TLANES) - c1;
                 VT d2 = TF(loadt)(row + 2 * TLANES) - c2, d3 = TF(loadt)(row + 3 * TLANES) - c3;
                 a0 += d0; q0 += d0 * d0; a1 += d1; q1 += d1 * d1;
@@ -2388,6 +2399,7 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
             TF(storet)(s2 + k, q0); TF(storet)(s2 + k + TLANES, q1);
             TF(storet)(s2 + k + 2 * TLANES, q2); TF(storet)(s2 + k + 3 * TLANES, q3);
         }
+        fn_ahead_rest(&next);
     }
     k = kc;
     for (; k + TLANES <= K; k += TLANES) {
@@ -2630,7 +2642,24 @@ static inline __attribute__((always_inline)) int TF(col_coeffs_loop)(
  * continuation. */
 static inline ptrdiff_t TF(col_c2)(ptrdiff_t K)
 {
-    return K + fn_max(K, TLANES);
+    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(T);
+    return (K + fn_max(K, TLANES) + line - 1) / line * line;
+}
+
+/* Values a line-aligned block (fn_scratch_alloc) holds before the coefficient
+ * arrays that start in it, at y's offset within a cache line (col_coef_base). */
+#define FN_COEF_LEAD (FN_LINE_BYTES / (ptrdiff_t)sizeof(T))
+
+/* Where coefficient arrays spaced col_c2(K) apart start in a line-aligned
+ * block: at y's offset within a line. A normalize walk stores whole vectors
+ * from y's vector boundaries on and loads the coefficients of the same columns,
+ * so those loads are aligned too wherever a row's bytes are a whole number of
+ * vectors. From a line-aligned block, inference BatchNorm (32, 28, 28, 128) with
+ * y 16 bytes into a line took 1.2-1.4x as long (each coefficient vector
+ * straddling two lines in turn), and a malloc'ed one gave either. */
+static inline T *TF(col_coef_base)(T *block, const T *y)
+{
+    return block + (ptrdiff_t)((uintptr_t)y % FN_LINE_BYTES) / (ptrdiff_t)sizeof(T);
 }
 
 /* An array of K per-column values followed by its first TLANES values again,
@@ -2843,12 +2872,20 @@ static void TF(col_slab_stats)(const fn_col_shape *s, const T *x, const fn_norm_
     TF(col_fold_finish)(mean, m2, ca, n, K, s->Kg, p->mean_frame, rms, x + a * s->xa);
 }
 
-/* scratch: 9K + 4 TLANES doubles (statistics, then the coefficients) */
+/* Doubles of col_slab's scratch: col_slab_stats' 9K + 4 TLANES, or the
+ * coefficients from their base (col_coef_base) where those take more. */
+static inline size_t TF(col_slab_doubles)(ptrdiff_t K)
+{
+    ptrdiff_t coef_bytes = (4 * TF(col_c2)(K) + FN_COEF_LEAD) * (ptrdiff_t)sizeof(T);
+    return (size_t)fn_max(9 * K + 4 * TLANES, (coef_bytes + (ptrdiff_t)sizeof(double) - 1) / (ptrdiff_t)sizeof(double));
+}
+
+/* scratch: col_slab_doubles(K), line-aligned (statistics, then the coefficients) */
 static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t a, double *scratch)
 {
     if (!p->stats_given) TF(col_slab_stats)(s, x, p, a, scratch);
     if (y) {
-        T *c = (T *)scratch;
+        T *c = TF(col_coef_base)((T *)scratch, y);
         int ok = TF(col_coeffs)(s, p, a, c);
         TF(col_norm_rows)(s, x, y, p, a, 0, s->R, c, ok);
     }
@@ -2903,9 +2940,10 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
     }
     if (y) {
         ptrdiff_t cs = 4 * TF(col_c2)(K);
-        T *coef = (T *)fn_scratch_alloc(sizeof(T) * (size_t)cs * (size_t)A + sizeof(int) * (size_t)A);
-        if (!coef) return FN_ENOMEM;
-        int *ok = (int *)(coef + cs * A);
+        T *block = (T *)fn_scratch_alloc(sizeof(T) * (size_t)(cs * A + FN_COEF_LEAD) + sizeof(int) * (size_t)A);
+        if (!block) return FN_ENOMEM;
+        T *coef = TF(col_coef_base)(block, y);
+        int *ok = (int *)(block + cs * A + FN_COEF_LEAD);
         int flat = TF(col_flat_ok)(s, y, p);
         for (ptrdiff_t a = 0; a < A; a++) {
             ok[a] = TF(col_coeffs)(s, p, a, coef + cs * a);
@@ -2927,7 +2965,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
             if (flat && (e0 % K != 0 || e1 % K != 0)) TF(col_norm_flat)(s, x, y, p, a, e0, e1, ca);
             else TF(col_norm_rows)(s, x, y, p, a, e0 / K, e1 / K, ca, ok[a]);
         );
-        fn_scratch_free(coef);
+        fn_scratch_free(block);
     }
     return FN_OK;
 }
@@ -2987,10 +3025,11 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
     /* per thread, col_super_stats' 6 cw doubles and the item's partial statistics;
      * then the coefficients of every slab and a flag per slab */
     double *work = (double *)fn_scratch_alloc(sizeof(double) * 8 * (size_t)cw * (size_t)ntc
-                                              + sizeof(T) * (size_t)cs * (size_t)A + sizeof(int) * (size_t)A);
+                                              + sizeof(T) * (size_t)(cs * A + FN_COEF_LEAD) + sizeof(int) * (size_t)A);
     if (!work) return FN_ENOMEM;
-    T *coef = (T *)(work + 8 * cw * ntc);
-    int *ok = (int *)(coef + cs * A);
+    /* (8 cw ntc doubles: the coefficients' block starts a line) */
+    T *coef = TF(col_coef_base)((T *)(work + 8 * cw * ntc), y);
+    int *ok = (int *)((T *)(work + 8 * cw * ntc) + cs * A + FN_COEF_LEAD);
     for (ptrdiff_t a = 0; a < A; a++) ok[a] = 1;
     fn_share sh[FN_MAX_SHARES];
     fn_shares_init(sh, ntc, A * ncut);
@@ -3140,7 +3179,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
         fn_shares_init(sh, ntc, A);
 #pragma omp parallel num_threads(ntc) if (ntc > 1)
         {
-            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * (9 * (size_t)K + 4 * TLANES));
+            double *scratch = (double *)fn_scratch_alloc(sizeof(double) * TF(col_slab_doubles)(K));
             if (!scratch) {
 #pragma omp atomic write
                 status = FN_ENOMEM;
