@@ -1091,9 +1091,11 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
         sub = (FN_COL_BLOCK + parts - 1) / parts;
     }
     /* contiguous rows: the next sub-block's lines of x and dy in address order
-     * (fn_ahead_cursor, as col_block_sums); else see FN_COL_AHEAD_ROW_BYTES: the
-     * chunk's lines of the next sub-block */
-    int seq = s->xr == K && s->yr == K && row_bytes < FN_COL_SEQ_AHEAD_MAX_ROW_BYTES;
+     * (fn_ahead_cursor, as col_block_sums), where a sub-block is small (wider
+     * slabs, walked a block at a time, would ask for up to 1 MiB ahead); else see
+     * FN_COL_AHEAD_ROW_BYTES: the chunk's lines of the next sub-block */
+    int seq = s->xr == K && s->yr == K && row_bytes < FN_COL_SEQ_AHEAD_MAX_ROW_BYTES
+              && 2 * sub * row_bytes <= FN_L1_BYTES;
     int ahead = !seq && sub < FN_COL_BLOCK && row_bytes >= FN_COL_AHEAD_ROW_BYTES;
     for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += FN_COL_BLOCK) {
         ptrdiff_t r1 = fn_min(r0 + FN_COL_BLOCK, r_end);
