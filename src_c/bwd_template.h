@@ -1084,12 +1084,9 @@ static void TF(col_bwd_super)(const fn_col_shape *s, const fn_bwd_args *p, const
      * chunk's lane sums carried from one sub-block to the next in `carry` (the same
      * additions in the same order) */
     T carry[3 * FN_COL_CARRY_MAX];
-    ptrdiff_t row_bytes = K * (ptrdiff_t)sizeof(T), sub = FN_COL_BLOCK;
-    if (kv > 2 * TLANES && kv <= FN_COL_CARRY_MAX) {
-        /* equal sub-blocks, each asking for as many bytes as the next reads */
-        ptrdiff_t fit = fn_l1_sub_rows(2 * row_bytes), parts = (FN_COL_BLOCK + fit - 1) / fit;
-        sub = (FN_COL_BLOCK + parts - 1) / parts;
-    }
+    ptrdiff_t row_bytes = K * (ptrdiff_t)sizeof(T);
+    ptrdiff_t sub = kv > 2 * TLANES && kv <= FN_COL_CARRY_MAX ? fn_equal_sub_rows(FN_COL_BLOCK, 2 * row_bytes)
+                                                                : FN_COL_BLOCK;
     /* contiguous rows: the next sub-block's lines of x and dy in address order
      * (fn_ahead_cursor, as col_block_sums), where a sub-block is small (wider
      * slabs, walked a block at a time, would ask for up to 1 MiB ahead); else see
@@ -1733,8 +1730,8 @@ static int TF(col_bwd_groups)(const fn_col_shape *s, const T *x, const T *dy, T 
     double *part = (double *)fn_scratch_alloc(sizeof(double) * (size_t)cf_at
                                               + sizeof(T) * (size_t)(A * cs + FN_COEF_LEAD) + sizeof(int) * (size_t)A);
     if (!part) return FN_ENOMEM;
-    T *cf = TF(col_coef_base)((T *)(part + cf_at), dx);
-    int *cf_ok = (int *)((T *)(part + cf_at) + A * cs + FN_COEF_LEAD);
+    T *cf_block = (T *)(part + cf_at), *cf = TF(col_coef_base)(cf_block, dx);
+    int *cf_ok = (int *)(cf_block + A * cs + FN_COEF_LEAD);
     double *mg = part + 3 * K * n_items, *cm = mg + AK, *cr = cm + AK, *cc1 = cr + AK, *cc2 = cc1 + AK;
     for (ptrdiff_t i = 0; i < AK; i++) mg[i] = rms ? 0.0 : p->mean[(i / K) * NG + (i % K) / Kg];
     ptrdiff_t cw = TF(col_bwd_narrow_ok)(s, NULL) ? 0 : TF(col_fused_cols)(s, nt);
@@ -1805,8 +1802,8 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
     if (!part) { if (nt > 1) fn_threads_release(nt); return FN_ENOMEM; }
     double *coef = part + 3 * K * n_items;
     double *row_dw = n_row_sums ? coef + 3 * U : NULL, *row_db = n_row_sums ? row_dw + A * s->R : NULL;
-    T *cf = TF(col_coef_base)((T *)(part + cf_at), dx);
-    int *cf_ok = (int *)((T *)(part + cf_at) + A * TF(col_dx_size)(K) + FN_COEF_LEAD);
+    T *cf_block = (T *)(part + cf_at), *cf = TF(col_coef_base)(cf_block, dx);
+    int *cf_ok = (int *)(cf_block + A * TF(col_dx_size)(K) + FN_COEF_LEAD);
     if (fused) {
         const double *cols[5] = {p->cmean, p->rstd, coef, coef + K, coef + 2 * K};
         TF(col_bwd_walk)(s, p, x, dy, dx, wred, NULL, wunit, p->mean, part, coef, cols, 3 * K, cf, cf_ok, fused,

@@ -655,6 +655,15 @@ static inline ptrdiff_t fn_l1_sub_rows(ptrdiff_t row_bytes)
     return fn_max(1, FN_L1_BYTES / 2 / fn_max(1, row_bytes));
 }
 
+/* Rows per sub-block when n rows are cut into equal sub-blocks of at most
+ * fn_l1_sub_rows(row_bytes) each: a walk that asks for the next sub-block's
+ * lines as it reads (fn_ahead_cursor) then asks for what the next one reads. */
+static inline ptrdiff_t fn_equal_sub_rows(ptrdiff_t n, ptrdiff_t row_bytes)
+{
+    ptrdiff_t fit = fn_l1_sub_rows(row_bytes), parts = fn_max(1, (n + fit - 1) / fit);
+    return (n + parts - 1) / parts;
+}
+
 /* n doubles rounded up to whole cache lines: where a line-aligned block
  * (fn_scratch_alloc) goes on with arrays that must start a line. */
 static inline ptrdiff_t fn_line_doubles(ptrdiff_t n)

@@ -2365,11 +2365,8 @@ static void TF(col_block_sums)(const fn_col_shape *s, const T *xs, ptrdiff_t r0,
      * sub-blocks of a block made equal so that each asks for as many bytes as the
      * next one reads; other rows of FN_COL_AHEAD_ROW_BYTES and more ask for the
      * chunk's lines of the next sub-block as they are read */
-    ptrdiff_t row_bytes = K * (ptrdiff_t)sizeof(T), sub = r1 - r0;
-    if (kc > 4 * TLANES) {
-        ptrdiff_t parts = fn_max(1, (r1 - r0 + fn_l1_sub_rows(row_bytes) - 1) / fn_l1_sub_rows(row_bytes));
-        sub = (r1 - r0 + parts - 1) / parts;
-    }
+    ptrdiff_t row_bytes = K * (ptrdiff_t)sizeof(T);
+    ptrdiff_t sub = kc > 4 * TLANES ? fn_equal_sub_rows(r1 - r0, row_bytes) : r1 - r0;
     int seq = s->xr == K && row_bytes < FN_COL_SEQ_AHEAD_MAX_ROW_BYTES;
     int ahead = !seq && sub < r1 - r0 && row_bytes >= FN_COL_AHEAD_ROW_BYTES;
     for (ptrdiff_t rs = r0; rs < r1; rs += sub) {
@@ -3032,8 +3029,8 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
                                               + sizeof(T) * (size_t)(cs * A + FN_COEF_LEAD) + sizeof(int) * (size_t)A);
     if (!work) return FN_ENOMEM;
     /* (8 cw ntc doubles: the coefficients' block starts a line) */
-    T *coef = TF(col_coef_base)((T *)(work + 8 * cw * ntc), y);
-    int *ok = (int *)((T *)(work + 8 * cw * ntc) + cs * A + FN_COEF_LEAD);
+    T *block = (T *)(work + 8 * cw * ntc), *coef = TF(col_coef_base)(block, y);
+    int *ok = (int *)(block + cs * A + FN_COEF_LEAD);
     for (ptrdiff_t a = 0; a < A; a++) ok[a] = 1;
     fn_share sh[FN_MAX_SHARES];
     fn_shares_init(sh, ntc, A * ncut);
