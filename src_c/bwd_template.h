@@ -765,16 +765,18 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
         }
         if (q->stream) fn_store_fence();
     );
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (ptrdiff_t j = 0; j < np_; j++) {
-        double w = 0, b = 0;
-        for (ptrdiff_t g = 0; g < ng; g++) {
-            w += (double)part[g * gs + j];
-            if (p->db) b += (double)part[g * gs + np_ + 16 + j];
+    /* the groups' partials folded per parameter, in ranges of FN_BLOCK */
+    FN_PARALLEL_SHARES(nt, (np_ + FN_BLOCK - 1) / FN_BLOCK, c,
+        for (ptrdiff_t j = c * FN_BLOCK; j < fn_min(np_, (c + 1) * FN_BLOCK); j++) {
+            double w = 0, b = 0;
+            for (ptrdiff_t g = 0; g < ng; g++) {
+                w += (double)part[g * gs + j];
+                if (p->db) b += (double)part[g * gs + np_ + 16 + j];
+            }
+            p->dw[j] = w;
+            if (p->db) p->db[j] = b;
         }
-        p->dw[j] = w;
-        if (p->db) p->db[j] = b;
-    }
+    );
     fn_scratch_free(part);
     return FN_OK;
 }
@@ -1845,25 +1847,26 @@ static int TF(col_bwd)(const fn_col_shape *s, const T *x, const T *dy, T *dx, co
         }
     } else if (p->dw && wred) {
         /* (no dx pass, or few rows, which the one walk may take) sum over (a, k)
-         * for each r, in a then k order: one row per item */
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 16) if (nt > 1)
-        for (ptrdiff_t r = 0; r < s->R; r++) {
-            double dwr = 0, dbr = 0;
-            for (ptrdiff_t a = 0; a < A; a++) {
-                const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
-                const double *mean = p->cmean + a * K, *rstd = p->rstd + a * K;
-                double sw = 0, sb = 0;
-#pragma omp simd reduction(+ : sw, sb)
-                for (ptrdiff_t k = 0; k < K; k++) {
-                    double g = (double)dyr[k];
-                    sw += g * (((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k]);
-                    sb += g;
+         * for each r, in a then k order: 16 rows per item */
+        FN_PARALLEL_SHARES(nt, (s->R + 15) / 16, c,
+            for (ptrdiff_t r = c * 16; r < fn_min(s->R, (c + 1) * 16); r++) {
+                double dwr = 0, dbr = 0;
+                for (ptrdiff_t a = 0; a < A; a++) {
+                    const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
+                    const double *mean = p->cmean + a * K, *rstd = p->rstd + a * K;
+                    double sw = 0, sb = 0;
+                    _Pragma("omp simd reduction(+ : sw, sb)")
+                    for (ptrdiff_t k = 0; k < K; k++) {
+                        double g = (double)dyr[k];
+                        sw += g * (((double)xr[k] - (rms ? 0.0 : mean[k])) * rstd[k]);
+                        sb += g;
+                    }
+                    dwr += sw; dbr += sb;
                 }
-                dwr += sw; dbr += sb;
+                p->dw[r] = dwr;
+                if (p->db) p->db[r] = dbr;
             }
-            p->dw[r] = dwr;
-            if (p->db) p->db[r] = dbr;
-        }
+        );
     }
     fn_scratch_free(part);
     if (nt > 1) fn_threads_release(nt);

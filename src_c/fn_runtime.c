@@ -417,10 +417,9 @@ void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
     const size_t chunk = (size_t)1 << 16;
     ptrdiff_t nchunks = (ptrdiff_t)((nbytes + chunk - 1) / chunk);
     int nt = nthreads > 1 ? fn_threads_acquire(nthreads) : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (ptrdiff_t i = 0; i < nchunks; i++) {
+    FN_PARALLEL_SHARES(nt, nchunks, i,
         size_t off = (size_t)i * chunk, len = nbytes - off < chunk ? nbytes - off : chunk;
         memcpy((char *)dst + off, (const char *)src + off, len);
-    }
+    );
     if (nt > 1) fn_threads_release(nt);
 }

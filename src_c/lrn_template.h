@@ -129,19 +129,18 @@ static int LF(lrn_run)(const fn_lrn_shape *s, const T *x, const T *dy, T *out, c
         fn_threads_release(nt);
         return FN_ENOMEM;
     }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#ifdef _OPENMP
-        double *mine = scratch + (size_t)omp_get_thread_num() * (size_t)pl.per_thread;
-#else
-        double *mine = scratch;
-#endif
-#pragma omp for schedule(dynamic, 1)
-        for (ptrdiff_t it = 0; it < pl.items; it++) {
+    /* tiles in shares (fn_share), each thread with its scratch */
+    int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+    fn_share sh[FN_MAX_SHARES];
+    fn_shares_init(sh, ntc, pl.items);
+    FN_PARALLEL_TEAM(ntc, tid,
+        double *mine = scratch + (size_t)tid * (size_t)pl.per_thread;
+        ptrdiff_t it;
+        while ((it = fn_shares_claim(sh, ntc, tid)) >= 0) {
             if (dy) LF(lrn_bwd_tile)(s, x, dy, out, &q, &pl, it, mine);
             else LF(lrn_tile)(s, x, out, &q, &pl, q.before, it, mine);
         }
-    }
+    );
     fn_scratch_free(scratch);
     fn_threads_release(nt);
     return FN_OK;

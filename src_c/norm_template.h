@@ -249,10 +249,45 @@ static inline void TF(store_part)(T *p, ptrdiff_t n, VT v)
  * plain sum, as NumPy's (+-inf where the values hold one sign of inf). */
 static inline T TF(shift_of)(T first) { return (T)fn_finite_or_zero((double)first); }
 
+/* 1 when each of the n values at x equals c: a constant block (padding rows, a
+ * channel that a ReLU zeroed), whose sums in double are exactly +0 and +0 (each
+ * x - c is +-0). Its T-precision sums fail sums_ok only because s2 is below
+ * FN_TINY_SQ; a compare pass is cheaper than the double rerun, which took
+ * LayerNorm (32, 512) over constant rows from 3.8 to 7.4 us. */
+static inline int TF(all_equal)(const T *x, ptrdiff_t n, double c)
+{
+    T ct = (T)c;
+    if ((double)ct != c) return 0;
+    /* explicit vectors: the callers are cold, compiled for size, unvectorized */
+#if FN_T_BYTES == 4
+    typedef int32_t TF(vi) __attribute__((vector_size(FN_VBYTES)));
+#else
+    typedef int64_t TF(vi) __attribute__((vector_size(FN_VBYTES)));
+#endif
+    const VT cv = (VT){0} + ct;
+    TF(vi) ne = {0}, ne1 = {0};
+    ptrdiff_t i = 0;
+    for (; i + 4 * TLANES <= n; i += 4 * TLANES) {
+        ne |= (TF(vi))(TF(loadt)(x + i) != cv) | (TF(vi))(TF(loadt)(x + i + TLANES) != cv);
+        ne1 |= (TF(vi))(TF(loadt)(x + i + 2 * TLANES) != cv) | (TF(vi))(TF(loadt)(x + i + 3 * TLANES) != cv);
+    }
+    for (; i + TLANES <= n; i += TLANES) ne |= (TF(vi))(TF(loadt)(x + i) != cv);
+    ne |= ne1;
+    int any = 0;
+    for (int l = 0; l < TLANES; l++) any |= ne[l] != 0;
+    for (; i < n; i++) any |= x[i] != ct;
+    return !any;
+}
+
 /* s1 = sum(x - c), s2 = sum((x - c)^2) over n contiguous values, entirely in
  * double: the reference the fast version falls back to. */
 __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdiff_t n, double c, double *s1o, double *s2o)
 {
+    if (TF(all_equal)(x, n, c)) {
+        *s1o = 0.0;
+        *s2o = 0.0;
+        return;
+    }
     const VD zero = {0};
     const VD cv = zero + c;
     VD a0 = zero, q0 = zero, a1 = zero, q1 = zero;
@@ -425,6 +460,10 @@ static inline int TF(sums_stand)(double s1, double s2, ptrdiff_t n, int rms)
 
 __attribute__((noinline, cold)) static void TF(sq_sum_exact)(const T *x, ptrdiff_t n, double *s2o)
 {
+    if (TF(all_equal)(x, n, 0.0)) {
+        *s2o = 0.0;
+        return;
+    }
     const VD zero = {0};
     VD q0 = zero, q1 = zero;
     ptrdiff_t i = 0;
@@ -2007,7 +2046,11 @@ static fn_unit_coefs TF(given_coefs)(const fn_seg_shape *s, const fn_norm_args *
     unsigned char *fast = (unsigned char *)(sh + n);
     const T *w = (const T *)p->w, *b = (const T *)p->b;
     int wvec = s->wr2 != 0;
-    for (ptrdiff_t u = 0; u < U; u++) rstd[u] = 1.0 / sqrt(p->var[u] + p->eps);
+    /* var and eps in locals: the stores to rstd could alias p's fields
+     * (-fno-strict-aliasing), which kept this loop scalar */
+    const double *var = p->var, eps = p->eps;
+#pragma omp simd
+    for (ptrdiff_t u = 0; u < U; u++) rstd[u] = 1.0 / sqrt(var[u] + eps);
     /* units are (a, k), k fastest: no division per unit */
     for (ptrdiff_t a = 0, u = 0; a < s->A; a++)
         for (ptrdiff_t k = 0; k < s->K; k++, u++) wo[u] = k * s->wk;
@@ -2225,10 +2268,13 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
     if (x_bytes >= FN_LEAN_AHEAD_BYTES || (nt <= 1 && x_bytes >= FN_LEAN_AHEAD_BYTES / 2))
         lean_mode = row_bytes < FN_LEAN_PIPED_ROW_BYTES ? FN_LEAN_AHEAD
                     : nt <= 1 || row_bytes == FN_LEAN_PIPED_ROW_BYTES ? FN_LEAN_PIPED_FAR : FN_LEAN_PIPED;
-    if (p->stats_given && y && s->R1 > 1) {
+    if (p->stats_given && y) {
         /* nothing to reduce (inference BatchNorm): walk the segments in memory
          * order, (a, r1, k), so each thread streams through long runs instead of
-         * jumping between the planes of one channel */
+         * jumping between the planes of one channel. Units of one segment (a
+         * batch of one sample) too: seg_units would take each plane's square
+         * root and safety tests one plane after another, and normalize the
+         * planes one by one instead of as one run */
         ptrdiff_t n_items = s->A * s->R1 * s->K, chunk = fn_chunk_items(n_items, s->R2, nt);
         ptrdiff_t nchunks = (n_items + chunk - 1) / chunk;
         fn_unit_coefs cf = TF(given_coefs)(s, p, U);
@@ -2436,8 +2482,66 @@ __attribute__((noinline, cold)) static void TF(col_sums_exact)(const fn_col_shap
     }
 }
 
+/* 1 when each of the K <= FN_COL_CHECK columns at xs whose sums s1d, s2d over
+ * rows [r0, r1) fail fn_col_sums_ok holds its shift (c[k] as col_sums_exact
+ * takes it, 0 without c) in every row, and then sets those columns' sums to
+ * what col_sums_exact gives them, +0 and +0 (each x - c is +-0). A constant
+ * column (a channel that a ReLU zeroed) fails only because its s2 lies below
+ * FN_TINY_SQ; rerunning its chunk in double made training BatchNorm
+ * channels-last with an eighth of its channels zero 6-8x slower. The columns
+ * that pass keep their T-precision sums. */
+static int TF(col_fails_constant)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1, const T *c,
+                                  double *s1d, double *s2d)
+{
+#if FN_T_BYTES == 4
+    typedef int32_t TF(vi) __attribute__((vector_size(FN_VBYTES)));
+#else
+    typedef int64_t TF(vi) __attribute__((vector_size(FN_VBYTES)));
+#endif
+    double tiny = (double)(r1 - r0) * FN_TINY_SQ;
+    T shift[FN_COL_CHECK];
+    int fails[FN_COL_CHECK];
+    for (ptrdiff_t k = 0; k < s->K; k++) {
+        fails[k] = !((s1d[k] - s1d[k] == 0) & (s2d[k] - s2d[k] == 0) & (s2d[k] >= tiny));
+        double ck = c ? fn_finite_or_zero((double)c[k]) : 0.0;
+        shift[k] = (T)ck;
+        /* a shift that T cannot hold is never met */
+        if (fails[k] && (double)shift[k] != ck) return 0;
+    }
+    /* only the vectors of columns that hold a failing one (a ReLU's zeroed
+     * channels are few), each lane compared where its column fails; the
+     * columns past the last whole vector one by one */
+    ptrdiff_t vcol[FN_COL_CHECK], nv = 0, tcol[FN_COL_CHECK], nt = 0, kv = s->K / TLANES * TLANES;
+    VT vshift[FN_COL_CHECK];
+    TF(vi) vmask[FN_COL_CHECK];
+    for (ptrdiff_t k0 = 0; k0 < kv; k0 += TLANES) {
+        int any = 0;
+        for (ptrdiff_t l = 0; l < TLANES; l++) {
+            any |= fails[k0 + l];
+            vshift[nv][l] = shift[k0 + l];
+            vmask[nv][l] = fails[k0 + l] ? -1 : 0;
+        }
+        if (any) vcol[nv++] = k0;
+    }
+    for (ptrdiff_t k = kv; k < s->K; k++)
+        if (fails[k]) tcol[nt++] = k;
+    TF(vi) ne = {0};
+    int differs = 0;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const T *row = xs + r * s->xr;
+        for (ptrdiff_t v = 0; v < nv; v++) ne |= (TF(vi))(TF(loadt)(row + vcol[v]) != vshift[v]) & vmask[v];
+        for (ptrdiff_t j = 0; j < nt; j++) differs |= row[tcol[j]] != shift[tcol[j]];
+    }
+    for (ptrdiff_t l = 0; l < TLANES; l++) differs |= ne[l] != 0;
+    if (differs) return 0;
+    for (ptrdiff_t k = 0; k < s->K; k++)
+        if (fails[k]) { s1d[k] = 0.0; s2d[k] = 0.0; }
+    return 1;
+}
+
 /* The double fallback (col_sums_exact) for the chunks of FN_COL_CHECK columns
- * whose T-precision sums s1d, s2d over rows [r0, r1) cannot be trusted. */
+ * whose T-precision sums s1d, s2d over rows [r0, r1) cannot be trusted, but
+ * for chunks whose failing columns are constant (col_fails_constant). */
 static void TF(col_sums_checked)(const fn_col_shape *s, const T *xs, ptrdiff_t r0, ptrdiff_t r1, const T *c,
                                  double *s1d, double *s2d)
 {
@@ -2445,6 +2549,7 @@ static void TF(col_sums_checked)(const fn_col_shape *s, const T *xs, ptrdiff_t r
         fn_col_shape sub = *s;
         sub.K = fn_min(FN_COL_CHECK, s->K - k0);
         if (fn_col_sums_ok(s1d + k0, s2d + k0, sub.K, (double)(r1 - r0))) continue;
+        if (TF(col_fails_constant)(&sub, xs + k0, r0, r1, c ? c + k0 : NULL, s1d + k0, s2d + k0)) continue;
         for (ptrdiff_t k = k0; k < k0 + sub.K; k++) { s1d[k] = 0; s2d[k] = 0; }
         TF(col_sums_exact)(&sub, xs + k0, r0, r1, c ? c + k0 : NULL, s1d + k0, s2d + k0);
     }
@@ -2906,15 +3011,11 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         fn_share sh[FN_MAX_SHARES];
         int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
         fn_shares_init(sh, ntc, n_items);
-#pragma omp parallel num_threads(ntc)
-        {
+        FN_PARALLEL_TEAM(ntc, tid,
             double *scratch = (double *)fn_scratch_alloc(sizeof(double) * 6 * (size_t)cw);
-            if (!scratch) {
-#pragma omp atomic write
-                status = FN_ENOMEM;
-            }
+            if (!scratch) __atomic_store_n(&status, FN_ENOMEM, __ATOMIC_RELAXED);
             ptrdiff_t it;
-            while (scratch && (it = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0) {
+            while (scratch && (it = fn_shares_claim(sh, ntc, tid)) >= 0) {
                 ptrdiff_t blk = it / ncut, k0 = (it % ncut) * cw;
                 fn_col_shape sub = *s;
                 sub.K = fn_min(cw, K - k0);
@@ -2922,7 +3023,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
                 TF(col_super_stats)(&sub, x + k0, blk / nsb, blk % nsb, rms, scratch, pm, pm + K);
             }
             fn_scratch_free(scratch);
-        }
+        );
         /* the means' compensations during the fold, as col_slab_stats keeps them */
         double *ca = status == FN_OK ? (double *)fn_scratch_alloc(sizeof(double) * (size_t)K) : NULL;
         if (!ca) { fn_scratch_free(part); return status != FN_OK ? status : FN_ENOMEM; }
@@ -3034,9 +3135,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
     for (ptrdiff_t a = 0; a < A; a++) ok[a] = 1;
     fn_share sh[FN_MAX_SHARES];
     fn_shares_init(sh, ntc, A * ncut);
-#pragma omp parallel num_threads(ntc) if (ntc > 1)
-    {
-        int tid = FN_THREAD_ID();
+    FN_PARALLEL_TEAM(ntc, tid,
         double *scratch = work + 8 * cw * tid;
         ptrdiff_t it;
         while ((it = fn_shares_claim(sh, ntc, tid)) >= 0) {
@@ -3054,7 +3153,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
             else
                 __atomic_store_n(&ok[a], 0, __ATOMIC_RELAXED);
         }
-    }
+    );
     int redo = 0;
     for (ptrdiff_t a = 0; a < A; a++) redo |= !ok[a];
     if (redo)
@@ -3182,18 +3281,14 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
         fn_share sh[FN_MAX_SHARES];
         int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
         fn_shares_init(sh, ntc, A);
-#pragma omp parallel num_threads(ntc) if (ntc > 1)
-        {
+        FN_PARALLEL_TEAM(ntc, tid,
             double *scratch = (double *)fn_scratch_alloc(sizeof(double) * TF(col_slab_doubles)(K));
-            if (!scratch) {
-#pragma omp atomic write
-                status = FN_ENOMEM;
-            }
+            if (!scratch) __atomic_store_n(&status, FN_ENOMEM, __ATOMIC_RELAXED);
             ptrdiff_t a;
-            while (scratch && (a = fn_shares_claim(sh, ntc, FN_THREAD_ID())) >= 0)
+            while (scratch && (a = fn_shares_claim(sh, ntc, tid)) >= 0)
                 TF(col_slab)(s, x, y, p, a, scratch);
             fn_scratch_free(scratch);
-        }
+        );
     } else {
         status = TF(col_split)(s, x, y, p, nt);
     }
