@@ -1573,7 +1573,12 @@ static void TF(col_dx_rows_exact)(const fn_col_shape *s, const T *x, const T *dy
  * thread's share from its end (fn_share_mirror), starting with the rows the sums
  * pass read last, still in L2: BatchNorm backward (16, 28, 28, 128) and (8, 28,
  * 28, 256) 13-20 % faster. Not when what L2 holds is under an eighth of the
- * share: (32, 56, 56, 64) ran 1-3 % slower mirrored. */
+ * share: (32, 56, 56, 64) ran 1-3 % slower mirrored. A fixed 1 MiB rather than
+ * the detected L2 (fn_l2_bytes): with 512 KiB of L2 and 32 MiB of L3 (AMD Zen
+ * 3), the detected size stopped mirroring (16, 28, 28, 128) and (8, 28, 28, 256)
+ * at two threads and (16, 14, 14, 256) at one, which then ran 2.5-4.6 % slower
+ * (same-process A/B, both orders, 2026-12-01): the rows read last are still in
+ * L3 there. */
 static int TF(col_dx_mirror)(ptrdiff_t K, ptrdiff_t n, int nt)
 {
     ptrdiff_t in_l2 = FN_L2_BYTES / (2 * FN_COL_BLOCK * K * (ptrdiff_t)sizeof(T));
