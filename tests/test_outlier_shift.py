@@ -5,15 +5,17 @@ of a column superblock's first eight rows) in float32 lanes, and the variance is
 those sums: a shift z standard deviations from the block's mean multiplies the
 rounding error by about 1 + z**2. An outlier of 100 as the first of 1024
 standard normal values gave a variance 1.4e-4 off (float32's own rounding:
-6e-8). Blocks whose shift lies more than 3 deviations away are summed again (in
-double for rows and planes, around their own means for columns); the bound here
-is 25 float32 ulp, which every case below exceeded before.
+6e-8). Blocks whose shift lies more than 3 deviations away are summed again
+around their own means (rows and planes: in float32, then moved back to the
+shift in float64, or in float64 where those sums fail too); the bound here is 25
+float32 ulp, which every case below exceeded before.
 """
 
 import numpy as np
 import pytest
 
 import fastnorm
+from reference import make_layout
 
 BOUND = 1.5e-6
 
@@ -91,3 +93,22 @@ def test_columns_of_few_rows_without_outliers(rows, threads):
         _, var = fastnorm.moments(xi, axis=0, num_threads=threads)
         worst = max(worst, _var_error(var, xi.astype(np.float64), 0))
     assert worst < 1e-6
+
+
+@pytest.mark.parametrize("L", [64, 768, 3000], ids=str)
+def test_far_first_values_give_the_same_bits_in_every_row_walk(L):
+    # a block whose first value lies far from its mean is summed again around
+    # its mean (dev_sums_recentred in src_c/norm_template.h), whichever walk
+    # read it: the row layouts and thread counts must agree bit for bit
+    rng = np.random.default_rng(L)
+    x = rng.standard_normal((256, L)).astype(np.float32)
+    x[::3, ::1024] += 50.0
+    x[1::3] = np.sort(x[1::3], axis=1)
+    want = fastnorm.layer_norm(x, return_stats=True, num_threads=1)
+    for layout in ("strided", "negative"):
+        for threads in (1, 2):
+            got = fastnorm.layer_norm(make_layout(x, layout), return_stats=True, num_threads=threads)
+            for a, e in zip(got, want):
+                np.testing.assert_array_equal(a, e)
+    mean, var = fastnorm.moments(x, axis=1)
+    assert _var_error(var, x.astype(np.float64), 1) < BOUND
