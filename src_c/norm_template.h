@@ -312,10 +312,12 @@ __attribute__((noinline, cold)) static void TF(dev_sums_exact)(const T *x, ptrdi
  * add latency: four vectors at a time, then single vectors into a0, then the
  * tail as a padded vector into a1 (padding with c adds nothing). A float32 sum
  * that overflows (|x - c| > 1.8e19 squared, or huge values summed) or whose
- * squares may have underflowed (mean square below FN_TINY_SQ, constant blocks
- * included) reruns the block in double; so do blocks holding inf or NaN, and
- * blocks whose first value (their shift) lies far from their mean (fn_shift_near:
- * the cancellation in s2 - s1^2 / n would multiply the float32 rounding). In RMS
+ * squares may have underflowed (mean square below FN_TINY_SQ; constant blocks
+ * are found by a compare pass, all_equal) reruns the block in double; so do
+ * blocks holding inf or NaN. Blocks whose first value (their shift) lies far
+ * from their mean (fn_shift_near: the cancellation in s2 - s1^2 / n would
+ * multiply the float32 rounding) are summed again around that mean
+ * (dev_sums_recentred). In RMS
  * mode (sq_sum) c is 0: x - 0 is x. Every reader of a row (plain loads,
  * realigned loads, the piped walk that feeds a row's vectors from inside
  * another row's loop) sends the same vectors to the same accumulators in the
