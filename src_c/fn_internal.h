@@ -455,14 +455,21 @@ static inline int fn_far_possible(double n)
     return n > 1.0 + FN_FAR_Z2;
 }
 
-/* 1 when the T-precision sums s1, s2 of n values per column (in double) can be
- * trusted, as sums_ok for a row: finite, and mean squares not below FN_TINY_SQ.
- * Branch-free, so that it vectorizes (x - x == 0 exactly when x is finite). */
+/* 1 when the T-precision sums s1, s2 of a column's n values (in double) can be
+ * trusted, as sums_ok for a row: finite, and mean squares not below FN_TINY_SQ
+ * (tiny = n * FN_TINY_SQ). Branch-free, so that loops over columns vectorize
+ * (x - x == 0 exactly when x is finite). */
+static inline int fn_col_sum_ok(double s1, double s2, double tiny)
+{
+    return (s1 - s1 == 0) & (s2 - s2 == 0) & (s2 >= tiny);
+}
+
+/* fn_col_sum_ok for each of K columns of n values, tiny = n * FN_TINY_SQ. */
 static inline int fn_col_sums_ok(const double *s1, const double *s2, ptrdiff_t K, double n)
 {
     int ok = 1;
     const double tiny = n * FN_TINY_SQ;
-    for (ptrdiff_t k = 0; k < K; k++) ok &= (s1[k] - s1[k] == 0) & (s2[k] - s2[k] == 0) & (s2[k] >= tiny);
+    for (ptrdiff_t k = 0; k < K; k++) ok &= fn_col_sum_ok(s1[k], s2[k], tiny);
     return ok;
 }
 
@@ -775,6 +782,13 @@ typedef struct { ptrdiff_t next, end; char pad[64 - 2 * sizeof(ptrdiff_t)]; } fn
 
 #define FN_MAX_SHARES 256
 
+/* Threads (shares) a walk over fn_share items runs on: nt, at least 1 and at
+ * most FN_MAX_SHARES. */
+static inline int fn_shares_threads(int nt)
+{
+    return nt < 1 ? 1 : nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+}
+
 static inline void fn_shares_init(fn_share *sh, int nt, ptrdiff_t n)
 {
     for (int t = 0; t < nt; t++) {
@@ -799,7 +813,7 @@ static inline ptrdiff_t fn_shares_claim(fn_share *sh, int nt, int tid)
  * its share: each thread walks its share from the end. */
 static inline ptrdiff_t fn_share_mirror(ptrdiff_t it, ptrdiff_t n, int nt)
 {
-    nt = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+    nt = fn_shares_threads(nt);
     int t = 0;
     while (t + 1 < nt && it >= n * (t + 1) / nt) t++;
     return n * t / nt + n * (t + 1) / nt - 1 - it;
@@ -837,7 +851,7 @@ static inline ptrdiff_t fn_share_mirror(ptrdiff_t it, ptrdiff_t n, int nt)
  * fn_share; FN_PARALLEL_TEAM's single-thread path for nt <= 1. */
 #define FN_PARALLEL_SHARES(nt, n, item, ...) do {                                   \
         fn_share fn_sh_[FN_MAX_SHARES];                                           \
-        int fn_nt_ = (nt) < 1 ? 1 : (nt) < FN_MAX_SHARES ? (nt) : FN_MAX_SHARES;  \
+        int fn_nt_ = fn_shares_threads(nt);                                       \
         fn_shares_init(fn_sh_, fn_nt_, (n));                                      \
         FN_PARALLEL_TEAM(fn_nt_, fn_tid_,                                         \
             ptrdiff_t item;                                                       \

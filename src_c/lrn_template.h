@@ -130,7 +130,7 @@ static int LF(lrn_run)(const fn_lrn_shape *s, const T *x, const T *dy, T *out, c
         return FN_ENOMEM;
     }
     /* tiles in shares (fn_share), each thread with its scratch */
-    int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+    int ntc = fn_shares_threads(nt);
     fn_share sh[FN_MAX_SHARES];
     fn_shares_init(sh, ntc, pl.items);
     FN_PARALLEL_TEAM(ntc, tid,

@@ -511,17 +511,27 @@ __attribute__((noinline, cold)) static void TF(dev_sums_recentred)(const T *x, p
     *s2o = t2 + d * (2.0 * t1 + (double)n * d);
 }
 
+/* The sums of a block whose T-precision sums s1, s2 around c do not stand
+ * (sums_stand), taken again: around its mean where only the shift was far
+ * (dev_sums_recentred), else in double (sq_sum_exact when rms, s1 kept). Out
+ * of line, into the caller's locals (see block_sums_check). */
+__attribute__((noinline, cold)) static void TF(sums_again)(const T *x, ptrdiff_t n, double c, int rms, double s1,
+                                                           double s2, double *s1o, double *s2o)
+{
+    *s1o = s1;
+    if (rms) TF(sq_sum_exact)(x, n, s2o);
+    else if (TF(sums_ok)(s1, s2, n)) TF(dev_sums_recentred)(x, n, c, s1, s1o, s2o);
+    else TF(dev_sums_exact)(x, n, c, s1o, s2o);
+}
+
 /* The sums of a block from its lane sums a, q (a unused in RMS mode), reduced
- * across lanes, or taken again in double when they cannot be trusted: dev_sums
- * (sq_sum when rms, s1 = 0). */
+ * across lanes, or taken again when they cannot be trusted (sums_again). */
 static inline void TF(sums_checked)(VT a, VT q, const T *x, ptrdiff_t n, T c, int rms, double *s1, double *s2)
 {
     *s1 = rms ? 0.0 : TF(hsumt)(a);
     *s2 = TF(hsumt)(q);
     if (TF(sums_stand)(*s1, *s2, n, rms)) return;
-    if (rms) TF(sq_sum_exact)(x, n, s2);
-    else if (TF(sums_ok)(*s1, *s2, n)) TF(dev_sums_recentred)(x, n, (double)c, *s1, s1, s2);
-    else TF(dev_sums_exact)(x, n, (double)c, s1, s2);
+    TF(sums_again)(x, n, (double)c, rms, *s1, *s2, s1, s2);
 }
 
 static inline void TF(dev_sums)(const T *x, ptrdiff_t n, T c, double *s1, double *s2)
@@ -620,11 +630,9 @@ static inline __attribute__((always_inline)) void TF(block_sums_check)(const T *
         /* through locals: with &s1[j] passed to the function (not inlined), the
          * caller's arrays escape, stores to y may alias them, and LayerNorm (512,
          * 64) ran 2-3 % slower from cache */
-        double e1 = 0, e2;
-        if (rms) TF(sq_sum_exact)(seg[j], n, &e2);
-        else if (TF(sums_ok)(s1[j], s2[j], n)) TF(dev_sums_recentred)(seg[j], n, c0[j], s1[j], &e1, &e2);
-        else TF(dev_sums_exact)(seg[j], n, c0[j], &e1, &e2);
-        s1[j] = rms ? s1[j] : e1;
+        double e1, e2;
+        TF(sums_again)(seg[j], n, c0[j], rms, s1[j], s2[j], &e1, &e2);
+        s1[j] = e1;
         s2[j] = e2;
     }
 }
@@ -2527,7 +2535,7 @@ static int TF(col_fails_constant)(const fn_col_shape *s, const T *xs, ptrdiff_t 
     T shift[FN_COL_CHECK];
     int fails[FN_COL_CHECK];
     for (ptrdiff_t k = 0; k < s->K; k++) {
-        fails[k] = !((s1d[k] - s1d[k] == 0) & (s2d[k] - s2d[k] == 0) & (s2d[k] >= tiny));
+        fails[k] = !fn_col_sum_ok(s1d[k], s2d[k], tiny);
         double ck = c ? fn_finite_or_zero((double)c[k]) : 0.0;
         shift[k] = (T)ck;
         /* a shift that T cannot hold is never met */
@@ -3035,7 +3043,7 @@ static int TF(col_split)(const fn_col_shape *s, const T *x, T *y, const fn_norm_
         /* item = (superblock of a slab, range of cw columns) */
         ptrdiff_t cw = fn_col_cut(K, n_blocks, nt, K), ncut = (K + cw - 1) / cw, n_items = n_blocks * ncut;
         fn_share sh[FN_MAX_SHARES];
-        int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+        int ntc = fn_shares_threads(nt);
         fn_shares_init(sh, ntc, n_items);
         FN_PARALLEL_TEAM(ntc, tid,
             double *scratch = (double *)fn_scratch_alloc(sizeof(double) * 6 * (size_t)cw);
@@ -3149,7 +3157,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
 {
     ptrdiff_t A = s->A, K = s->K, R = s->R, cs = 4 * TF(col_c2)(K), ncut = (K + cw - 1) / cw;
     int rms = p->mode == FN_MODE_RMS;
-    int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+    int ntc = fn_shares_threads(nt);
     /* per thread, col_super_stats' 6 cw doubles and the item's partial statistics;
      * then the coefficients of every slab and a flag per slab */
     double *work = (double *)fn_scratch_alloc(sizeof(double) * 8 * (size_t)cw * (size_t)ntc
@@ -3305,7 +3313,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
         status = TF(col_norm_fused)(s, x, y, p, fused, nt);
     } else if (slabs) {
         fn_share sh[FN_MAX_SHARES];
-        int ntc = nt < FN_MAX_SHARES ? nt : FN_MAX_SHARES;
+        int ntc = fn_shares_threads(nt);
         fn_shares_init(sh, ntc, A);
         FN_PARALLEL_TEAM(ntc, tid,
             double *scratch = (double *)fn_scratch_alloc(sizeof(double) * TF(col_slab_doubles)(K));
