@@ -162,17 +162,21 @@
  * split loads and stores (LayerNorm (512, 64) ran 5-10 % slower). */
 #define FN_REALIGN_BYTES 1024
 
-/* Rows are walked as seg_rows_piped (statistics of the next row inside the
- * normalize loop of the current one) when x is at least this large. Smaller
- * inputs stay in cache between calls, where the group walk is faster: LayerNorm
- * (2048, 1024), 8 MiB, took 0.36-0.40 ms walked in groups and 0.43-0.45 ms piped;
- * (4096, 1024), 16 MiB, 0.72 against 0.62 ms. */
+/* Rows of at most a block are walked as seg_rows_piped (statistics of the next
+ * row inside the normalize loop of the current one) when x is at least this
+ * large. Smaller inputs stay in cache between calls, where the group walk was
+ * faster (Intel, 2 MiB L2, 2026-11-29): LayerNorm (2048, 1024), 8 MiB, took
+ * 0.36-0.40 ms walked in groups and 0.43-0.45 ms piped; (4096, 1024), 16 MiB,
+ * 0.72 against 0.62 ms. On the AMD EPYC (Zen 3, 512 KiB L2) rows of 1 KiB ran
+ * 0.85-0.87x as fast piped below this size, rows of 2 KiB 0.95-1.03x and of 4
+ * KiB 0.98-1.14x, so these keep the limit. */
 #ifndef FN_PIPED_MIN_BYTES
 #define FN_PIPED_MIN_BYTES (12.0 * 1024 * 1024)
 #endif
-/* Rows longer than a block are walked so too, their statistics merged block by
- * block as seg_unit_stats merges them, up to this length: the row being
- * normalized and the next one then share L1 with the parameters' lines. Against
+/* Rows longer than a block are walked so too, in inputs of any size, their
+ * statistics merged block by block as seg_unit_stats merges them, up to this
+ * length: the row being normalized and the next one then share L1 with the
+ * parameters' lines. Against
  * the tiled walk (weight and bias) and the pipelined one (a C harness timing
  * both builds and an OpenMP copy in alternating rounds, 2026-12-01), LayerNorm
  * float32 rows of 2048 values 1.30x faster at two threads (71 -> 93 % of copy)
@@ -180,7 +184,16 @@
  * RMSNorm 1.12x, float64 rows of 2048 values 1.26x (add+LayerNorm, against a
  * row at a time: 1.09-1.25x; InstanceNorm's planes of 4096 values, against the
  * pipelined walk: 1.09-1.24x); rows of 16384 float32 values ran 0.87x (without
- * parameters 0.96x, RMSNorm 1.01x), hence the limit. */
+ * parameters 0.96x, RMSNorm 1.01x), hence the limit. Below FN_PIPED_MIN_BYTES,
+ * against the group, tiled and pipelined walks that such rows took there until
+ * 2026-12-01 23:45 (AMD EPYC Zen 3; both builds whole, one process, alternating
+ * rounds, 9 each, `out=`): LayerNorm float32 from 64 KiB to 8 MiB, rows of 2048
+ * to 8192 values, 1.04-1.31x faster at one thread and 0.99-1.22x at two,
+ * (100, 3001) with weight and bias 1.31x and 1.23x, float64 rows of 1536 to
+ * 4096 values 1.09-1.29x and 1.02-1.18x, RMSNorm 1.09-1.17x and 1.01-1.08x,
+ * InstanceNorm (8, 32, 48, 48) 1.33x and 1.10x, add+LayerNorm (256, 2048) 1.05x
+ * and 1.03x; none slower beyond the +-5 % that two copies of one build differ
+ * by there. */
 #ifndef FN_PIPED_MAX_ROW_BYTES
 #define FN_PIPED_MAX_ROW_BYTES FN_L1_BYTES
 #endif

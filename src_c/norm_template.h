@@ -1886,16 +1886,17 @@ static inline int TF(rowwise_apart)(const fn_seg_shape *s, const T *y, const fn_
            && (!p->w || s->wr1 == 0);
 }
 
-/* 1 when seg_units walks the rows as seg_rows_piped: only inputs of
- * FN_PIPED_MIN_BYTES and more; from cache the group walk is faster (LayerNorm
- * (256, 1024), in L2: 24 against 48 us). Longer rows in such inputs take it
- * instead of the tiled and the pipelined walks (see FN_PIPED_MAX_ROW_BYTES). */
+/* 1 when seg_units walks the rows as seg_rows_piped: rows of at most a block
+ * only in inputs of FN_PIPED_MIN_BYTES and more (from cache their group walk
+ * is faster: LayerNorm (256, 1024), in L2: 24 against 48 us); longer rows, up
+ * to FN_PIPED_MAX_ROW_BYTES, in inputs of any size, instead of the tiled, the
+ * pipelined and the group walks (see FN_PIPED_MIN_BYTES, FN_PIPED_MAX_ROW_BYTES). */
 static inline int TF(rows_piped)(const fn_seg_shape *s, const T *y, const fn_norm_args *p)
 {
     return s->R1 == 1 && s->R2 * (ptrdiff_t)sizeof(T) <= FN_PIPED_MAX_ROW_BYTES
            && s->R2 * (ptrdiff_t)sizeof(T) >= FN_REALIGN_BYTES && y
            && !p->stats_given && (uintptr_t)y % sizeof(T) == 0
-           && (double)(s->A * s->K) * (double)s->R2 * sizeof(T) >= FN_PIPED_MIN_BYTES;
+           && (s->R2 > FN_BLOCK || (double)(s->A * s->K) * (double)s->R2 * sizeof(T) >= FN_PIPED_MIN_BYTES);
 }
 
 /* Units [u0, u1): first all statistics, then all normalizations, so the

@@ -250,10 +250,11 @@ def test_layer_norm_threads_agree(dtype, rng):
 
 @pytest.mark.parametrize("layout", ["C", "strided"])
 def test_layer_norm_wide_rows_in_tiles(layout, dtype, rng):
-    # rows longer than a statistics block with weight and bias are normalized in
-    # tiles of rows, slice of columns by slice (seg_units_tiled): many tiles, a
-    # length that is no multiple of a slice, rows split between threads
-    x = (rng.standard_normal((70, 5003)) * 3 + 40).astype(dtype)
+    # rows longer than L1 (up to that, the piped walk) with weight and bias are
+    # normalized in tiles of rows, slice of columns by slice (seg_units_tiled):
+    # many tiles, a length that is no multiple of a slice, rows split between
+    # threads
+    x = (rng.standard_normal((70, 9001)) * 3 + 40).astype(dtype)
     if layout == "strided":
         x = np.concatenate([x, x], axis=1)[:, ::2]
     w, b = make_params(rng, x.shape, -1, "both", dtype)

@@ -1,9 +1,10 @@
-"""Rows longer than a block (1024 values) in inputs of 12 MiB and more, up to 32
-KiB a row (64 KiB in the backward): each row's statistics (sums) are taken block
-by block inside the loop that normalizes the row before (writes its dx), see
-seg_rows_piped and bwd_dx_piped, FN_PIPED_MAX_ROW_BYTES and
-FN_BWD_PIPED_MAX_ROW_BYTES in src_c/fn_internal.h; smaller inputs take the
-tiled or the pipelined walk, or one row at a time. Every walk merges the same
+"""Rows longer than a block (1024 values), up to 32 KiB a row (64 KiB in the
+backward, in inputs of 12 MiB and more): each row's statistics (sums) are taken
+block by block inside the loop that normalizes the row before (writes its dx),
+see seg_rows_piped and bwd_dx_piped, FN_PIPED_MAX_ROW_BYTES and
+FN_BWD_PIPED_MAX_ROW_BYTES in src_c/fn_internal.h. The forward walks such rows
+so in inputs of any size; the backward's smaller inputs take one row at a time,
+and statistics alone (`moments`) the unit walk. Every walk merges the same
 blocks in the same order, so small calls over a few rows are the reference, bit
 for bit: LayerNorm, RMSNorm, add+norm, InstanceNorm planes and the backward with
 a weight, for rows whose last block is long, short or a single value, rows whose
@@ -106,6 +107,8 @@ def test_statistics_match_small_calls(threads):
         np.testing.assert_array_equal(y[part], y_ref)
         np.testing.assert_array_equal(mean[part], m_ref)
         np.testing.assert_array_equal(rstd[part], r_ref)
+        # the unit walk of statistics alone, not piped: the same means
+        np.testing.assert_array_equal(mean[part], fastnorm.moments(np.ascontiguousarray(x[part]), axis=-1)[0])
     _, m64, r64 = reference.layer_norm(x[5:8])
     np.testing.assert_allclose(mean[5:8], m64, rtol=1e-6)
     np.testing.assert_allclose(rstd[5:8], r64, rtol=1e-5)
