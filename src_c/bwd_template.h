@@ -267,8 +267,20 @@ static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdi
     ptrdiff_t i = TF(vec_head)(dx);    /* < TLANES <= n */
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, NULL, 0, i, mhv, mlv, rv, sv, c1v, c2v));
     stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
-    /* a segment's whole vectors in a loop of their own, as norm_run_joined */
+    /* a segment's whole vectors in a loop of their own, four a step, as
+     * norm_run_joined (BatchNorm backward (8, 64, 7, 7) 1.06-1.07x faster,
+     * (16, 64, 28, 28) 1.05-1.13x, (64, 256, 7, 7) 1.01-1.05x) */
     for (;;) {
+        for (; i + 4 * TLANES <= end; i += 4 * TLANES) {
+            VT v0 = TF(bwd_dx_vec)(x, dy, NULL, i, TLANES, mhv, mlv, rv, sv, c1v, c2v);
+            VT v1 = TF(bwd_dx_vec)(x, dy, NULL, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v);
+            VT v2 = TF(bwd_dx_vec)(x, dy, NULL, i + 2 * TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v);
+            VT v3 = TF(bwd_dx_vec)(x, dy, NULL, i + 3 * TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v);
+            TF(store_vec)(dx + i, v0, stream);
+            TF(store_vec)(dx + i + TLANES, v1, stream);
+            TF(store_vec)(dx + i + 2 * TLANES, v2, stream);
+            TF(store_vec)(dx + i + 3 * TLANES, v3, stream);
+        }
         for (; i + TLANES <= end; i += TLANES)
             TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, NULL, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
         if (i < end && j + 1 == cnt) {
