@@ -807,13 +807,32 @@ static inline __attribute__((always_inline)) void TF(norm_row_fast)(const T *x, 
     if (i < n) TF(norm_part_vec)(x, wv, bv, y, i, n - i, mh, mhv, mlv, scv, shv);
 }
 
-/* norm_rows2_fast's whole vectors from i on; returns where they end. */
+/* norm_rows2_fast's whole vectors from i on, two of each row a step (all four
+ * computed before they are stored: y may be x); returns where they end. One a
+ * step, LayerNorm (32, 512) and (64, 768) with weight and bias took 1.02-1.07x
+ * the time on the AMD EPYC (both orders; (512, 64) 1.00-1.02x). */
 static inline __attribute__((always_inline)) ptrdiff_t TF(norm_rows2_body)(const T *x0, const T *x1, T *y0, T *y1,
                                                                            ptrdiff_t i, ptrdiff_t n, const T *wv,
                                                                            const T *bv, VT mh0, VT ml0, VT sc0,
                                                                            VT mh1, VT ml1, VT sc1)
 {
     const VT tz = {0};
+    for (; i + 2 * TLANES <= n; i += 2 * TLANES) {
+        VT wi = TF(loadt)(wv + i), bi = bv ? TF(loadt)(bv + i) : tz;
+        VT wj = TF(loadt)(wv + i + TLANES), bj = bv ? TF(loadt)(bv + i + TLANES) : tz;
+        FN_IN_REGISTER(wi);
+        FN_IN_REGISTER(bi);
+        FN_IN_REGISTER(wj);
+        FN_IN_REGISTER(bj);
+        VT v0 = TF(norm_of)(TF(loadt)(x0 + i), wi, bi, 1, bv != NULL, mh0, ml0, sc0, tz);
+        VT v1 = TF(norm_of)(TF(loadt)(x1 + i), wi, bi, 1, bv != NULL, mh1, ml1, sc1, tz);
+        VT v2 = TF(norm_of)(TF(loadt)(x0 + i + TLANES), wj, bj, 1, bv != NULL, mh0, ml0, sc0, tz);
+        VT v3 = TF(norm_of)(TF(loadt)(x1 + i + TLANES), wj, bj, 1, bv != NULL, mh1, ml1, sc1, tz);
+        TF(storet)(y0 + i, v0);
+        TF(storet)(y1 + i, v1);
+        TF(storet)(y0 + i + TLANES, v2);
+        TF(storet)(y1 + i + TLANES, v3);
+    }
     for (; i + TLANES <= n; i += TLANES) {
         VT wi = TF(loadt)(wv + i), bi = bv ? TF(loadt)(bv + i) : tz;
         FN_IN_REGISTER(wi);
