@@ -112,7 +112,8 @@ void fn_scratch_free(void *p);
 int fn_copy_strided(const void *src, const ptrdiff_t *sstride, void *dst, const ptrdiff_t *dstride,
                     const ptrdiff_t *shape, int nd, size_t elsize, int nthreads);
 
-/* An OpenMP copy of nbytes, the bandwidth reference of the benchmarks. */
+/* An OpenMP copy of nbytes through the cache, the bandwidth reference of the
+ * benchmarks (a vector loop per chunk, see copy_template.h). */
 void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads);
 
 /* Runtime: SIMD path, OpenMP, threads. */

@@ -895,6 +895,7 @@ typedef struct {
     int (*lrn_bwd_f32)(const fn_lrn_shape *, const float *, const float *, float *, const fn_lrn_args *);
     int (*lrn_bwd_f64)(const fn_lrn_shape *, const double *, const double *, double *, const fn_lrn_args *);
     fn_tile_fn transpose_tile_b4, transpose_tile_b8;
+    void (*copy_bytes)(const void *src, void *dst, size_t nbytes);
 } fn_isa_table;
 
 /* The active path's tile of a transposing copy for elements of 4 or 8 bytes. */

@@ -417,9 +417,12 @@ void fn_copy(const void *src, void *dst, size_t nbytes, int nthreads)
     const size_t chunk = (size_t)1 << 16;
     ptrdiff_t nchunks = (ptrdiff_t)((nbytes + chunk - 1) / chunk);
     int nt = nthreads > 1 ? fn_threads_acquire(nthreads) : 1;
+    void (*copy)(const void *, void *, size_t) = fn_table()->copy_bytes;
+    const char *src_b = (const char *)src;
+    char *dst_b = (char *)dst;
     FN_PARALLEL_SHARES(nt, nchunks, i,
         size_t off = (size_t)i * chunk, len = nbytes - off < chunk ? nbytes - off : chunk;
-        memcpy((char *)dst + off, (const char *)src + off, len);
+        copy(src_b + off, dst_b + off, len);
     );
     if (nt > 1) fn_threads_release(nt);
 }

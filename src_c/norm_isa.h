@@ -2,9 +2,9 @@
  *
  * A compilation unit defines FN_ISA (generic, avx2, avx512) and FN_VBYTES, then
  * includes this header; setup.py compiles each unit with its own -m flags and
- * fn_runtime.c picks one table at import. The LRN kernels and the tiles of the
- * transposing copy ride along, so they get the same vector width as the rest of
- * the engine. */
+ * fn_runtime.c picks one table at import. The LRN kernels, the tiles of the
+ * transposing copy and the benchmarks' plain copy ride along, so they get the
+ * same vector width as the rest of the engine. */
 #include "fn_internal.h"
 #include "lrn_common.h"
 #include <float.h>
@@ -50,10 +50,12 @@ typedef long long fn_q64 __attribute__((vector_size(64)));
 #include "transpose_template.h"
 #undef FN_TR_BYTES
 
+#include "copy_template.h"
+
 const fn_isa_table FN_CAT(fn_table_, FN_ISA) = {
     FN_STR(FN_ISA), seg_norm_f32, seg_norm_f64, col_norm_f32, col_norm_f64,
     seg_bwd_f32, seg_bwd_f64, col_bwd_f32, col_bwd_f64,
     add_rows_f32, add_rows_f64,
     lrn_f32, lrn_f64, lrn_bwd_f32, lrn_bwd_f64,
-    transpose_tile_b4, transpose_tile_b8,
+    transpose_tile_b4, transpose_tile_b8, copy_bytes,
 };
