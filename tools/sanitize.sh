@@ -23,7 +23,7 @@
 #   tests/test_infinite_means.py tests/test_outlier_shift.py tests/test_fixed_rows.py
 #   tests/test_short_rows_backward.py tests/test_long_rows_piped.py
 #   tests/test_cache_sized_walks.py tests/test_pipelined_units.py tests/test_joined_runs.py
-#   tests/test_row_edges.py tests/test_constant_parts.py
+#   tests/test_row_edges.py tests/test_constant_parts.py tests/test_omp_copy.py
 # deselecting (SANITIZE_DESELECT overrides it) what is meaningless under ASan:
 #   RSS-growth checks (ASan's quarantine and shadow memory change them), and the
 #   >2**24-element reductions (slow under ASan).
@@ -72,7 +72,7 @@ cd "$WORK"
 assert f.startswith('$WORK'), f'imported {f}, not the sanitized copy'; \
 print('sanitized fastnorm:', fastnorm._ext.__file__)"
 
-TESTS="${SANITIZE_TESTS:-tests/test_bad_input.py tests/test_extreme_values.py tests/test_determinism.py tests/test_concurrency.py tests/test_memory.py tests/test_errors.py tests/test_layer_norm.py tests/test_batch_norm.py tests/test_rms_norm.py tests/test_backward.py tests/test_layers.py tests/test_group_norm.py tests/test_instance_norm.py tests/test_buffer_cache.py tests/test_streaming_stores.py tests/test_add_norm.py tests/test_chan_fast.py tests/test_rows_fast.py tests/test_moments.py tests/test_short_segments.py tests/test_wide_columns.py tests/test_narrow_columns.py tests/test_single_value_planes.py tests/test_copy_into.py tests/test_transpose_tiles.py tests/test_backward_strided_x.py tests/test_bwd_scratch_poison.py tests/test_packed_rows.py tests/test_fallback_layouts.py tests/test_transposed_backward.py tests/test_large_short_rows.py tests/test_long_unit_mean.py tests/test_infinite_means.py tests/test_outlier_shift.py tests/test_fixed_rows.py tests/test_short_rows_backward.py tests/test_long_rows_piped.py tests/test_cache_sized_walks.py tests/test_pipelined_units.py tests/test_joined_runs.py tests/test_row_edges.py tests/test_constant_parts.py}"
+TESTS="${SANITIZE_TESTS:-tests/test_bad_input.py tests/test_extreme_values.py tests/test_determinism.py tests/test_concurrency.py tests/test_memory.py tests/test_errors.py tests/test_layer_norm.py tests/test_batch_norm.py tests/test_rms_norm.py tests/test_backward.py tests/test_layers.py tests/test_group_norm.py tests/test_instance_norm.py tests/test_buffer_cache.py tests/test_streaming_stores.py tests/test_add_norm.py tests/test_chan_fast.py tests/test_rows_fast.py tests/test_moments.py tests/test_short_segments.py tests/test_wide_columns.py tests/test_narrow_columns.py tests/test_single_value_planes.py tests/test_copy_into.py tests/test_transpose_tiles.py tests/test_backward_strided_x.py tests/test_bwd_scratch_poison.py tests/test_packed_rows.py tests/test_fallback_layouts.py tests/test_transposed_backward.py tests/test_large_short_rows.py tests/test_long_unit_mean.py tests/test_infinite_means.py tests/test_outlier_shift.py tests/test_fixed_rows.py tests/test_short_rows_backward.py tests/test_long_rows_piped.py tests/test_cache_sized_walks.py tests/test_pipelined_units.py tests/test_joined_runs.py tests/test_row_edges.py tests/test_constant_parts.py tests/test_omp_copy.py}"
 DESELECT="${SANITIZE_DESELECT:-not rss_growth and not longer_than_2_24 and not rss_detects}"
 existing=""
 for t in $TESTS; do [ -e "$t" ] && existing="$existing $t"; done
