@@ -103,3 +103,27 @@ def test_in_place_run(dtype):
         xk[...] = x
         assert fastnorm.group_norm(xk, 2, w, b, out=xk) is xk
         assert xk.tobytes() == ref.tobytes(), k
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3, 10, 7, 7), (2, 8, 14, 14)], ids=str)
+def test_in_place_runs_of_several_vectors_a_step(shape, dtype):
+    # planes of 49 and 196 values: the runs' loops take four whole vectors a
+    # step, all four computed before any of them is stored (inference in place
+    # of x, the backward's dx in place of dy)
+    x, dy, w, b = _data(shape, dtype)
+    C = shape[1]
+    rm = np.linspace(4.0, 6.0, C).astype(dtype)
+    rv = np.linspace(1.0, 5.0, C).astype(dtype)
+    ref = fastnorm.batch_norm(x, w, b, running_mean=rm, running_var=rv, training=False)
+    _, mean, invstd = fastnorm.batch_norm(x, w, b, training=True, return_stats=True)
+    ref_dx = fastnorm.batch_norm_backward(dy, x, mean, invstd, w)[0]
+    for k in range(0, 64 // np.dtype(dtype).itemsize, 3):
+        xk = _at(shape, dtype, k)
+        xk[...] = x
+        assert fastnorm.batch_norm(xk, w, b, running_mean=rm, running_var=rv, training=False, out=xk) is xk
+        assert xk.tobytes() == ref.tobytes(), k
+        dyk = _at(shape, dtype, k)
+        dyk[...] = dy
+        assert fastnorm.batch_norm_backward(dyk, x, mean, invstd, w, out=dyk)[0] is dyk
+        assert dyk.tobytes() == ref_dx.tobytes(), k
