@@ -133,7 +133,9 @@
 /* Units of more than half of L1 up to this many bytes, made of segments of at
  * least FN_PIPE_SEGMENT_BYTES, take the pipelined walk (seg_units_pipelined: the
  * next unit's statistics between the normalize blocks of the current one) in
- * inputs under FN_STREAM_PASS_BYTES, which stay in L3, where they took the walk a
+ * inputs under FN_STREAM_PASS_BYTES (units of one segment, rows and InstanceNorm
+ * planes, only above FN_PIPED_MAX_ROW_BYTES: shorter ones take seg_rows_piped
+ * since 2026-12-01), which stay in L3, where they took the walk a
  * unit at a time with the next unit's lines asked for (FN_SEG_AHEAD_BYTES). That
  * walk reads a unit's 32 KiB from L3 with no store to overlap, then writes it back
  * with no load to overlap; a perf profile (cpu-clock, 3000 calls) of GroupNorm
