@@ -130,13 +130,31 @@ static inline __attribute__((always_inline)) void TF(bwd_sums_rows_w)(const T *c
                                                                       double *s2)
 {
     const VT z = {0};
-    VT c[LANES], a[LANES], b[LANES];
-    for (int r = 0; r < LANES; r++) {
-        TF(bwd_acc) acc = {z, z, z, z, z, z};
-        if (r < cnt) TF(bwd_acc_rest)(&acc, x[r], dy[r], w ? w[r] : NULL, 0, n, (T)mean[r]);
-        c[r] = acc.c0 + acc.c1; a[r] = acc.a0 + acc.a1; b[r] = acc.b0 + acc.b1;
+    VD cs, as, bs;
+    if (n * (ptrdiff_t)sizeof(T) > FN_FOLD_UNROLL_BYTES) {
+        /* long rows in a loop, as block_sums_rows takes them */
+        VT c[LANES], a[LANES], b[LANES];
+        for (int r = 0; r < LANES; r++) {
+            TF(bwd_acc) acc = {z, z, z, z, z, z};
+            if (r < cnt) TF(bwd_acc_rest)(&acc, x[r], dy[r], w ? w[r] : NULL, 0, n, (T)mean[r]);
+            c[r] = acc.c0 + acc.c1; a[r] = acc.a0 + acc.a1; b[r] = acc.b0 + acc.b1;
+        }
+        cs = TF(hsumt_rows)(c); as = TF(hsumt_rows)(a); bs = TF(hsumt_rows)(b);
+    } else {
+        /* short rows unrolled, folded as they come (BatchNorm backward over 7 x 7
+         * planes 1.10x faster at one thread, 1.04x at two, AMD EPYC Zen 3) */
+        TF(fold_stack) fc, fa, fb;
+#pragma GCC unroll 8
+        for (int r = 0; r < LANES; r++) {
+            TF(bwd_acc) acc = {z, z, z, z, z, z};
+            if (r < cnt) TF(bwd_acc_rest)(&acc, x[r], dy[r], w ? w[r] : NULL, 0, n, (T)mean[r]);
+            TF(fold_push)(&fc, r, acc.c0 + acc.c1);
+            TF(fold_push)(&fa, r, acc.a0 + acc.a1);
+            TF(fold_push)(&fb, r, acc.b0 + acc.b1);
+        }
+        cs = TF(fold_out)(fc.v[FN_FOLD_LEVELS]); as = TF(fold_out)(fa.v[FN_FOLD_LEVELS]);
+        bs = TF(fold_out)(fb.v[FN_FOLD_LEVELS]);
     }
-    VD cs = TF(hsumt_rows)(c), as = TF(hsumt_rows)(a), bs = TF(hsumt_rows)(b);
     for (ptrdiff_t r = 0; r < cnt; r++)
         TF(bwd_shifted)(cs[r], as[r], bs[r], n, (T)mean[r], mean[r], &s0[r], &s1[r], &s2[r]);
     /* lanes of finite sums add up to 0 (x - x == 0 exactly when x is finite):
