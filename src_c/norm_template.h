@@ -34,11 +34,25 @@ typedef int32_t TF(vi) __attribute__((vector_size(FN_VBYTES)));
 typedef int64_t TF(vi) __attribute__((vector_size(FN_VBYTES)));
 #endif
 
+/* v widened to double in one conversion: for float32, GCC's
+ * __builtin_convertvector converted each half of an AVX2 or AVX-512 vector on
+ * its own, the upper one stored and loaded back. */
+static inline VD TF(widen)(VL v)
+{
+#if FN_T_BYTES == 4 && FN_VBYTES == 64 && defined(__AVX512F__)
+    return (VD)_mm512_cvtps_pd((__m256)v);
+#elif FN_T_BYTES == 4 && FN_VBYTES == 32 && defined(__AVX__)
+    return (VD)_mm256_cvtps_pd((__m128)v);
+#else
+    return __builtin_convertvector(v, VD);
+#endif
+}
+
 static inline VD TF(load)(const T *p)
 {
     VL v;
     __builtin_memcpy(&v, p, sizeof v);   /* an unaligned load, widened to double */
-    return __builtin_convertvector(v, VD);
+    return TF(widen)(v);
 }
 
 static inline VT TF(loadt)(const T *p)
@@ -164,12 +178,7 @@ static inline __attribute__((always_inline)) VD TF(fold_out)(VT v0)
 #if FN_T_BYTES == 4 && !FN_HAVE_SHUFFLEVECTOR
     VL ev, od;
     for (int l = 0; l < LANES; l++) { ev[l] = v0[2 * l]; od[l] = v0[2 * l + 1]; }
-    return (zero + __builtin_convertvector(ev, VD)) + __builtin_convertvector(od, VD);
-#elif FN_T_BYTES == 4 && FN_VBYTES == 64 && defined(__AVX512F__)
-    /* one vcvtps2pd each: __builtin_convertvector split them in two halves */
-    VL ev = __builtin_shufflevector(v0, v0, 0, 2, 4, 6, 8, 10, 12, 14);
-    VL od = __builtin_shufflevector(v0, v0, 1, 3, 5, 7, 9, 11, 13, 15);
-    return (zero + (VD)_mm512_cvtps_pd((__m256)ev)) + (VD)_mm512_cvtps_pd((__m256)od);
+    return (zero + TF(widen)(ev)) + TF(widen)(od);
 #elif FN_T_BYTES == 4
 #if FN_VBYTES == 64
     VL ev = __builtin_shufflevector(v0, v0, 0, 2, 4, 6, 8, 10, 12, 14);
@@ -181,7 +190,7 @@ static inline __attribute__((always_inline)) VD TF(fold_out)(VT v0)
     VL ev = __builtin_shufflevector(v0, v0, 0, 2);
     VL od = __builtin_shufflevector(v0, v0, 1, 3);
 #endif
-    return (zero + __builtin_convertvector(ev, VD)) + __builtin_convertvector(od, VD);
+    return (zero + TF(widen)(ev)) + TF(widen)(od);
 #else
     return zero + (VD)v0;
 #endif
