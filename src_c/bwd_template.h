@@ -793,7 +793,6 @@ static int TF(seg_bwd_grouped)(const fn_seg_shape *s, const fn_bwd_args *p, cons
                 TF(seg_bwd_unit_params)(s, p, q, u, pw, pb);
             }
         }
-        if (q->stream) fn_store_fence();
     );
     /* the groups' partials folded per parameter, in ranges of FN_BLOCK */
     FN_PARALLEL_SHARES(nt, (np_ + FN_BLOCK - 1) / FN_BLOCK, c,
@@ -1033,7 +1032,6 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
             chunk = fn_rowwise_chunk(U, 2 * unit_len * (ptrdiff_t)sizeof(T), FN_MAX_CHUNK_UNITS, nt);
         FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
             TF(seg_bwd_units)(s, p, &q, u_c_ * chunk, fn_min(U, (u_c_ + 1) * chunk));
-            if (q.stream) fn_store_fence();
         );
     } else {
         ptrdiff_t nb = (s->R2 + FN_BLOCK - 1) / FN_BLOCK, per_unit = s->R1 * nb, n_items = U * per_unit;
@@ -1058,7 +1056,6 @@ static int TF(seg_bwd)(const fn_seg_shape *s, const T *x, const T *dy, T *dx, co
                     ptrdiff_t u = it / per_unit, rem = it % per_unit, r1 = rem / nb, i0 = (rem % nb) * FN_BLOCK;
                     TF(seg_bwd_block)(s, p, &q, u, r1, i0, fn_min(i0 + FN_BLOCK, s->R2), 1, NULL);
                 }
-                if (q.stream) fn_store_fence();
             );
         }
     }
@@ -1664,7 +1661,6 @@ static void TF(col_dx_pass)(const fn_col_shape *s, const T *x, const T *dy, T *d
         else
             TF(col_dx_rows_exact)(s, x, dy, dx, wred, wcol, a, r0, r1, mean + a * K, rstd + a * K,
                                   scale + a * cstride, c1 + a * cstride, c2 + a * cstride, qw, qb);
-        if (stream) fn_store_fence();
     );
 }
 

@@ -824,6 +824,28 @@ static inline ptrdiff_t fn_shares_claim(fn_share *sh, int nt, int tid)
     return -1;
 }
 
+/* The next items [*lo, *hi) for thread tid, 0 when none is left: from its own
+ * share up to FN_SHARE_BATCH at a time (an eighth of what is left, at least
+ * one), from another's one. Each claim is a locked add, which on x86 also waits
+ * for the thread's streamed stores to reach memory. */
+#define FN_SHARE_BATCH 8
+static inline int fn_shares_claim_range(fn_share *sh, int nt, int tid, ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    for (int k = 0; k < nt; k++) {
+        fn_share *q = &sh[(tid + k) % nt];
+        ptrdiff_t next = __atomic_load_n(&q->next, __ATOMIC_RELAXED);
+        if (next >= q->end) continue;
+        ptrdiff_t want = k == 0 ? fn_max(1, fn_min(FN_SHARE_BATCH, (q->end - next) / 8)) : 1;
+        ptrdiff_t c = __atomic_fetch_add(&q->next, want, __ATOMIC_RELAXED);
+        if (c < q->end) {
+            *lo = c;
+            *hi = fn_min(c + want, q->end);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Item `it` of a walk over n items in nt shares (fn_shares_init), mirrored within
  * its share: each thread walks its share from the end. */
 static inline ptrdiff_t fn_share_mirror(ptrdiff_t it, ptrdiff_t n, int nt)
@@ -863,15 +885,27 @@ static inline ptrdiff_t fn_share_mirror(ptrdiff_t it, ptrdiff_t n, int nt)
     } while (0)
 
 /* for (item = 0..n-1) { ... }, on nt threads (at most FN_MAX_SHARES), see
- * fn_share; FN_PARALLEL_TEAM's single-thread path for nt <= 1. */
+ * fn_share; a plain loop for nt <= 1. Each thread orders its streamed stores
+ * once, after its last item (fn_store_fence): a fence or a claim after every
+ * item waited for the item's stores to reach memory each time. */
 #define FN_PARALLEL_SHARES(nt, n, item, ...) do {                                   \
         fn_share fn_sh_[FN_MAX_SHARES];                                           \
         int fn_nt_ = fn_shares_threads(nt);                                       \
-        fn_shares_init(fn_sh_, fn_nt_, (n));                                      \
-        FN_PARALLEL_TEAM(fn_nt_, fn_tid_,                                         \
-            ptrdiff_t item;                                                       \
-            while ((item = fn_shares_claim(fn_sh_, fn_nt_, fn_tid_)) >= 0) { __VA_ARGS__ } \
-        );                                                                        \
+        ptrdiff_t fn_n_ = (n);                                                    \
+        if (fn_nt_ <= 1) {                                                        \
+            const int fn_tid_ = 0;                                                \
+            (void)fn_tid_;                                                        \
+            for (ptrdiff_t item = 0; item < fn_n_; item++) { __VA_ARGS__ }        \
+            fn_store_fence();                                                     \
+        } else {                                                                  \
+            fn_shares_init(fn_sh_, fn_nt_, fn_n_);                                \
+            FN_PARALLEL_TEAM(fn_nt_, fn_tid_,                                     \
+                ptrdiff_t fn_lo_, fn_hi_;                                         \
+                while (fn_shares_claim_range(fn_sh_, fn_nt_, fn_tid_, &fn_lo_, &fn_hi_)) \
+                    for (ptrdiff_t item = fn_lo_; item < fn_hi_; item++) { __VA_ARGS__ } \
+                fn_store_fence();                                                 \
+            );                                                                    \
+        }                                                                         \
     } while (0)
 
 /* One tile of a transposing copy (transpose_template.h). */

@@ -2098,7 +2098,6 @@ static int TF(seg_split)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_
                 TF(seg_norm_part)(s, x, y, p, a, k, r1, i0, fn_min(i0 + FN_BLOCK, s->R2),
                                   p->mean[u], p->var[u]);
             }
-            if (p->stream) fn_store_fence();
         );
     }
     return FN_OK;
@@ -2417,7 +2416,6 @@ static int TF(seg_norm)(const fn_seg_shape *s, const T *x, T *y, const fn_norm_a
         else
             FN_PARALLEL_SHARES(nt, nchunks, c,
                 TF(seg_norm_given)(s, x, y, p, &cf, c * chunk, fn_min(n_items, (c + 1) * chunk));
-                if (p->stream) fn_store_fence();
             );
         fn_scratch_free(cf.buf);
     } else if (nt <= 1 && rowwise) {
