@@ -141,8 +141,9 @@ static inline __attribute__((always_inline)) void TF(bwd_sums_rows_w)(const T *c
         }
         cs = TF(hsumt_rows)(c); as = TF(hsumt_rows)(a); bs = TF(hsumt_rows)(b);
     } else {
-        /* short rows unrolled, folded as they come (BatchNorm backward over 7 x 7
-         * planes 1.10x faster at one thread, 1.04x at two, AMD EPYC Zen 3) */
+        /* short rows unrolled, folded as they come (see FN_FOLD_UNROLL_BYTES;
+         * BatchNorm backward over 7 x 7 planes 1.03-1.05x faster at one thread,
+         * 1.02-1.04x at two, AMD EPYC Zen 3) */
         TF(fold_stack) fc, fa, fb;
 #pragma GCC unroll 8
         for (int r = 0; r < LANES; r++) {
