@@ -812,30 +812,20 @@ static inline void fn_shares_init(fn_share *sh, int nt, ptrdiff_t n)
     }
 }
 
-/* The next item for thread tid, or -1 when none is left. */
-static inline ptrdiff_t fn_shares_claim(fn_share *sh, int nt, int tid)
-{
-    for (int k = 0; k < nt; k++) {
-        fn_share *q = &sh[(tid + k) % nt];
-        if (__atomic_load_n(&q->next, __ATOMIC_RELAXED) >= q->end) continue;
-        ptrdiff_t c = __atomic_fetch_add(&q->next, 1, __ATOMIC_RELAXED);
-        if (c < q->end) return c;
-    }
-    return -1;
-}
-
 /* The next items [*lo, *hi) for thread tid, 0 when none is left: from its own
- * share up to FN_SHARE_BATCH at a time (an eighth of what is left, at least
- * one), from another's one. Each claim is a locked add, which on x86 also waits
- * for the thread's streamed stores to reach memory. */
+ * share up to `batch` at a time (an eighth of what is left, at least one), from
+ * another's one. Each claim is a locked add, which on x86 also waits for the
+ * thread's streamed stores to reach memory: FN_PARALLEL_SHARES claims up to
+ * FN_SHARE_BATCH items at once. */
 #define FN_SHARE_BATCH 8
-static inline int fn_shares_claim_range(fn_share *sh, int nt, int tid, ptrdiff_t *lo, ptrdiff_t *hi)
+static inline int fn_shares_claim_range(fn_share *sh, int nt, int tid, ptrdiff_t batch, ptrdiff_t *lo,
+                                        ptrdiff_t *hi)
 {
     for (int k = 0; k < nt; k++) {
         fn_share *q = &sh[(tid + k) % nt];
         ptrdiff_t next = __atomic_load_n(&q->next, __ATOMIC_RELAXED);
         if (next >= q->end) continue;
-        ptrdiff_t want = k == 0 ? fn_max(1, fn_min(FN_SHARE_BATCH, (q->end - next) / 8)) : 1;
+        ptrdiff_t want = k == 0 ? fn_max(1, fn_min(batch, (q->end - next) / 8)) : 1;
         ptrdiff_t c = __atomic_fetch_add(&q->next, want, __ATOMIC_RELAXED);
         if (c < q->end) {
             *lo = c;
@@ -844,6 +834,13 @@ static inline int fn_shares_claim_range(fn_share *sh, int nt, int tid, ptrdiff_t
         }
     }
     return 0;
+}
+
+/* The next item for thread tid, or -1 when none is left. */
+static inline ptrdiff_t fn_shares_claim(fn_share *sh, int nt, int tid)
+{
+    ptrdiff_t lo, hi;
+    return fn_shares_claim_range(sh, nt, tid, 1, &lo, &hi) ? lo : -1;
 }
 
 /* Item `it` of a walk over n items in nt shares (fn_shares_init), mirrored within
@@ -901,7 +898,7 @@ static inline ptrdiff_t fn_share_mirror(ptrdiff_t it, ptrdiff_t n, int nt)
             fn_shares_init(fn_sh_, fn_nt_, fn_n_);                                \
             FN_PARALLEL_TEAM(fn_nt_, fn_tid_,                                     \
                 ptrdiff_t fn_lo_, fn_hi_;                                         \
-                while (fn_shares_claim_range(fn_sh_, fn_nt_, fn_tid_, &fn_lo_, &fn_hi_)) \
+                while (fn_shares_claim_range(fn_sh_, fn_nt_, fn_tid_, FN_SHARE_BATCH, &fn_lo_, &fn_hi_)) \
                     for (ptrdiff_t item = fn_lo_; item < fn_hi_; item++) { __VA_ARGS__ } \
                 fn_store_fence();                                                 \
             );                                                                    \

@@ -6,9 +6,9 @@ shorter ones take the piped row walk, tests/test_long_rows_piped.py) hold from
 half of L1 up to FN_PIPE_UNIT_BYTES (64 KiB), in segments of at least 1 KiB,
 take the pipelined walk: the statistics of the next unit are taken between the
 normalize blocks of the current one (seg_units_pipelined in
-src_c/norm_template.h). Larger inputs take the walk a unit at a time. Both merge the same blocks in the same order, so
-the same unit must give the same bits in a small input and in a large one, and
-match the float64 formula.
+src_c/norm_template.h). Larger inputs take the walk a unit at a time. Both
+merge the same blocks in the same order, so the same unit must give the same
+bits in a small input and in a large one, and match the float64 formula.
 """
 
 import numpy as np
