@@ -1728,7 +1728,6 @@ static void TF(col_bwd_walk)(const fn_col_shape *s, const fn_bwd_args *p, const 
                 TF(col_dx_span)(s, x, dy, dx, wred, wcol != NULL, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
             else
                 __atomic_store_n(&cf_ok[a], 0, __ATOMIC_RELAXED);
-            if (stream) fn_store_fence();
         }
     );
     int exact = 0;

@@ -569,7 +569,11 @@ static inline int fn_stream_output(double bytes, int own_pass)
     return bytes >= (own_pass ? FN_STREAM_PASS_BYTES : FN_STREAM_BYTES);
 }
 
-/* Orders this thread's non-temporal stores before anything that follows. */
+/* Orders this thread's non-temporal stores before anything that follows. The
+ * walks' per-chunk functions do not call it: each thread of the region that runs
+ * them does, once after its last item (FN_PARALLEL_SHARES, the hand-claimed
+ * teams), and a serial walk once at its end: a fence waits for the stores
+ * streamed before it to reach memory, which a chunk's end does not need. */
 static inline void fn_store_fence(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

@@ -103,7 +103,6 @@ int fn_copy_strided(const void *src, const ptrdiff_t *sstride, void *dst, const 
         ptrdiff_t na = fn_min(FN_TR_ROWS, NA - a0), nb = b1 - b0;
         if (dstride[ib] == 1) {
             fn_tile(s, sa, sstride[ib], dp, da, na, nb, elsize, simd_tile, stream);
-            if (stream) fn_store_fence();
         } else {
             /* no contiguous destination axis: element by element */
             for (ptrdiff_t a = 0; a < na; a++)

@@ -1342,7 +1342,6 @@ static void TF(seg_units_rowwise)(const fn_seg_shape *s, const T *x, T *y, const
                                   mh[j], ml[j], scs, shs);
             }
     }
-    if (y && p->stream) fn_store_fence();
 }
 
 /* Lane l of the vector at a, for rows of 2^shift values spread over a vector:
@@ -1949,7 +1948,6 @@ static void TF(seg_units_pipelined)(const fn_seg_shape *s, const T *x, T *y, con
         while (taken < total) TF(pipe_stats_block)(&sv, xn, taken++, nbv, rms, inv_tail, &acc);
         if (xn) TF(finish_stats)(&acc, inv_total, rms, &p->mean[un], &p->var[un]);
     }
-    if (p->stream) fn_store_fence();
 }
 
 /* 1 when seg_norm walks the units row-wise (seg_units_rowwise): units of
@@ -2018,19 +2016,16 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
     int lean = s->R1 == 1 && s->R2 >= 1 && s->R2 <= FN_BLOCK && !p->stats_given;
     if (TF(rows_piped)(s, y, p)) {
         TF(seg_rows_piped)(s, x, y, p, u0, u1, NULL);
-        if (p->stream) fn_store_fence();
         return;
     }
     if (lean && y && lean_mode >= FN_LEAN_PIPED) {
         TF(seg_rows_lean_piped)(s, x, y, p, u0, u1, group, lean_mode == FN_LEAN_PIPED_FAR);
-        if (p->stream) fn_store_fence();
         return;
     }
     if (lean) {
         if (fn_lean_fixed(s->R2 * (ptrdiff_t)sizeof(T)))
             TF(seg_rows_lean_fixed)(s, x, y, p, u0, u1, group, lean_mode == FN_LEAN_AHEAD);
         else TF(seg_rows_lean_groups)(s, x, y, p, u0, u1, group, lean_mode == FN_LEAN_AHEAD, s->R2);
-        if (y && p->stream) fn_store_fence();
         return;
     }
     for (ptrdiff_t g = u0; g < u1; g += group) {
@@ -2050,7 +2045,6 @@ static void TF(seg_units)(const fn_seg_shape *s, const T *x, T *y, const fn_norm
                 }
             }
     }
-    if (y && p->stream) fn_store_fence();
 }
 
 /* Few large units: every (unit, segment, block) is an item of its own, partials go
@@ -2161,7 +2155,6 @@ static void TF(seg_units_tiled)(const fn_seg_shape *s, const T *x, T *y, const f
         }
         while (c.u < next_end) TF(cursor_step)(s, x, p, &c, rms, inv_tail, inv_total);
     }
-    if (p->stream) fn_store_fence();
 }
 
 /* Per-unit coefficients of the statistics-given walk (see unit_coeffs), taken once
@@ -2473,7 +2466,6 @@ static void TF(add_rows_range)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t r
         TF(norm_range)(sr, y + m * ys, D, mean, rstd, (const T *)p->w, (const T *)p->b, 1,
                        fn_t_safe(mean, var, (double)D, sizeof(T)), p->stream);
     }
-    if (p->stream) fn_store_fence();
 }
 
 static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *sum, ptrdiff_t ss,
@@ -2501,12 +2493,8 @@ static int TF(add_rows)(const T *x, ptrdiff_t xs, const T *r, ptrdiff_t rs, T *s
     ptrdiff_t chunk = nt <= 1 ? M : fn_chunk_items(M, D, nt), nchunks = (M + chunk - 1) / chunk;
     FN_PARALLEL_SHARES(nt, nchunks, c, {
         ptrdiff_t m0 = c * chunk, m1 = fn_min(M, (c + 1) * chunk);
-        if (piped) {
-            TF(seg_rows_piped)(&rows, sum, y, p, m0, m1, &ad);
-            if (p->stream) fn_store_fence();
-        } else {
-            TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, m0, m1);
-        }
+        if (piped) TF(seg_rows_piped)(&rows, sum, y, p, m0, m1, &ad);
+        else TF(add_rows_range)(x, xs, r, rs, sum, ss, y, ys, D, p, m0, m1);
     });
     if (nt > 1) fn_threads_release(nt);
     if (args.stream) fn_store_fence();
@@ -2976,7 +2964,6 @@ static void TF(col_norm_flat)(const fn_col_shape *s, const T *x, T *y, const fn_
         if (col >= K) col -= K;
     }
     if (i < n) TF(store_part)(yf + i, n - i, TF(col_norm_vec)(xf + i, c + col, c2, n - i));
-    if (stream) fn_store_fence();
 }
 
 /* 1 when col_norm_tiles serves the slab's rows (col_flat_ok too): coefficients
@@ -3012,7 +2999,6 @@ static void TF(col_norm_tiles)(const fn_col_shape *s, const T *x, T *y, const fn
             if (k < k1) TF(store_part)(yr + k, k1 - k, TF(col_norm_vec)(xr + k, c + k, c2, k1 - k));
         }
     }
-    if (stream) fn_store_fence();
 }
 
 /* Normalize rows [r0, r1) of slab a given its coefficients (ok == 0: in double). */
@@ -3282,6 +3268,7 @@ static int TF(col_norm_fused)(const fn_col_shape *s, const T *x, T *y, const fn_
             else
                 __atomic_store_n(&ok[a], 0, __ATOMIC_RELAXED);
         }
+        if (p->stream) fn_store_fence();
     );
     int redo = 0;
     for (ptrdiff_t a = 0; a < A; a++) redo |= !ok[a];
@@ -3416,6 +3403,7 @@ static int TF(col_norm)(const fn_col_shape *s, const T *x, T *y, const fn_norm_a
             ptrdiff_t a;
             while (scratch && (a = fn_shares_claim(sh, ntc, tid)) >= 0)
                 TF(col_slab)(s, x, y, p, a, scratch);
+            if (p->stream) fn_store_fence();
             fn_scratch_free(scratch);
         );
     } else {
