@@ -222,6 +222,15 @@ def run_case(benchmark, case_cache, contended, request):
                                     threads=threads, contended=bool(contended),
                                     suite=suite, error=err)
         benchmark(fn)
+        if impl not in ("fastnorm", "copy", "numpy") and not contended:
+            # fastnorm's speed-up over this peer from alternating rounds: the
+            # medians of two benchmarks taken a minute apart moved by up to 2x on
+            # the KVM guests (the same-rounds figure is the one the targets take)
+            fast_peer = peers.get_peer("fastnorm")
+            fast_fn = (fast_peer.make(case, inp, threads, variant)
+                       if fast_peer.available() and fast_peer.supports(case, variant) else None)
+            if fast_fn is not None:
+                benchmark.extra_info["fastnorm_speedup"] = interleaved_ratio(fn, fast_fn)
         if impl == "fastnorm":
             copy_peer = peers.get_peer("copy")
             # into fastnorm's own out= array: the ratio then compares the op and the
