@@ -401,9 +401,10 @@ def build_report(records, machines, threads=None):
              "alternating rounds right after fastnorm's benchmark (median of the "
              "rounds' ratios); the machine's bandwidth drifts between benchmarks, so "
              "this is the steadier figure, and the one the targets are checked "
-             "against. \"vs peers, same rounds\": fastnorm's lowest speed-up over any "
-             "peer (NumPy aside), each peer and fastnorm timed in alternating rounds "
-             "right after the peer's benchmark; the targets take it where present.", ""]
+             "against. \"vs peers, same rounds\": fastnorm's lowest speed-up over the "
+             "peers whose median is within 2.5× of fastnorm's (NumPy aside), each timed "
+             "with fastnorm in alternating rounds right after the peer's benchmark; the "
+             "targets take it where present (— : no peer that close).", ""]
     for title, cases in (("Core cases", core), ("Size scaling (LayerNorm)", scaling)):
         if not cases:
             continue
