@@ -402,7 +402,8 @@ def build_report(records, machines, threads=None):
              "rounds' ratios); the machine's bandwidth drifts between benchmarks, so "
              "this is the steadier figure, and the one the targets are checked "
              "against. \"vs peers, same rounds\": fastnorm's lowest speed-up over the "
-             "peers whose median is within 2.5× of fastnorm's (NumPy aside), each timed "
+             "peers whose median is within 2.5× of fastnorm's (NumPy and ONNX Runtime "
+             "aside, see bench/README.md), each timed "
              "with fastnorm in alternating rounds right after the peer's benchmark; the "
              "targets take it where present (— : no peer that close).", ""]
     for title, cases in (("Core cases", core), ("Size scaling (LayerNorm)", scaling)):
