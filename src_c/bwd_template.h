@@ -343,26 +343,37 @@ static void TF(bwd_dx_joined)(const T *x, const T *dy, T *dx, ptrdiff_t n, ptrdi
  * faster). The same bits as bwd_dx and bwd_row_sums. (Adding the parameter
  * partials in this loop too, from the same loads, ran 20 % slower than their own
  * pass over the row in L1.) With stream, dx is written with non-temporal stores
- * from its first vector boundary on. */
-static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
-                             const T *w, double scale, double c1, double c2,
-                             const T *xs, const T *dys, const T *ws, double mean_s, double *S, int stream)
+ * from its first vector boundary on. The next row's lines are asked for
+ * FN_BWD_AHEAD_BYTES before the sums read them, past its end too when
+ * next_follows (the row after it starts there in x and dy), else only within
+ * it. */
+static inline __attribute__((always_inline)) void TF(bwd_dx_piped_k)(
+    const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd, const T *w, double scale, double c1,
+    double c2, const T *xs, const T *dys, const T *ws, double mean_s, double *S, int next_follows, const int has_w,
+    const int streamed)
 {
     const VT z = {0};
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
     const VT mhv = z + mh, mlv = z + ml, rv = z + (T)rstd, sv = z + (T)scale, c1v = z + (T)c1, c2v = z + (T)c2;
     const VT msv = z + (T)mean_s;
+    if (!has_w) w = ws = NULL;
     TF(bwd_acc) acc = {z, z, z, z, z, z};
+    const char *xa = (const char *)xs + FN_BWD_AHEAD_BYTES, *dya = (const char *)dys + FN_BWD_AHEAD_BYTES;
+    /* asked for while is < ahead_end */
+    ptrdiff_t ahead_end = next_follows ? n : n - FN_BWD_AHEAD_BYTES / (ptrdiff_t)sizeof(T);
     /* the next row's values before is: those of its block [b0, b1) in acc */
     ptrdiff_t i = TF(align_head)(dx, n), is = 0, b0 = 0, b1 = fn_min(n, FN_BLOCK);
     if (i) TF(store_part)(dx, i, TF(bwd_dx_vec)(x, dy, w, 0, i, mhv, mlv, rv, sv, c1v, c2v));
-    stream = stream && (uintptr_t)(dx + i) % FN_VBYTES == 0;
     for (;;) {
         for (; i + 2 * TLANES <= n && is + 2 * TLANES <= b1; i += 2 * TLANES, is += 2 * TLANES) {
+            if (is < ahead_end) {
+                TF(prefetch_span)(xa + is * (ptrdiff_t)sizeof(T), 2 * FN_VBYTES, 0);
+                TF(prefetch_span)(dya + is * (ptrdiff_t)sizeof(T), 2 * FN_VBYTES, 0);
+            }
             TF(bwd_acc_two)(&acc, xs + is, dys + is, ws ? ws + is : NULL, msv);
-            TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), stream);
+            TF(store_vec)(dx + i, TF(bwd_dx_vec)(x, dy, w, i, TLANES, mhv, mlv, rv, sv, c1v, c2v), streamed);
             TF(store_vec)(dx + i + TLANES, TF(bwd_dx_vec)(x, dy, w, i + TLANES, TLANES, mhv, mlv, rv, sv, c1v, c2v),
-                          stream);
+                          streamed);
         }
         /* the last block, or this row's dx ended first (a full block ends on a step) */
         if (b1 == n || is < b1) break;
@@ -375,6 +386,25 @@ static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double
     if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec)(x, dy, w, i, n - i, mhv, mlv, rv, sv, c1v, c2v));
     TF(bwd_block_add)(&acc, xs + b0, dys + b0, ws ? ws + b0 : NULL, is - b0, b1 - b0, mean_s, S);
     TF(bwd_row_sums)(xs, dys, ws, b1, n, mean_s, S);
+}
+
+/* bwd_dx_piped_k compiled apart with and without parameters and streamed
+ * stores: tested in the loop, they kept its pointers in memory. */
+static void TF(bwd_dx_piped)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
+                             const T *w, double scale, double c1, double c2,
+                             const T *xs, const T *dys, const T *ws, double mean_s, double *S, int stream,
+                             int next_follows)
+{
+    int st = stream && (uintptr_t)(dx + TF(align_head)(dx, n)) % FN_VBYTES == 0;
+#define FN_PIPED_K(has_w, streamed)                                                                      \
+    TF(bwd_dx_piped_k)(x, dy, dx, n, mean, rstd, w, scale, c1, c2, xs, dys, ws, mean_s, S, next_follows, \
+                       has_w, streamed)
+    if (w) {
+        if (st) FN_PIPED_K(1, 1); else FN_PIPED_K(1, 0);
+    } else {
+        if (st) FN_PIPED_K(0, 1); else FN_PIPED_K(0, 0);
+    }
+#undef FN_PIPED_K
 }
 
 /* bwd_dx_vec with one parameter value for the whole row (its vector wvv); the
@@ -701,8 +731,13 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
     TF(bwd_row_sums)(q->x + xo, q->dy + yo, w ? w + wo : NULL, 0, n, rms ? 0.0 : p->mean[u0], S);
     TF(bwd_unit_finish)(p, u0, (double)n, S[0], S[1], S[2]);
     for (ptrdiff_t u = u0; u < u1; u++) {
-        int has_next = u + 1 < u1;
+        int has_next = u + 1 < u1, next_follows = 0;
         if (has_next) fn_unit_offsets(s, u + 1, 1, &xn, &yn, &wn);
+        if (has_next && u + 2 < s->A * s->K) {
+            ptrdiff_t xf, yf, wf;
+            fn_unit_offsets(s, u + 2, 1, &xf, &yf, &wf);
+            next_follows = xf == xn + n && yf == yn + n;
+        }
         double mean_n = has_next && !rms ? p->mean[u + 1] : 0.0;
         S[0] = S[1] = S[2] = 0;
         if (q->dx) {
@@ -711,7 +746,8 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
             TF(bwd_coeffs)(p, wu, (double)n, p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
             if (has_next)
                 TF(bwd_dx_piped)(q->x + xo, q->dy + yo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale,
-                                 c1, c2, q->x + xn, q->dy + yn, w ? w + wn : NULL, mean_n, S, q->stream);
+                                 c1, c2, q->x + xn, q->dy + yn, w ? w + wn : NULL, mean_n, S, q->stream,
+                                 next_follows);
             else
                 TF(bwd_dx)(q->x + xo, q->dy + yo, q->dx + yo, n, p->cmean[u], rstd, w ? w + wo : NULL, scale, c1,
                            c2, q->stream);

@@ -345,6 +345,21 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
 #define FN_BWD_PIPED_MAX_ROW_BYTES 65536
 #endif
 #define FN_BWD_ROW_GROUP 32
+/* How far ahead of its reads the row walk's sums (bwd_dx_piped) ask for the
+ * next row's lines. The prefetchers alone left LayerNorm backward (8192, 768)
+ * at about half the bytes per second of a one-thread copy: the walk reads the
+ * next row only while it writes dx, not during the parameter pass over the row
+ * in L1. Distances tried in the loop (AMD Zen 3, builds on the same arrays in
+ * rotating order, 2026-12-02, against no requests): 512 bytes 0.99-1.05x, 1 KiB
+ * 1.05-1.09x at one thread and 1.05-1.12x at two, 1536 and 2048 bytes
+ * 0.99-1.08x, the whole row after next 1.01-1.08x; asking for the row after next
+ * during the parameter pass as well gained nothing. With the loop compiled apart
+ * per case (bwd_dx_piped): (8192, 768) 1.01-1.11x at one thread and 1.00-1.09x
+ * at two, (16384, 256) 1.09x and 1.01x, (2048, 4096) 1.05x and 1.03x, (512,
+ * 16384) 1.03x and 1.06x. */
+#ifndef FN_BWD_AHEAD_BYTES
+#define FN_BWD_AHEAD_BYTES 1024
+#endif
 
 /* Below this much work a call runs serially: a parallel region costs more. Work
  * is counted in elements plus, per unit (row), FN_UNIT_WORK elements for its fixed
