@@ -3101,14 +3101,24 @@ static inline size_t TF(col_slab_doubles)(ptrdiff_t K)
     return (size_t)fn_max(9 * K + 4 * TLANES, (coef_bytes + (ptrdiff_t)sizeof(double) - 1) / (ptrdiff_t)sizeof(double));
 }
 
-/* scratch: col_slab_doubles(K), line-aligned (statistics, then the coefficients) */
+/* scratch: col_slab_doubles(K), line-aligned (statistics, then the coefficients).
+ * A slab larger than half of FN_L2_BYTES is normalized from its end, which its
+ * statistics pass read last (see FN_COL_MIRROR_BYTES). */
 static void TF(col_slab)(const fn_col_shape *s, const T *x, T *y, const fn_norm_args *p, ptrdiff_t a, double *scratch)
 {
     if (!p->stats_given) TF(col_slab_stats)(s, x, p, a, scratch);
     if (y) {
         T *c = TF(col_coef_base)((T *)scratch, y);
         int ok = TF(col_coeffs)(s, p, a, c);
-        TF(col_norm_rows)(s, x, y, p, a, 0, s->R, c, ok);
+        ptrdiff_t row_bytes = s->K * (ptrdiff_t)sizeof(T);
+        if (!p->stats_given && s->R * row_bytes > FN_L2_BYTES / 2) {
+            /* from the slab's end, a piece at a time (see FN_COL_MIRROR_BYTES) */
+            ptrdiff_t piece = fn_max(1, FN_COL_MIRROR_BYTES / row_bytes);
+            for (ptrdiff_t r1 = s->R; r1 > 0; r1 -= piece)
+                TF(col_norm_rows)(s, x, y, p, a, fn_max(0, r1 - piece), r1, c, ok);
+        } else {
+            TF(col_norm_rows)(s, x, y, p, a, 0, s->R, c, ok);
+        }
     }
 }
 
