@@ -271,10 +271,10 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
  * the same arrays in rotating order, AMD Zen 3 with 512 KiB of L2, 2026-12-02:
  * (8, 32, 32, 256), slabs of 1 MiB, 1.11-1.18x faster at one thread and
  * 1.04-1.10x at two; (4, 64, 64, 128), 2 MiB, 1.12-1.15x and 1.06-1.08x; (16,
- * 64, 64, 64), streamed, 1.01-1.03x; (32, 56, 56, 64), streamed, 0.93-1.05x and
- * 1.01-1.07x; (8, 16, 16, 512), slabs of 512 KiB, 0.97-1.07x, hence the lower
+ * 64, 64, 64), streamed, 1.00-1.03x; (32, 56, 56, 64), streamed, 0.93-1.05x and
+ * 1.00-1.07x; (8, 16, 16, 512), slabs of 512 KiB, 0.97-1.07x, hence the lower
  * limit of half of FN_L2_BYTES). Pieces of 16 KiB ran 0.96-1.14x, 256 KiB
- * 1.00-1.16x. */
+ * 0.97-1.16x. */
 #define FN_COL_MIRROR_BYTES 65536
 /* Rows per tile of the tiled row walk (seg_units_tiled): as many as fill this
  * many bytes, which stay in L2 between the statistics and the normalize; and the
