@@ -723,18 +723,18 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
                                    ptrdiff_t u0, ptrdiff_t u1, T *pw, T *pb)
 {
     int rms = p->mode == FN_MODE_RMS;
-    ptrdiff_t n = s->R2, xo, yo, wo, xn = 0, yn = 0, wn = 0;
+    /* offsets of units u (o), u + 1 (n) and u + 2 (f), each found once */
+    ptrdiff_t n = s->R2, U = s->A * s->K, xo, yo, wo, xn = 0, yn = 0, wn = 0, xf = 0, yf = 0, wf = 0;
     const T *w = q->wred;
     double S[3] = {0, 0, 0};
     fn_unit_offsets(s, u0, 1, &xo, &yo, &wo);
+    if (u0 + 1 < u1) fn_unit_offsets(s, u0 + 1, 1, &xn, &yn, &wn);
     /* a weight row per unit from wo on (wk != 0: the joined GroupNorm), else one */
     TF(bwd_row_sums)(q->x + xo, q->dy + yo, w ? w + wo : NULL, 0, n, rms ? 0.0 : p->mean[u0], S);
     TF(bwd_unit_finish)(p, u0, (double)n, S[0], S[1], S[2]);
     for (ptrdiff_t u = u0; u < u1; u++) {
         int has_next = u + 1 < u1, next_follows = 0;
-        if (has_next) fn_unit_offsets(s, u + 1, 1, &xn, &yn, &wn);
-        if (has_next && u + 2 < s->A * s->K) {
-            ptrdiff_t xf, yf, wf;
+        if (has_next && u + 2 < U) {
             fn_unit_offsets(s, u + 2, 1, &xf, &yf, &wf);
             next_follows = xf == xn + n && yf == yn + n;
         }
@@ -758,6 +758,7 @@ static void TF(seg_bwd_rows_piped)(const fn_seg_shape *s, const fn_bwd_args *p, 
         if (!has_next) break;
         TF(bwd_unit_finish)(p, u + 1, (double)n, S[0], S[1], S[2]);
         xo = xn; yo = yn; wo = wn;
+        xn = xf; yn = yf; wn = wf;
     }
 }
 
