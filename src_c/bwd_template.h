@@ -431,12 +431,15 @@ static inline void TF(bwd_dx_scalar_w)(const T *x, const T *dy, T *dx, ptrdiff_t
     if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec_sw)(x, dy, i, n - i, wvv, mhv, mlv, rv, sv, c1v, c2v));
 }
 
-/* Per-unit dx coefficients from the unit sums. */
+/* Per-unit dx coefficients from the unit sums. A unit of one value centred on
+ * its own mean (training, not RMS) has dx = 0 exactly: its output does not
+ * depend on x. Computed, it was rounding noise (rstd = 1 / sqrt(eps) times an
+ * ulp of dy), which the row and column kernels' formulas round differently. */
 static inline void TF(bwd_coeffs)(const fn_bwd_args *p, double wu, double n, double s1, double s2,
                                   double rstd, double *scale, double *c1, double *c2)
 {
     int rms = p->mode == FN_MODE_RMS;
-    *scale = wu * rstd;
+    *scale = (p->training && !rms && n == 1) ? 0.0 : wu * rstd;
     *c1 = (p->training && !rms) ? s1 / n : 0.0;
     *c2 = p->training ? s2 / n : 0.0;
 }
@@ -1289,7 +1292,7 @@ static inline __attribute__((always_inline)) void TF(col_bwd_finish_loop)(
         cmean[k] = (rms ? 0.0 : mean[k]) + c;
         s1[k] = S1[k];
         s2[k] = s2k;
-        scale[k] = (has_w ? (double)wunit[k] : 1.0) * r;
+        scale[k] = (center && n == 1) ? 0.0 : (has_w ? (double)wunit[k] : 1.0) * r;  /* see bwd_coeffs */
         c1[k] = center ? q1 : 0.0;
         c2[k] = training ? q2 : 0.0;
     }
@@ -1410,32 +1413,49 @@ static inline void TF(round_to_t)(T *restrict out, const double *restrict in, pt
 }
 
 /* Per-column coefficients of one slab for the T-precision dx,
- *   dx = sc * (g - c1 - ((x - mh) - ml) * rs * c2),
- * columns [k0, k1) of them from double per-column mean, rstd and coefficients
- * scale, c1, c2 (indexed by column, as wcol): FN_COL_DX_ARRAYS arrays at steps
- * of c2s = col_c2(K), mh, ml, rs, sc, c1, c2 and the weight wcol (1 without
- * it). Returns 0 when one of the range's values is not finite in T (the slab
- * then takes col_dx_rows_exact). The periodic tails are col_dx_tails'. */
+ *   dx = sc * (g - c1 - ((x - mean) * rs) * c2)  (g = dy * w)
+ *      = pg * g' + (qx * (x - mh) + s0),
+ * with pg = sc (times the weight wcol, g' = dy, or g' = dy * wred[r]), qx = -sc *
+ * rs * c2, s0 = qx * (mh - mean) - sc * c1 (in double, then rounded) and mh the
+ * mean rounded to T: three coefficient loads a vector where the expression
+ * as written took six and the weight (the dx pass of a channels-last GroupNorm
+ * backward, its x and dy in L3, was bound by loads). x - mh is exact near the
+ * mean, where |mean| >> std would lose the deviation. Columns [k0, k1) of them
+ * from double per-column mean, rstd and coefficients scale, c1, c2 (indexed by
+ * column, as wcol): FN_COL_DX_ARRAYS arrays at steps of c2s = col_c2(K), mh, ml
+ * = mean - mh and rs (the parameter gradients' xhat = ((x - mh) - ml) * rs, see
+ * col_xhat_vec), pg, qx, s0. Returns 0 when one of the range's values is not
+ * finite in T or pg or qx is not normal (the slab then takes
+ * col_dx_rows_exact). The periodic tails are col_dx_tails'. */
 static int TF(col_dx_coeffs_range)(ptrdiff_t c2s, ptrdiff_t k0, ptrdiff_t k1, const double *mean,
                                    const double *rstd, const double *scale, const double *c1, const double *c2,
                                    const T *wcol, T *cf)
 {
-    /* array by array: the seven arrays lie col_c2(K) values apart, for K = 4096
+    /* array by array: the arrays lie col_c2(K) values apart, for K = 4096
      * float32 in the same L1 set, and writing a column of all of them at once
      * missed in L1 at every store (BatchNorm backward (64, 4096) spent 40 % of its
      * time here) */
     int ok = 1;
-    T *restrict mh = cf, *restrict ml = cf + c2s;
+    T *restrict mh = cf, *restrict ml = cf + c2s, *restrict pg = cf + 3 * c2s, *restrict qx = cf + 4 * c2s;
+    T *restrict s0 = cf + 5 * c2s;
     for (ptrdiff_t k = k0; k < k1; k++) {
         mh[k] = (T)mean[k];
         ml[k] = (T)(mean[k] - (double)mh[k]);
     }
     TF(round_to_t)(cf + 2 * c2s + k0, rstd + k0, k1 - k0);
-    TF(round_to_t)(cf + 3 * c2s + k0, scale + k0, k1 - k0);
-    TF(round_to_t)(cf + 4 * c2s + k0, c1 + k0, k1 - k0);
-    TF(round_to_t)(cf + 5 * c2s + k0, c2 + k0, k1 - k0);
-    T *restrict wo = cf + 6 * c2s;
-    for (ptrdiff_t k = k0; k < k1; k++) wo[k] = wcol ? wcol[k] : (T)1;
+    /* pg and qx multiply the data: one below T's normal range (rstd near
+     * FLT_MIN, inputs near FLT_MAX) would lose its bits, and the slab goes to
+     * col_dx_rows_exact instead. s0 is only added: rounded to a subnormal, it is
+     * off by no more than dx itself would be there. */
+    for (ptrdiff_t k = k0; k < k1; k++) {
+        double wk = wcol ? (double)wcol[k] : 1.0, g = scale[k] * wk, q = -scale[k] * rstd[k] * c2[k];
+        pg[k] = (T)g;
+        qx[k] = (T)q;
+        ok &= fabs(g) >= (double)FN_T_MIN || scale[k] == 0 || wk == 0;
+        ok &= fabs(q) >= (double)FN_T_MIN || scale[k] == 0 || rstd[k] == 0 || c2[k] == 0;
+    }
+    for (ptrdiff_t k = k0; k < k1; k++)
+        s0[k] = (T)(-scale[k] * rstd[k] * c2[k] * ((double)mh[k] - mean[k]) - scale[k] * c1[k]);
     for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
         const T *restrict v = cf + c2s * j;
 #pragma omp simd reduction(& : ok)
@@ -1474,18 +1494,16 @@ static inline VT TF(col_xhat_vec)(VT xv, const T *c, ptrdiff_t K2, ptrdiff_t cnt
     return ((xv - TF(load_n)(c, cnt, 0)) - TF(load_n)(c + K2, cnt, 0)) * TF(load_n)(c + 2 * K2, cnt, 0);
 }
 
-/* cnt <= TLANES values of dx from the vectors of x, dy and its weight wv (when
- * weighted) and the coefficients at c (stride col_c2(K), see col_dx_coeffs): xhat = ((x
- * - mh) - ml) * rstd, dx = scale * ((dy * wv - c1) - xhat * c2). The multiply-adds
- * are written out (fmadd): left to the compiler, they were fused in some inlined
- * copies and not in others, and a value's bits depended on its place. Partial
- * vectors go through the same operations. */
-static inline VT TF(col_dx_vec)(VT xv, VT dyv, VT wv, int weighted, const T *c, ptrdiff_t K2, ptrdiff_t cnt)
+/* cnt <= TLANES values of dx from the vectors of x and dy, the weight wr of
+ * the row (when wred: parameters along r) and the coefficients at c (stride
+ * col_c2(K), see col_dx_coeffs): dx = pg * g' + (qx * (x - mh) + s0), g' = dy *
+ * wr or dy. The multiply-adds are written out (fmadd): left to the compiler,
+ * they were fused in some inlined copies and not in others, and a value's bits
+ * depended on its place. Partial vectors go through the same operations. */
+static inline VT TF(col_dx_vec)(VT xv, VT dyv, VT wr, int wred, const T *c, ptrdiff_t K2, ptrdiff_t cnt)
 {
-    VT c1v = TF(load_n)(c + 4 * K2, cnt, 0);
-    VT gc = weighted ? TF(fmadd)(dyv, wv, -c1v) : dyv - c1v;
-    VT xh = TF(col_xhat_vec)(xv, c, K2, cnt);
-    return TF(load_n)(c + 3 * K2, cnt, 0) * TF(fmadd)(-xh, TF(load_n)(c + 5 * K2, cnt, 0), gc);
+    VT t = TF(fmadd)(TF(load_n)(c + 4 * K2, cnt, 0), xv - TF(load_n)(c, cnt, 0), TF(load_n)(c + 5 * K2, cnt, 0));
+    return TF(fmadd)(TF(load_n)(c + 3 * K2, cnt, 0), wred ? dyv * wr : dyv, t);
 }
 
 /* 1 when the slab's rows lie end to end in x, dy and dx (no parameter along r). */
@@ -1500,30 +1518,28 @@ static inline int TF(col_dx_flat_ok)(const fn_col_shape *s, const T *wred)
  * 64 float32 that start 16 bytes past a line (NumPy's large arrays) otherwise
  * straddle lines with every store, and their lines must be read for ownership
  * (BatchNorm backward channels-last (32, 56, 56, 64) 11 % faster, one thread
- * 17 %). g = dy * wcol[k] (parameters per column, in cf) or dy. */
-static void TF(col_dx_flat)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
-                            ptrdiff_t e0, ptrdiff_t e1, const T *cf, int stream)
+ * 17 %). Parameters per column are in cf. */
+static void TF(col_dx_flat)(const fn_col_shape *s, const T *x, const T *dy, T *dx, ptrdiff_t a, ptrdiff_t e0,
+                            ptrdiff_t e1, const T *cf, int stream)
 {
     ptrdiff_t K = s->K, K2 = TF(col_c2)(K), step = TLANES % K;
-    const T *wc = cf + 6 * K2;
+    const VT z = {0};
     const T *xf = x + a * s->xa + e0, *dyf = dy + a * s->ya + e0;
     T *dxf = dx + a * s->ya + e0;
     ptrdiff_t n = e1 - e0, i = fn_min(n, TF(vec_head)(dxf)), col = e0 % K;
     if (i) {
-        TF(store_part)(dxf, i, TF(col_dx_vec)(TF(load_n)(xf, i, 0), TF(load_n)(dyf, i, 0),
-                                              TF(load_n)(wc + col, i, 0), wcol, cf + col, K2, i));
+        TF(store_part)(dxf, i, TF(col_dx_vec)(TF(load_n)(xf, i, 0), TF(load_n)(dyf, i, 0), z, 0, cf + col, K2, i));
         col = (col + i) % K;
     }
     for (; i + TLANES <= n; i += TLANES) {
-        VT v = TF(col_dx_vec)(TF(loadt)(xf + i), TF(loadt)(dyf + i), TF(loadt)(wc + col), wcol, cf + col, K2,
-                              TLANES);
+        VT v = TF(col_dx_vec)(TF(loadt)(xf + i), TF(loadt)(dyf + i), z, 0, cf + col, K2, TLANES);
         TF(store_vec)(dxf + i, v, stream);
         col += step;
         if (col >= K) col -= K;
     }
     if (i < n)
         TF(store_part)(dxf + i, n - i, TF(col_dx_vec)(TF(load_n)(xf + i, n - i, 0), TF(load_n)(dyf + i, n - i, 0),
-                                                      TF(load_n)(wc + col, n - i, 0), wcol, cf + col, K2, n - i));
+                                                      z, 0, cf + col, K2, n - i));
 }
 
 /* 1 when col_dx_tiles serves a slab whose rows col_dx_flat could walk: the
@@ -1538,15 +1554,14 @@ static inline int TF(col_dx_tiles_ok)(const fn_col_shape *s)
  * tile's coefficients read from L1 for all the rows (BatchNorm backward (64,
  * 4096) read 112 KiB of them from L2 for every 16 KiB row of x); each row's
  * part of a tile stored from dx's first vector boundary on, as col_norm_tiles.
- * g = dy * wred[r] (parameters along r), dy * wcol[k] (parameters per column,
- * in cf) or dy. */
-static void TF(col_dx_span)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred, int wcol,
-                            ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t k0, ptrdiff_t k1, const T *cf,
-                            ptrdiff_t K2, int stream)
+ * dy is weighted by wred[r] (parameters along r); parameters per column are in
+ * cf. */
+static void TF(col_dx_span)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred, ptrdiff_t a,
+                            ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t k0, ptrdiff_t k1, const T *cf, ptrdiff_t K2,
+                            int stream)
 {
     const VT z = {0};
-    const T *wc = cf + 6 * K2;
-    int weighted = wred || wcol;
+    int rw = wred != NULL;
     ptrdiff_t kt = FN_COL_TILE_BYTES / (FN_COL_DX_ARRAYS * (ptrdiff_t)sizeof(T));
     kt = fn_max(TLANES, kt / TLANES * TLANES);
     for (ptrdiff_t t0 = k0; t0 < k1; t0 += kt) {
@@ -1554,38 +1569,33 @@ static void TF(col_dx_span)(const fn_col_shape *s, const T *x, const T *dy, T *d
         for (ptrdiff_t r = r0; r < r1; r++) {
             const T *xr = x + a * s->xa + r * s->xr, *dyr = dy + a * s->ya + r * s->yr;
             T *dxr = dx + a * s->ya + r * s->yr;
-            VT wr = z + (wred ? wred[r] : (T)1);
+            VT wr = z + (rw ? wred[r] : (T)1);
             ptrdiff_t k = t0, h = fn_min(t1 - t0, TF(vec_head)(dxr + t0));
             if (h) {
-                VT wv = wred ? wr : wcol ? TF(load_n)(wc + k, h, 0) : z;
-                TF(store_part)(dxr + k, h, TF(col_dx_vec)(TF(load_n)(xr + k, h, 0), TF(load_n)(dyr + k, h, 0), wv,
-                                                          weighted, cf + k, K2, h));
+                TF(store_part)(dxr + k, h, TF(col_dx_vec)(TF(load_n)(xr + k, h, 0), TF(load_n)(dyr + k, h, 0), wr,
+                                                          rw, cf + k, K2, h));
                 k += h;
             }
-            for (; k + TLANES <= t1; k += TLANES) {
-                VT wv = wred ? wr : wcol ? TF(loadt)(wc + k) : z;
-                TF(store_vec)(dxr + k, TF(col_dx_vec)(TF(loadt)(xr + k), TF(loadt)(dyr + k), wv, weighted, cf + k,
-                                                      K2, TLANES), stream);
-            }
-            if (k < t1) {
-                VT wv = wred ? wr : wcol ? TF(load_n)(wc + k, t1 - k, 0) : z;
+            for (; k + TLANES <= t1; k += TLANES)
+                TF(store_vec)(dxr + k, TF(col_dx_vec)(TF(loadt)(xr + k), TF(loadt)(dyr + k), wr, rw, cf + k, K2,
+                                                      TLANES), stream);
+            if (k < t1)
                 TF(store_part)(dxr + k, t1 - k, TF(col_dx_vec)(TF(load_n)(xr + k, t1 - k, 0),
-                                                               TF(load_n)(dyr + k, t1 - k, 0), wv, weighted,
-                                                               cf + k, K2, t1 - k));
-            }
+                                                               TF(load_n)(dyr + k, t1 - k, 0), wr, rw, cf + k, K2,
+                                                               t1 - k));
         }
     }
 }
 
 /* Rows [r0, r1) of slab a (col_dx_tiles_ok), all its columns (col_dx_span). */
-static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *dx, int wcol, ptrdiff_t a,
-                             ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream)
+static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *dx, ptrdiff_t a, ptrdiff_t r0,
+                             ptrdiff_t r1, const T *cf, int stream)
 {
-    TF(col_dx_span)(s, x, dy, dx, NULL, wcol, a, r0, r1, 0, s->K, cf, TF(col_c2)(s->K), stream);
+    TF(col_dx_span)(s, x, dy, dx, NULL, a, r0, r1, 0, s->K, cf, TF(col_c2)(s->K), stream);
 }
 
-/* dx of rows [r0, r1) of slab a in T precision; g = dy * wred[r] (parameters
- * along r) or dy * wcol[k] (parameters per column, in cf) or dy. Contiguous rows
+/* dx of rows [r0, r1) of slab a in T precision; dy weighted by wred[r]
+ * (parameters along r), parameters per column in cf. Contiguous rows
  * go to col_dx_tiles or col_dx_flat. With pdw, row r's parameter gradient terms
  * are summed as its dx is formed (a pass of their own over x and dy took 17 % of
  * a LayerNorm backward over a transposed x): pdw[r - r0] = sum_k dy * xhat and
@@ -1594,15 +1604,14 @@ static void TF(col_dx_tiles)(const fn_col_shape *s, const T *x, const T *dy, T *
  * whatever the thread count. */
 #define FN_PARAM_FLUSH_COLS FN_COL_BLOCK
 static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *dx, const T *wred,
-                            int wcol, ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream,
-                            double *pdw, double *pdb)
+                            ptrdiff_t a, ptrdiff_t r0, ptrdiff_t r1, const T *cf, int stream, double *pdw,
+                            double *pdb)
 {
     ptrdiff_t K = s->K, K2 = TF(col_c2)(K);
-    const T *wc = cf + 6 * K2;
     const VT z = {0};
     if (TF(col_dx_flat_ok)(s, wred) && !pdw) {
-        if (TF(col_dx_tiles_ok)(s)) TF(col_dx_tiles)(s, x, dy, dx, wcol, a, r0, r1, cf, stream);
-        else TF(col_dx_flat)(s, x, dy, dx, wcol, a, r0 * K, r1 * K, cf, stream);
+        if (TF(col_dx_tiles_ok)(s)) TF(col_dx_tiles)(s, x, dy, dx, a, r0, r1, cf, stream);
+        else TF(col_dx_flat)(s, x, dy, dx, a, r0 * K, r1 * K, cf, stream);
         return;
     }
     for (ptrdiff_t r = r0; r < r1; r++) {
@@ -1613,7 +1622,7 @@ static void TF(col_dx_rows)(const fn_col_shape *s, const T *x, const T *dy, T *d
         for (ptrdiff_t k = 0; k < K; k += TLANES) {
             ptrdiff_t cnt = fn_min(TLANES, K - k);
             VT xv = TF(load_n)(xr + k, cnt, 0), dyv = TF(load_n)(dyr + k, cnt, 0);
-            VT v = TF(col_dx_vec)(xv, dyv, wred ? wr : TF(load_n)(wc + k, cnt, 0), wred || wcol, cf + k, K2, cnt);
+            VT v = TF(col_dx_vec)(xv, dyv, wr, wred != NULL, cf + k, K2, cnt);
             if (cnt == TLANES) TF(storet)(dxr + k, v);
             else TF(store_part)(dxr + k, cnt, v);
             if (!pdw) continue;
@@ -1714,9 +1723,9 @@ static void TF(col_dx_pass)(const fn_col_shape *s, const T *x, const T *dy, T *d
         ptrdiff_t a = it / walk.per_slab, e0 = (it % walk.per_slab) * walk.step;
         ptrdiff_t e1 = fn_min(e0 + walk.step, s->R * K), r0 = e0 / K, r1 = (e1 + K - 1) / K;
         double *qw = pdw ? pdw + a * R + r0 : NULL, *qb = pdw ? pdb + a * R + r0 : NULL;
-        if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, wcol != NULL, a, e0, e1, cf + cs * a, stream);
+        if (walk.flat) TF(col_dx_flat)(s, x, dy, dx, a, e0, e1, cf + cs * a, stream);
         else if (cf_ok[a])
-            TF(col_dx_rows)(s, x, dy, dx, wred, wcol != NULL, a, r0, r1, cf + cs * a, stream, qw, qb);
+            TF(col_dx_rows)(s, x, dy, dx, wred, a, r0, r1, cf + cs * a, stream, qw, qb);
         else
             TF(col_dx_rows_exact)(s, x, dy, dx, wred, wcol, a, r0, r1, mean + a * K, rstd + a * K,
                                   scale + a * cstride, c1 + a * cstride, c2 + a * cstride, qw, qb);
@@ -1783,7 +1792,7 @@ static void TF(col_bwd_walk)(const fn_col_shape *s, const fn_bwd_args *p, const 
         if (dx) {
             if (TF(col_dx_coeffs_range)(c2s, k0, k1, cols[0] + a * K, cols[1] + a * K, cols[2] + ca, cols[3] + ca,
                                         cols[4] + ca, wcol, cf + cs * a))
-                TF(col_dx_span)(s, x, dy, dx, wred, wcol != NULL, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
+                TF(col_dx_span)(s, x, dy, dx, wred, a, 0, R, k0, k1, cf + cs * a, c2s, stream);
             else
                 __atomic_store_n(&cf_ok[a], 0, __ATOMIC_RELAXED);
         }

@@ -101,7 +101,7 @@
 #define FN_COL_FUSED_BYTES (1 << 19)
 #define FN_COL_FUSED_MIN_BYTES 2048
 /* Per-column arrays of the channels-last dx coefficients (col_dx_coeffs). */
-#define FN_COL_DX_ARRAYS 7
+#define FN_COL_DX_ARRAYS 6
 /* Units per group of the backward's fused parameter sums, and the most doubles
  * of partial sums it may hold (else parameters get a pass of their own). */
 #define FN_PARAM_GROUP 64

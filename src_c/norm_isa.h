@@ -23,6 +23,7 @@ typedef long long fn_q64 __attribute__((vector_size(64)));
 #define TS f32
 #define FN_T_BYTES 4
 #define FN_T_MAX FLT_MAX
+#define FN_T_MIN FLT_MIN
 #include "norm_template.h"
 #include "bwd_template.h"
 #include "lrn_template.h"
@@ -30,11 +31,13 @@ typedef long long fn_q64 __attribute__((vector_size(64)));
 #undef TS
 #undef FN_T_BYTES
 #undef FN_T_MAX
+#undef FN_T_MIN
 
 #define T double
 #define TS f64
 #define FN_T_BYTES 8
 #define FN_T_MAX DBL_MAX
+#define FN_T_MIN DBL_MIN
 #include "norm_template.h"
 #include "bwd_template.h"
 #include "lrn_template.h"
@@ -42,6 +45,7 @@ typedef long long fn_q64 __attribute__((vector_size(64)));
 #undef TS
 #undef FN_T_BYTES
 #undef FN_T_MAX
+#undef FN_T_MIN
 
 #define FN_TR_BYTES 4
 #include "transpose_template.h"
