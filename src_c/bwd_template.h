@@ -417,15 +417,32 @@ static inline VT TF(bwd_dx_vec_sw)(const T *x, const T *dy, ptrdiff_t i, ptrdiff
 }
 
 /* bwd_dx for a row whose parameter is one value wv (GroupNorm's per-channel
- * weight inside a group): dx = scale * (wv * dy - c1 - xhat * c2). */
+ * weight inside a group): dx = scale * (wv * dy - c1 - xhat * c2). Unless NULL,
+ * xn and dyn, n values each (the next unit's row), are asked for into L2, a line
+ * of each per line of dx (see FN_PLANE_AHEAD_L2_DIV). */
 static inline void TF(bwd_dx_scalar_w)(const T *x, const T *dy, T *dx, ptrdiff_t n, double mean, double rstd,
-                                       double wv, double scale, double c1, double c2)
+                                       double wv, double scale, double c1, double c2, const T *xn, const T *dyn)
 {
     const VT z = {0};
     const T mh = (T)mean, ml = (T)(mean - (double)mh);
     const VT mhv = z + mh, mlv = z + ml, rv = z + (T)rstd, sv = z + (T)scale, wvv = z + (T)wv,
              c1v = z + (T)c1, c2v = z + (T)c2;
     ptrdiff_t i = 0;
+    if (xn) {
+        const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(T);
+        for (; i + line <= n; i += line) {
+            __builtin_prefetch(xn + i, 0, 2);
+            __builtin_prefetch(dyn + i, 0, 2);
+            for (ptrdiff_t j = 0; j < line; j += TLANES)
+                TF(storet)(dx + i + j, TF(bwd_dx_vec_sw)(x, dy, i + j, TLANES, wvv, mhv, mlv, rv, sv, c1v, c2v));
+        }
+        if (i < n) {
+            __builtin_prefetch(xn + i, 0, 2);
+            __builtin_prefetch(dyn + i, 0, 2);
+            __builtin_prefetch(xn + n - 1, 0, 2);
+            __builtin_prefetch(dyn + n - 1, 0, 2);
+        }
+    }
     for (; i + TLANES <= n; i += TLANES)
         TF(storet)(dx + i, TF(bwd_dx_vec_sw)(x, dy, i, TLANES, wvv, mhv, mlv, rv, sv, c1v, c2v));
     if (i < n) TF(store_part)(dx + i, n - i, TF(bwd_dx_vec_sw)(x, dy, i, n - i, wvv, mhv, mlv, rv, sv, c1v, c2v));
@@ -949,15 +966,27 @@ static void TF(seg_bwd_plane_unit)(const fn_seg_shape *s, const fn_bwd_args *p, 
     TF(bwd_unit_finish)(p, u, n, S0, S1, S2);
 }
 
-static void TF(seg_bwd_plane_dx)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
-                                 ptrdiff_t u, ptrdiff_t r1)
+static inline ptrdiff_t TF(plane_xo)(const fn_seg_shape *s, ptrdiff_t u, ptrdiff_t r1)
 {
-    ptrdiff_t a = u / s->K, k = u % s->K;
+    return (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
+}
+
+static inline ptrdiff_t TF(plane_yo)(const fn_seg_shape *s, ptrdiff_t u, ptrdiff_t r1)
+{
+    return (u / s->K) * s->ya + (u % s->K) * s->yk + r1 * s->yr1;
+}
+
+/* dx of row r1 of unit u; ahead: row r1 of unit u + 1 is asked for meanwhile. */
+static void TF(seg_bwd_plane_dx)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q,
+                                 ptrdiff_t u, ptrdiff_t r1, int ahead)
+{
     double scale, c1, c2, rstd = p->rstd[u];
     TF(bwd_coeffs)(p, 1.0, (double)(s->R1 * s->R2), p->s1[u], p->s2[u], rstd, &scale, &c1, &c2);
-    ptrdiff_t xo = a * s->xa + k * s->xk + r1 * s->xr1, yo = a * s->ya + k * s->yk + r1 * s->yr1;
+    ptrdiff_t xo = TF(plane_xo)(s, u, r1), yo = TF(plane_yo)(s, u, r1);
+    const T *xn = ahead ? q->x + TF(plane_xo)(s, u + 1, r1) : NULL;
+    const T *dyn = ahead ? q->dy + TF(plane_yo)(s, u + 1, r1) : NULL;
     TF(bwd_dx_scalar_w)(q->x + xo, q->dy + yo, q->dx + yo, s->R2, p->cmean[u], rstd,
-                        TF(plane_w)(s, q, u, r1), scale, c1, c2);
+                        TF(plane_w)(s, q, u, r1), scale, c1, c2, xn, dyn);
 }
 
 static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const TF(seg_bwd_ptrs) *q, int nt)
@@ -968,12 +997,17 @@ static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const
     if (nt <= 1 || U >= 4 * (ptrdiff_t)nt) {
         /* a unit at a time: its dx pass re-reads x and dy from cache */
         ptrdiff_t chunk = fn_chunk_items(U, R1 * s->R2, nt);
+        /* rows r1 < ahead of the next unit are asked for during this unit's dx */
+        ptrdiff_t row_bytes = 2 * s->R2 * (ptrdiff_t)sizeof(T), ahead = 0;
+        if (FN_PLANE_AHEAD_L2_DIV > 0 && row_bytes > 0)
+            ahead = fn_min(R1, (ptrdiff_t)fn_l2_bytes() / FN_PLANE_AHEAD_L2_DIV / row_bytes);
         FN_PARALLEL_SHARES(nt, (U + chunk - 1) / chunk, u_c_,
             for (ptrdiff_t u = u_c_ * chunk; u < fn_min(U, (u_c_ + 1) * chunk); u++) {
                 TF(seg_bwd_plane_rows)(s, p, q, u, rows + 3 * u * R1);
                 TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
                 if (q->dx)
-                    for (ptrdiff_t r1 = 0; r1 < R1; r1++) TF(seg_bwd_plane_dx)(s, p, q, u, r1);
+                    for (ptrdiff_t r1 = 0; r1 < R1; r1++)
+                        TF(seg_bwd_plane_dx)(s, p, q, u, r1, r1 < ahead && u + 1 < U);
             }
         );
     } else {
@@ -981,7 +1015,7 @@ static int TF(seg_bwd_planes)(const fn_seg_shape *s, const fn_bwd_args *p, const
         FN_PARALLEL_SHARES(nt, n_rows, it, TF(seg_bwd_plane_row)(s, p, q, it / R1, it % R1, rows + 3 * it); );
         for (ptrdiff_t u = 0; u < U; u++) TF(seg_bwd_plane_unit)(s, p, q, u, rows + 3 * u * R1);
         if (q->dx) {
-            FN_PARALLEL_SHARES(nt, n_rows, it, TF(seg_bwd_plane_dx)(s, p, q, it / R1, it % R1); );
+            FN_PARALLEL_SHARES(nt, n_rows, it, TF(seg_bwd_plane_dx)(s, p, q, it / R1, it % R1, 0); );
         }
     }
     if (p->dw) {
@@ -1454,6 +1488,8 @@ static int TF(col_dx_coeffs_range)(ptrdiff_t c2s, ptrdiff_t k0, ptrdiff_t k1, co
         ok &= fabs(g) >= (double)FN_T_MIN || scale[k] == 0 || wk == 0;
         ok &= fabs(q) >= (double)FN_T_MIN || scale[k] == 0 || rstd[k] == 0 || c2[k] == 0;
     }
+    /* s0 in a loop of its own, as the comment above has it; q is formed again, the
+     * same double expression, rather than kept in a further array */
     for (ptrdiff_t k = k0; k < k1; k++)
         s0[k] = (T)(-scale[k] * rstd[k] * c2[k] * ((double)mh[k] - mean[k]) - scale[k] * c1[k]);
     for (int j = 0; j < FN_COL_DX_ARRAYS; j++) {
