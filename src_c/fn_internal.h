@@ -376,12 +376,13 @@ static inline int fn_lean_fixed(ptrdiff_t row_bytes)
  * sums from L3 or memory and then its dx from L2; while it writes row r1's dx it
  * asks for row r1 of the next unit (x and dy, into L2), for as many rows as fit
  * in 1 / FN_PLANE_AHEAD_L2_DIV of the L2 (fn_l2_bytes; 0: no requests). AMD
- * Zen 3, 512 KiB L2, float32, against no requests, builds on the same arrays
- * in rotating order, both orders, 2026-12-02: (8, 256, 32, 32), units of 32 KiB
- * per array, 1.05-1.13x at one thread and 1.08-1.24x at two; (16, 128, 64, 64),
- * half of each unit asked for, 1.05-1.12x and 0.99-1.07x; (4, 64, 128, 128),
- * (32, 32, 56, 56) and (16, 32, 28, 28) 0.97-1.08x (no difference). Half of the
- * L2 (divisor 8) gained no more. */
+ * Zen 3, 512 KiB L2, float32, `out=`, against no requests, whole builds on the
+ * same arrays in rotating order, both orders, 2026-12-02: (8, 256, 32, 32), units
+ * of 32 KiB per array, 1.05x at one thread and 1.13-1.21x at two; (16, 128, 64,
+ * 64), half of each unit asked for, 1.02-1.05x and 1.06-1.12x; (4, 64, 128, 128)
+ * and (32, 32, 56, 56) 0.96-1.09x, as the unchanged channels-last walk beside
+ * them (0.98-1.07x): no difference. An eighth of the L2 (divisor 8) gained no
+ * more. */
 #ifndef FN_PLANE_AHEAD_L2_DIV
 #define FN_PLANE_AHEAD_L2_DIV 4
 #endif
