@@ -436,9 +436,12 @@ static inline void TF(bwd_dx_scalar_w)(const T *x, const T *dy, T *dx, ptrdiff_t
             for (ptrdiff_t j = 0; j < line; j += TLANES)
                 TF(storet)(dx + i + j, TF(bwd_dx_vec_sw)(x, dy, i + j, TLANES, wvv, mhv, mlv, rv, sv, c1v, c2v));
         }
+        /* the rest of the row, and its last line where xn starts inside a line */
         if (i < n) {
             __builtin_prefetch(xn + i, 0, 2);
             __builtin_prefetch(dyn + i, 0, 2);
+        }
+        if (n > 0) {
             __builtin_prefetch(xn + n - 1, 0, 2);
             __builtin_prefetch(dyn + n - 1, 0, 2);
         }
@@ -968,7 +971,7 @@ static void TF(seg_bwd_plane_unit)(const fn_seg_shape *s, const fn_bwd_args *p, 
 
 static inline ptrdiff_t TF(plane_xo)(const fn_seg_shape *s, ptrdiff_t u, ptrdiff_t r1)
 {
-    return (u / s->K) * s->xa + (u % s->K) * s->xk + r1 * s->xr1;
+    return fn_unit_x_offset(s, u) + r1 * s->xr1;
 }
 
 static inline ptrdiff_t TF(plane_yo)(const fn_seg_shape *s, ptrdiff_t u, ptrdiff_t r1)
